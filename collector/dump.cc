@@ -1,0 +1,181 @@
+#include "collector/dump.h"
+
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <set>
+
+#include "collector/file_table.h"
+#include "collector/kinds/registry.h"
+#include "collector/process_tree.h"
+#include "common/image_stream.h"
+#include "common/proc.h"
+#include "protos/inventory.pb.h"
+
+namespace crpipe::collector {
+
+namespace {
+
+Status writeHello(StageWriter& out, pid_t root) {
+  capnp::MallocMessageBuilder mb;
+  auto h = mb.initRoot<proto::Message>().initHello();
+  h.setRole(proto::Hello::Role::COLLECTOR);
+  h.setProtocolVersion(proto::PROTOCOL_VERSION);
+  h.setToolVersion(CRPIPE_VERSION);
+  h.setRootPid(root);
+  return out.write(mb);
+}
+
+images::InventoryEntry makeInventory(const DumpOptions& opts) {
+  images::InventoryEntry inv;
+  inv.set_img_version(kImagesVersion);
+  // fdinfo-<pid>.img per task: crpipe has no core images yet to carry files ids.
+  inv.set_fdinfo_per_id(false);
+  auto* ext = inv.mutable_crpipe();
+  ext->set_tool_version(CRPIPE_VERSION);
+  ext->set_root_pid(static_cast<uint32_t>(opts.root));
+  utsname u{};
+  if (::uname(&u) == 0) {
+    ext->set_kernel_release(u.release);
+  }
+  if (opts.extUnixSk) {
+    ext->add_dump_options("ext-unix-sk");
+  }
+  for (uint32_t ino : opts.extUnixSkInodes) {
+    ext->add_dump_options("ext-unix-sk=" + std::to_string(ino));
+  }
+  for (const auto& e : opts.externals) {
+    ext->add_dump_options("external=" + e);
+  }
+  return inv;
+}
+
+// Takes the target's descriptor `fd` into the collector, with what /proc says about it.
+Result<OpenFile> grabFd(int pidfd, pid_t pid, int fd) {
+  OpenFile f;
+  f.pid = pid;
+  f.fd = fd;
+  const std::string where = "fd " + std::to_string(fd) + " of pid " + std::to_string(pid);
+  // pidfd_getfd duplicates the very open file description (like SCM_RIGHTS), CLOEXEC.
+  f.dup.reset(static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd, fd, 0)));
+  if (!f.dup.valid()) {
+    return fail(Error::sys(where + ": pidfd_getfd"));
+  }
+  if (::fstat(f.dup.get(), &f.st) < 0) {
+    return fail(Error::sys(where + ": fstat"));
+  }
+  const std::string base = "/proc/" + std::to_string(pid);
+  auto link = readLink(base + "/fd/" + std::to_string(fd));
+  if (!link) {
+    return fail(std::move(link).error().context(where));
+  }
+  f.link = std::move(*link);
+  auto info = readProcFile(base + "/fdinfo/" + std::to_string(fd));
+  if (!info) {
+    return fail(std::move(info).error().context(where));
+  }
+  auto parsed = parseFdInfo(*info);
+  if (!parsed) {
+    return fail(std::move(parsed).error().context(where));
+  }
+  f.fdinfo = *parsed;
+  return f;
+}
+
+Status collectFds(DumpContext& ctx, const FrozenProcess& p, ProgressSink& progress,
+                  uint64_t& done) {
+  UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, p.pid, 0)));
+  if (!pidfd.valid()) {
+    return fail(Error::sys("pidfd_open pid " + std::to_string(p.pid)));
+  }
+  auto fds = listNumericDir("/proc/" + std::to_string(p.pid) + "/fd");
+  if (!fds) {
+    return fail(std::move(fds).error());
+  }
+  auto img = ctx.out.image("fdinfo-" + std::to_string(p.pid) + ".img");
+  if (!img) {
+    return fail(std::move(img).error());
+  }
+  for (int fd : *fds) {
+    auto f = grabFd(pidfd.get(), p.pid, fd);
+    if (!f) {
+      return fail(std::move(f).error());
+    }
+    const bool cloexec = (f->fdinfo.flags & O_CLOEXEC) != 0;
+    auto known = ctx.files.add(ctx, std::move(*f));
+    if (!known) {
+      return fail(std::move(known).error());
+    }
+    images::FdinfoEntry fe;
+    fe.set_id(known->id);
+    fe.set_flags(cloexec ? FD_CLOEXEC : 0);
+    fe.set_type(known->type);
+    fe.set_fd(static_cast<uint32_t>(fd));
+    CRPIPE_TRY(ctx.out.entry(*img, fe));
+    if (++done % 1024 == 0) {
+      progress.progress("fds", done, 0, "pid " + std::to_string(p.pid));
+    }
+  }
+  return {};
+}
+
+// Enough descriptors to hold a duplicate of every fd of the tree at once.
+void raiseFdLimit(Log& log) {
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+      log.warn("cannot raise RLIMIT_NOFILE: %s", strerror(errno));
+    }
+  }
+}
+
+}  // namespace
+
+Result<FrozenTree> collectTree(const DumpOptions& opts, Log& log, StageWriter& data,
+                               ProgressSink& progress) {
+  raiseFdLimit(log);
+  CRPIPE_TRY(writeHello(data, opts.root));
+  progress.progress("freeze", 0, 0, "pid " + std::to_string(opts.root));
+  auto tree = FrozenTree::freeze(opts.root, log);
+  if (!tree) {
+    return fail(std::move(tree).error());
+  }
+  progress.progress("freeze", tree->processes().size(), tree->processes().size(),
+                    std::to_string(tree->threadCount()) + " threads");
+
+  std::set<pid_t> pids;
+  for (const auto& p : tree->processes()) {
+    pids.insert(p.pid);
+  }
+  ImageEmitter out(data);
+  CRPIPE_TRY(out.entryTo("inventory.img", makeInventory(opts)));
+  auto pstree = describeTree(*tree);
+  if (!pstree) {
+    return fail(std::move(pstree).error());
+  }
+  for (const auto& e : *pstree) {
+    CRPIPE_TRY(out.entryTo("pstree.img", e));
+  }
+
+  FileTable files(makeFdKinds());
+  DumpContext ctx{opts, log, out, files, pids};
+  CRPIPE_TRY(files.prepareAll(ctx));
+  uint64_t done = 0;
+  for (const auto& p : tree->processes()) {
+    CRPIPE_TRY(collectFds(ctx, p, progress, done));
+  }
+  CRPIPE_TRY(files.finishAll(ctx));
+  progress.progress("fds", done, done, std::to_string(files.size()) + " open files");
+  CRPIPE_TRY(out.end());
+  log.info("collected %lu fds, %zu open files, %lu entries, %lu raw bytes",
+           static_cast<unsigned long>(done), files.size(),
+           static_cast<unsigned long>(out.entries()), static_cast<unsigned long>(out.rawBytes()));
+  return tree;
+}
+
+}  // namespace crpipe::collector

@@ -1,0 +1,35 @@
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <set>
+
+#include "collector/open_file.h"
+#include "collector/options.h"
+#include "common/image_stream.h"
+#include "common/log.h"
+#include "common/result.h"
+#include "protos/fdinfo.pb.h"
+
+namespace crpipe::collector {
+
+class FileTable;
+
+// Everything an fd kind may use while collecting. Owned by the dump, passed by reference;
+// nothing here is global.
+struct DumpContext {
+  const DumpOptions& opts;
+  Log& log;
+  ImageEmitter& out;
+  FileTable& files;
+  // Pids of every process of the dumped tree (threads not included).
+  const std::set<pid_t>& pids;
+
+  bool inTree(pid_t pid) const { return pids.count(pid) != 0; }
+};
+
+// Fown of an open file description, read from the collector's duplicate.
+Result<images::FownEntry> readFown(int fd);
+
+}  // namespace crpipe::collector

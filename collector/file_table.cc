@@ -1,0 +1,73 @@
+#include "collector/file_table.h"
+
+#include <fcntl.h>
+#include <linux/kcmp.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+namespace crpipe::collector {
+
+namespace {
+
+// 0: the two descriptors of this process refer to the same open file description.
+int kcmpSameFile(int a, int b) {
+  pid_t self = ::getpid();
+  return static_cast<int>(::syscall(SYS_kcmp, self, self, KCMP_FILE, a, b));
+}
+
+}  // namespace
+
+FdKind* FileTable::kindFor(const OpenFile& f) const {
+  for (const auto& k : kinds_) {
+    if (k->matches(f)) {
+      return k.get();
+    }
+  }
+  return nullptr;
+}
+
+Result<FileTable::Known> FileTable::add(DumpContext& ctx, OpenFile f) {
+  auto key = std::make_pair(f.st.st_dev, f.st.st_ino);
+  auto& same = byInode_[key];
+  for (size_t idx : same) {
+    int r = kcmpSameFile(entries_[idx].dup.get(), f.dup.get());
+    if (r == 0) {
+      return entries_[idx].known;
+    }
+    if (r < 0) {
+      return fail(Error::sys(f.where() + ": kcmp"));
+    }
+  }
+  FdKind* kind = kindFor(f);
+  if (kind == nullptr) {
+    return failMsg(f.where() + ": unsupported file kind (" + f.link +
+                   "); crpipe cannot dump it yet, nothing was dumped");
+  }
+  Known known{nextId_++, kind->typeFor(f)};
+  // The id is registered before collect() so that a socket whose queue holds the socket
+  // itself (or a cycle of sockets passing each other) finds its own id.
+  same.push_back(entries_.size());
+  int dupFd = f.dup.get();
+  entries_.push_back(Entry{UniqueFd(::fcntl(dupFd, F_DUPFD_CLOEXEC, 0)), known});
+  if (!entries_.back().dup.valid()) {
+    return fail(Error::sys(f.where() + ": dup"));
+  }
+  CRPIPE_TRY(kind->collect(ctx, f, known.id));
+  return known;
+}
+
+Status FileTable::prepareAll(DumpContext& ctx) {
+  for (auto& k : kinds_) {
+    CRPIPE_TRY(k->prepare(ctx));
+  }
+  return {};
+}
+
+Status FileTable::finishAll(DumpContext& ctx) {
+  for (auto& k : kinds_) {
+    CRPIPE_TRY(k->finish(ctx));
+  }
+  return {};
+}
+
+}  // namespace crpipe::collector

@@ -1,0 +1,27 @@
+#include <fcntl.h>
+
+#include "collector/dump_context.h"
+
+namespace crpipe::collector {
+
+Result<images::FownEntry> readFown(int fd) {
+  images::FownEntry fown;
+  f_owner_ex owner{};
+  if (::fcntl(fd, F_GETOWN_EX, &owner) < 0) {
+    return failSys("F_GETOWN_EX");
+  }
+  int sig = ::fcntl(fd, F_GETSIG);
+  if (sig < 0) {
+    return failSys("F_GETSIG");
+  }
+  fown.set_pid_type(static_cast<uint32_t>(owner.type));
+  fown.set_pid(static_cast<uint32_t>(owner.pid));
+  fown.set_signum(static_cast<uint32_t>(sig));
+  // The owner's credentials matter only when an owner is set; the kernel does not expose
+  // them, and CRIU records the owner task's uids for the same purpose.
+  fown.set_uid(0);
+  fown.set_euid(0);
+  return fown;
+}
+
+}  // namespace crpipe::collector

@@ -1,0 +1,184 @@
+#include "collector/freezer.h"
+
+#include <signal.h>
+#include <sys/ptrace.h>
+#include <sys/wait.h>
+
+#include <deque>
+#include <set>
+
+#include "common/proc.h"
+
+namespace crpipe::collector {
+
+FrozenTree::FrozenTree(FrozenTree&& o) noexcept
+    : log_(o.log_), procs_(std::move(o.procs_)), stopped_(std::move(o.stopped_)),
+      done_(o.done_) {
+  o.done_ = true;
+}
+
+FrozenTree::~FrozenTree() {
+  if (!done_) {
+    release();
+  }
+}
+
+Result<bool> FrozenTree::seizeThread(pid_t tid) {
+  if (::ptrace(PTRACE_SEIZE, tid, nullptr, nullptr) < 0) {
+    if (errno == ESRCH) {
+      return false;  // exited meanwhile
+    }
+    if (errno == EPERM) {
+      return fail(Error::sys("PTRACE_SEIZE tid " + std::to_string(tid) +
+                             " (already traced by another process?)"));
+    }
+    return fail(Error::sys("PTRACE_SEIZE tid " + std::to_string(tid)));
+  }
+  // Registered at once: from here on the destructor owes this thread a detach.
+  stopped_[tid] = 0;
+  if (::ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr) < 0) {
+    return fail(Error::sys("PTRACE_INTERRUPT tid " + std::to_string(tid)));
+  }
+  for (;;) {
+    int status = 0;
+    pid_t r = ::waitpid(tid, &status, __WALL);
+    if (r < 0) {
+      if (errno == EINTR) {
+        continue;
+      }
+      return fail(Error::sys("waitpid tid " + std::to_string(tid)));
+    }
+    if (WIFEXITED(status) || WIFSIGNALED(status)) {
+      stopped_.erase(tid);
+      return false;
+    }
+    if (!WIFSTOPPED(status)) {
+      continue;
+    }
+    if ((status >> 16) == PTRACE_EVENT_STOP) {
+      return true;  // the interrupt (or a group-stop) took effect
+    }
+    // A signal arrived before our interrupt: keep it for the detach, let the task reach
+    // the interrupt stop without delivering it now.
+    int sig = WSTOPSIG(status);
+    log_->debug("tid %d: signal %d pending while freezing, kept for release", tid, sig);
+    stopped_[tid] = sig;
+    if (::ptrace(PTRACE_CONT, tid, nullptr, nullptr) < 0) {
+      return fail(Error::sys("PTRACE_CONT tid " + std::to_string(tid)));
+    }
+  }
+}
+
+Status FrozenTree::freezeProcess(FrozenProcess& p, bool& gone) {
+  gone = false;
+  const std::string taskDir = "/proc/" + std::to_string(p.pid) + "/task";
+  // Re-list threads until a listing made after all listed threads stopped adds nothing.
+  for (;;) {
+    auto tids = listNumericDir(taskDir);
+    if (!tids) {
+      if (tids.error().err() == ENOENT) {
+        gone = true;
+        return {};
+      }
+      return fail(std::move(tids).error());
+    }
+    bool added = false;
+    for (pid_t tid : *tids) {
+      if (stopped_.count(tid) != 0) {
+        continue;
+      }
+      auto alive = seizeThread(tid);
+      if (!alive) {
+        return fail(std::move(alive).error());
+      }
+      added = added || *alive;
+    }
+    if (!added) {
+      p.threads.clear();
+      for (pid_t tid : *tids) {
+        if (stopped_.count(tid) != 0) {
+          p.threads.push_back(tid);
+        }
+      }
+      if (p.threads.empty()) {
+        gone = true;
+      }
+      // The leader first, as pstree.img lists it.
+      for (size_t i = 0; i < p.threads.size(); ++i) {
+        if (p.threads[i] == p.pid) {
+          std::swap(p.threads[0], p.threads[i]);
+        }
+      }
+      return {};
+    }
+  }
+}
+
+Result<FrozenTree> FrozenTree::freeze(pid_t root, Log& log) {
+  FrozenTree tree(log);
+  if (root <= 1 || root == ::getpid()) {
+    return failMsg("refusing to dump pid " + std::to_string(root));
+  }
+  std::deque<FrozenProcess> todo;
+  todo.push_back(FrozenProcess{root, 0, {}});
+  std::set<pid_t> seen{root};
+  while (!todo.empty()) {
+    FrozenProcess p = std::move(todo.front());
+    todo.pop_front();
+    auto stat = readProcFile("/proc/" + std::to_string(p.pid) + "/stat");
+    if (!stat) {
+      if (p.pid == root) {
+        return failMsg("pid " + std::to_string(root) + " does not exist");
+      }
+      continue;
+    }
+    auto ps = parseProcStat(*stat);
+    if (ps && ps->state == 'Z') {
+      return failMsg("pid " + std::to_string(p.pid) +
+                     " is a zombie (exited, not yet waited for); crpipe cannot dump zombies yet");
+    }
+    bool gone = false;
+    CRPIPE_TRY_CTX(tree.freezeProcess(p, gone), "freeze pid " + std::to_string(p.pid));
+    if (gone) {
+      if (p.pid == root) {
+        return failMsg("pid " + std::to_string(root) + " exited while being frozen");
+      }
+      continue;
+    }
+    // Every thread of p is stopped now, so its set of children cannot grow any more.
+    for (pid_t tid : p.threads) {
+      auto kids = readProcFile("/proc/" + std::to_string(p.pid) + "/task/" +
+                               std::to_string(tid) + "/children");
+      if (!kids) {
+        return fail(std::move(kids).error());
+      }
+      for (pid_t c : parsePidList(*kids)) {
+        if (seen.insert(c).second) {
+          todo.push_back(FrozenProcess{c, p.pid, {}});
+        }
+      }
+    }
+    tree.procs_.push_back(std::move(p));
+  }
+  log.info("froze %zu processes, %zu threads", tree.procs_.size(), tree.stopped_.size());
+  return tree;
+}
+
+void FrozenTree::kill() {
+  for (const auto& p : procs_) {
+    ::kill(p.pid, SIGKILL);
+  }
+  release();
+}
+
+void FrozenTree::release() {
+  for (const auto& [tid, sig] : stopped_) {
+    // Detach re-delivers `sig` if one was caught while seizing; errors (a killed task)
+    // leave nothing to do.
+    ::ptrace(PTRACE_DETACH, tid, nullptr, reinterpret_cast<void*>(static_cast<long>(sig)));
+  }
+  stopped_.clear();
+  done_ = true;
+}
+
+}  // namespace crpipe::collector

@@ -1,0 +1,56 @@
+#pragma once
+
+#include <sys/types.h>
+
+#include <map>
+#include <vector>
+
+#include "common/log.h"
+#include "common/result.h"
+
+namespace crpipe::collector {
+
+struct FrozenProcess {
+  pid_t pid = 0;
+  pid_t ppid = 0;              // parent inside the tree; 0 for the root
+  std::vector<pid_t> threads;  // the leader first
+};
+
+// Holds every thread of a process tree in ptrace-stop. Built by freeze(); the destructor
+// releases every thread running, as it was, unless kill() was called. A collector that
+// fails anywhere therefore leaves the tree untouched just by unwinding.
+class FrozenTree {
+ public:
+  // Seizes and interrupts every thread of `root` and its descendants, repeating until a
+  // pass finds no new task: a thread or child created while freezing is caught, because a
+  // process's children are read only after all its threads stopped.
+  static Result<FrozenTree> freeze(pid_t root, Log& log);
+
+  FrozenTree(FrozenTree&&) noexcept;
+  FrozenTree& operator=(FrozenTree&&) = delete;
+  FrozenTree(const FrozenTree&) = delete;
+  ~FrozenTree();
+
+  // Processes in tree order, parents before children.
+  const std::vector<FrozenProcess>& processes() const { return procs_; }
+  size_t threadCount() const { return stopped_.size(); }
+
+  // SIGKILLs every process of the tree (after a successful dump), then detaches.
+  void kill();
+  // Detaches every thread, re-delivering signals that arrived while seizing.
+  void release();
+
+ private:
+  explicit FrozenTree(Log& log) : log_(&log) {}
+  // false: the thread exited before it could be stopped.
+  Result<bool> seizeThread(pid_t tid);
+  Status freezeProcess(FrozenProcess& p, bool& gone);
+
+  Log* log_;
+  std::vector<FrozenProcess> procs_;
+  // tid -> signal to re-deliver on detach (0: none).
+  std::map<pid_t, int> stopped_;
+  bool done_ = false;
+};
+
+}  // namespace crpipe::collector

@@ -1,0 +1,238 @@
+// crpipe-collector: freezes a process tree and writes its state as a stage stream.
+#include <fcntl.h>
+#include <getopt.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+#include "collector/dump.h"
+#include "common/stage_stream.h"
+#include "common/unique_fd.h"
+
+namespace {
+
+using namespace crpipe;
+using namespace crpipe::collector;
+
+constexpr const char* kUsage =
+    "usage: crpipe-collector -t PID (--out FILE|- | --out-fd N) [options]\n"
+    "  -t, --tree PID          root of the tree to dump\n"
+    "      --out FILE|-        write the stage stream to FILE (or stdout)\n"
+    "      --out-fd N          write the stage stream to fd N\n"
+    "      --control-fd N      coordinator channel: progress out, verdict in\n"
+    "  -R, --leave-running     never kill the tree\n"
+    "      --ext-unix-sk[=INO] allow connected unix sockets with a peer outside the tree\n"
+    "      --external RES      unix[INO], pipe[INO] or file[MNT_ID:INODE]\n"
+    "  -v N                    verbosity 0..4 (default 2)\n"
+    "      --log FILE          log to FILE instead of stderr\n";
+
+struct Args {
+  DumpOptions dump;
+  std::string out;
+  int outFd = -1;
+  int controlFd = -1;
+  bool leaveRunning = false;
+  int verbosity = 2;
+  std::string logFile;
+};
+
+bool parseArgs(int argc, char** argv, Args& a) {
+  enum { kOut = 256, kOutFd, kControlFd, kExtUnixSk, kExternal, kLog };
+  static const option longOpts[] = {
+      {"tree", required_argument, nullptr, 't'},
+      {"out", required_argument, nullptr, kOut},
+      {"out-fd", required_argument, nullptr, kOutFd},
+      {"control-fd", required_argument, nullptr, kControlFd},
+      {"leave-running", no_argument, nullptr, 'R'},
+      {"ext-unix-sk", optional_argument, nullptr, kExtUnixSk},
+      {"external", required_argument, nullptr, kExternal},
+      {"log", required_argument, nullptr, kLog},
+      {"help", no_argument, nullptr, 'h'},
+      {nullptr, 0, nullptr, 0},
+  };
+  int c;
+  while ((c = getopt_long(argc, argv, "t:Rv:h", longOpts, nullptr)) != -1) {
+    switch (c) {
+      case 't':
+        a.dump.root = static_cast<pid_t>(std::atoi(optarg));
+        break;
+      case kOut:
+        a.out = optarg;
+        break;
+      case kOutFd:
+        a.outFd = std::atoi(optarg);
+        break;
+      case kControlFd:
+        a.controlFd = std::atoi(optarg);
+        break;
+      case 'R':
+        a.leaveRunning = true;
+        break;
+      case kExtUnixSk:
+        if (optarg != nullptr) {
+          a.dump.extUnixSkInodes.insert(static_cast<uint32_t>(std::strtoul(optarg, nullptr, 10)));
+        } else {
+          a.dump.extUnixSk = true;
+        }
+        break;
+      case kExternal:
+        a.dump.externals.insert(optarg);
+        break;
+      case 'v':
+        a.verbosity = std::atoi(optarg);
+        break;
+      case kLog:
+        a.logFile = optarg;
+        break;
+      case 'h':
+        fputs(kUsage, stdout);
+        exit(0);
+      default:
+        return false;
+    }
+  }
+  if (a.dump.root <= 0 || (a.out.empty() && a.outFd < 0)) {
+    return false;
+  }
+  return true;
+}
+
+// Progress goes to the coordinator when there is one, else to the log.
+class Progress : public ProgressSink {
+ public:
+  Progress(StageWriter* control, Log& log) : control_(control), log_(log) {}
+  void progress(const char* step, uint64_t done, uint64_t total,
+                const std::string& detail) override {
+    if (control_ == nullptr) {
+      log_.info("%s %lu/%lu %s", step, static_cast<unsigned long>(done),
+                static_cast<unsigned long>(total), detail.c_str());
+      return;
+    }
+    capnp::MallocMessageBuilder mb;
+    auto p = mb.initRoot<proto::Message>().initProgress();
+    p.setStep(step);
+    p.setDone(done);
+    p.setTotal(total);
+    p.setDetail(detail);
+    // Progress is best effort: a coordinator that went away is noticed at the verdict.
+    if (control_->write(mb)) {
+      (void)control_->flush();
+    }
+  }
+
+ private:
+  StageWriter* control_;
+  Log& log_;
+};
+
+void sendFailure(StageWriter* w, const Error& e) {
+  if (w == nullptr) {
+    return;
+  }
+  capnp::MallocMessageBuilder mb;
+  auto f = mb.initRoot<proto::Message>().initFailure();
+  f.setMessage(e.str());
+  f.setErrnoValue(e.err());
+  if (w->write(mb)) {
+    (void)w->flush();
+  }
+}
+
+// Waits for the coordinator's verdict. Anything but an explicit kill releases the tree.
+bool waitVerdictKill(int controlFd, Log& log) {
+  StageReader in(controlFd, "control channel");
+  for (;;) {
+    auto m = in.next();
+    if (!m) {
+      log.warn("%s; releasing the tree", m.error().str().c_str());
+      return false;
+    }
+    if (!*m) {
+      log.warn("coordinator went away before its verdict; releasing the tree");
+      return false;
+    }
+    if ((*m)->which() == proto::Message::VERDICT) {
+      return (*m)->getVerdict().getKill();
+    }
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args a;
+  if (!parseArgs(argc, argv, a)) {
+    fputs(kUsage, stderr);
+    return 2;
+  }
+  FILE* logSink = stderr;
+  if (!a.logFile.empty()) {
+    logSink = fopen(a.logFile.c_str(), "ae");
+    if (logSink == nullptr) {
+      fprintf(stderr, "crpipe-collector: cannot open log %s: %s\n", a.logFile.c_str(),
+              strerror(errno));
+      return 2;
+    }
+  }
+  Log log(logSink, a.verbosity, "collector: ");
+
+  UniqueFd outOwned;
+  int outFd = a.outFd;
+  bool outIsFile = false;
+  if (outFd < 0) {
+    if (a.out == "-") {
+      outFd = STDOUT_FILENO;
+    } else {
+      outOwned.reset(::open(a.out.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+      if (!outOwned.valid()) {
+        log.error("cannot create %s: %s", a.out.c_str(), strerror(errno));
+        return 1;
+      }
+      outFd = outOwned.get();
+      outIsFile = true;
+    }
+  }
+  StageWriter data(outFd);
+  std::optional<StageWriter> control;
+  if (a.controlFd >= 0) {
+    control.emplace(a.controlFd);
+  }
+  StageWriter* ctl = control ? &*control : nullptr;
+  Progress progress(ctl, log);
+
+  auto tree = collectTree(a.dump, log, data, progress);
+  if (!tree) {
+    log.error("%s", tree.error().str().c_str());
+    sendFailure(&data, tree.error());
+    sendFailure(ctl, tree.error());
+    return 1;
+  }
+  if (auto st = data.flush(); !st) {
+    log.error("%s; releasing the tree", st.error().str().c_str());
+    sendFailure(ctl, st.error());
+    return 1;  // the tree is released by its destructor
+  }
+  bool kill = false;
+  if (ctl != nullptr) {
+    kill = waitVerdictKill(a.controlFd, log) && !a.leaveRunning;
+  } else if (outIsFile && !a.leaveRunning) {
+    // Alone and writing a file: the images are safe once the file is on disk.
+    if (::fsync(outFd) < 0) {
+      Error e = Error::sys("fsync " + a.out);
+      log.error("%s; releasing the tree", e.str().c_str());
+      return 1;
+    }
+    kill = true;
+  }
+  if (kill) {
+    log.info("dump done; killing the tree");
+    tree->kill();
+  } else {
+    log.info("dump done; the tree goes on running");
+    tree->release();
+  }
+  return 0;
+}

@@ -1,0 +1,105 @@
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/result.h"
+#include "common/unique_fd.h"
+
+namespace crpipe {
+
+// CRIU's image file format, which crpipe writes so that CRIU's own tools decode it:
+//   [head magic u32] [image magic u32] { [len u32 LE] [protobuf, len bytes] [trailing data] }*
+// The inventory has no head magic; raw images (pages-N.img) have no magic at all.
+// Some images carry raw bytes after an entry; the entry's own field says how many.
+
+inline constexpr uint32_t kImgCommonMagic = 0x54564319;
+inline constexpr uint32_t kImgServiceMagic = 0x55105940;
+inline constexpr uint32_t kImagesVersion = 2;  // CRTOOLS_IMAGES_V1_1
+
+enum class Trailing {
+  None,
+  PipeData,  // PipeDataEntry.bytes raw bytes follow the entry
+  SkQueue,   // SkPacketEntry.length raw bytes follow the entry
+};
+
+struct ImageKind {
+  std::string_view pattern;  // "files", "fdinfo-%u", "pages-%u"
+  uint32_t headMagic;        // 0: none
+  uint32_t magic;            // 0 with headMagic 0: raw image
+  Trailing trailing;
+  std::string_view protoType;  // full protobuf message name of each entry, "" for raw
+};
+
+// The image kinds crpipe knows, looked up by file name ("fdinfo-12.img" -> "fdinfo-%u").
+const std::vector<ImageKind>& imageKinds();
+std::optional<ImageKind> imageKindForFile(std::string_view fileName);
+std::optional<ImageKind> imageKindForMagic(uint32_t headMagic, uint32_t magic);
+// The file name for an image kind: imageFileName("fdinfo-%u", 12) -> "fdinfo-12.img".
+std::string imageFileName(std::string_view pattern, uint64_t n = 0);
+
+// How many raw bytes follow an entry of an image kind (0 for most kinds).
+Result<uint64_t> trailingBytes(const ImageKind& kind, std::string_view payload);
+
+// One decoded piece of an image file, in file order.
+struct ImagePiece {
+  enum class Type { Entry, Raw } type;
+  uint64_t offset;        // byte offset of the piece (of the length word for an entry)
+  std::string_view data;  // entry payload or raw bytes; points into the reader's buffer
+};
+
+// Reads a whole image file and splits it into pieces, refusing anything truncated or
+// inconsistent with an error that names the file and the byte offset.
+class ImageFile {
+ public:
+  static Result<ImageFile> load(int dirFd, const std::string& name);
+  static Result<ImageFile> fromBytes(std::string name, std::string bytes);
+
+  const std::string& name() const { return name_; }
+  const ImageKind& kind() const { return kind_; }
+  const std::vector<ImagePiece>& pieces() const { return pieces_; }
+
+ private:
+  Status parse();
+
+  std::string name_;
+  ImageKind kind_{};
+  std::string bytes_;
+  std::vector<ImagePiece> pieces_;
+};
+
+// Appends to one image file. Buffered; errors name the file.
+class ImageWriter {
+ public:
+  static Result<ImageWriter> create(int dirFd, const std::string& name, uint32_t headMagic,
+                                    uint32_t magic);
+  ImageWriter(ImageWriter&&) = default;
+  ImageWriter& operator=(ImageWriter&&) = default;
+
+  Status writeEntry(std::string_view payload);
+  Status writeRaw(std::string_view data);
+  // Flushes and fsyncs; the file is complete after this.
+  Status finish();
+  uint64_t bytesWritten() const { return written_; }
+  const std::string& name() const { return name_; }
+
+ private:
+  ImageWriter(std::string name, UniqueFd fd) : name_(std::move(name)), fd_(std::move(fd)) {}
+  Status flush();
+  Status append(std::string_view data);
+
+  std::string name_;
+  UniqueFd fd_;
+  std::string buf_;
+  uint64_t written_ = 0;
+};
+
+// Writes all of `data` to fd, retrying short writes and EINTR.
+Status writeAll(int fd, std::string_view data);
+// Reads until EOF.
+Result<std::string> readAll(int fd);
+
+}  // namespace crpipe

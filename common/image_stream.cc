@@ -1,0 +1,219 @@
+#include "common/image_stream.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+#include "common/unique_fd.h"
+
+namespace crpipe {
+
+namespace {
+constexpr size_t kRawBatch = 1 << 20;
+}
+
+Result<uint32_t> ImageEmitter::image(const std::string& fileName) {
+  auto it = images_.find(fileName);
+  if (it != images_.end()) {
+    return it->second;
+  }
+  auto kind = imageKindForFile(fileName);
+  if (!kind) {
+    return failMsg("no image kind for file " + fileName);
+  }
+  uint32_t idx = static_cast<uint32_t>(images_.size());
+  images_.emplace(fileName, idx);
+  capnp::MallocMessageBuilder mb;
+  auto o = mb.initRoot<proto::Message>().initImageOpen();
+  o.setImage(idx);
+  o.setName(fileName);
+  o.setHeadMagic(kind->headMagic);
+  o.setMagic(kind->magic);
+  CRPIPE_TRY(out_.write(mb));
+  return idx;
+}
+
+Status ImageEmitter::entry(uint32_t image, const google::protobuf::MessageLite& msg) {
+  scratch_.clear();
+  if (!msg.SerializeToString(&scratch_)) {
+    return failMsg("cannot serialize " + msg.GetTypeName() + " (a required field is unset)");
+  }
+  return entryBytes(image, scratch_);
+}
+
+Status ImageEmitter::entryBytes(uint32_t image, std::string_view payload) {
+  capnp::MallocMessageBuilder mb;
+  auto e = mb.initRoot<proto::Message>().initEntry();
+  e.setImage(image);
+  e.setPayload(kj::arrayPtr(reinterpret_cast<const kj::byte*>(payload.data()), payload.size()));
+  ++entries_;
+  return out_.write(mb);
+}
+
+Status ImageEmitter::raw(uint32_t image, std::string_view data) {
+  while (!data.empty()) {
+    auto chunk = data.substr(0, kRawBatch);
+    capnp::MallocMessageBuilder mb;
+    auto r = mb.initRoot<proto::Message>().initRaw();
+    r.setImage(image);
+    r.setData(kj::arrayPtr(reinterpret_cast<const kj::byte*>(chunk.data()), chunk.size()));
+    CRPIPE_TRY(out_.write(mb));
+    rawBytes_ += chunk.size();
+    data.remove_prefix(chunk.size());
+  }
+  return {};
+}
+
+Status ImageEmitter::entryTo(const std::string& fileName,
+                             const google::protobuf::MessageLite& msg) {
+  auto idx = image(fileName);
+  if (!idx) {
+    return fail(std::move(idx).error());
+  }
+  return entry(*idx, msg);
+}
+
+Status ImageEmitter::end() {
+  capnp::MallocMessageBuilder mb;
+  auto e = mb.initRoot<proto::Message>().initEnd();
+  e.setImages(static_cast<uint32_t>(images_.size()));
+  e.setEntries(entries_);
+  e.setRawBytes(rawBytes_);
+  CRPIPE_TRY(out_.write(mb));
+  return out_.flush();
+}
+
+Result<ImageWriter*> ImageSink::writer(uint32_t image, const std::string& where) {
+  auto it = writers_.find(image);
+  if (it == writers_.end()) {
+    return failMsg(where + ": data for image #" + std::to_string(image) +
+                   " that the stream never opened");
+  }
+  return &it->second;
+}
+
+Result<bool> ImageSink::consume(proto::Message::Reader msg, const std::string& where) {
+  switch (msg.which()) {
+    case proto::Message::IMAGE_OPEN: {
+      auto o = msg.getImageOpen();
+      std::string name = o.getName();
+      if (name.empty() || name.find('/') != std::string::npos || name[0] == '.') {
+        return failMsg(where + ": refusing image name '" + name + "'");
+      }
+      auto kind = imageKindForFile(name);
+      if (!kind || kind->magic != o.getMagic() || kind->headMagic != o.getHeadMagic()) {
+        return failMsg(where + ": image " + name + " has unexpected magic");
+      }
+      if (writers_.count(o.getImage()) != 0) {
+        return failMsg(where + ": image #" + std::to_string(o.getImage()) + " opened twice");
+      }
+      auto w = ImageWriter::create(dirFd_, name, o.getHeadMagic(), o.getMagic());
+      if (!w) {
+        return fail(std::move(w).error());
+      }
+      writers_.emplace(o.getImage(), std::move(*w));
+      names_.push_back(name);
+      return false;
+    }
+    case proto::Message::ENTRY: {
+      auto e = msg.getEntry();
+      auto w = writer(e.getImage(), where);
+      if (!w) {
+        return fail(std::move(w).error());
+      }
+      auto p = e.getPayload();
+      ++entries_;
+      CRPIPE_TRY((*w)->writeEntry(
+          std::string_view(reinterpret_cast<const char*>(p.begin()), p.size())));
+      return false;
+    }
+    case proto::Message::RAW: {
+      auto r = msg.getRaw();
+      auto w = writer(r.getImage(), where);
+      if (!w) {
+        return fail(std::move(w).error());
+      }
+      auto d = r.getData();
+      rawBytes_ += d.size();
+      CRPIPE_TRY(
+          (*w)->writeRaw(std::string_view(reinterpret_cast<const char*>(d.begin()), d.size())));
+      return false;
+    }
+    case proto::Message::END: {
+      auto e = msg.getEnd();
+      if (e.getImages() != writers_.size() || e.getEntries() != entries_ ||
+          e.getRawBytes() != rawBytes_) {
+        return failMsg(where + ": stream end announces " + std::to_string(e.getImages()) +
+                       " images, " + std::to_string(e.getEntries()) + " entries, " +
+                       std::to_string(e.getRawBytes()) + " raw bytes; received " +
+                       std::to_string(writers_.size()) + ", " + std::to_string(entries_) +
+                       ", " + std::to_string(rawBytes_));
+      }
+      for (auto& [idx, w] : writers_) {
+        bytes_ += w.bytesWritten();
+        CRPIPE_TRY(w.finish());
+      }
+      if (::fsync(dirFd_) < 0) {
+        return failSys("fsync image directory");
+      }
+      return true;
+    }
+    case proto::Message::FAILURE:
+      return failMsg(std::string(msg.getFailure().getMessage().cStr()));
+    default:
+      return false;  // hello, progress: nothing to write
+  }
+}
+
+Status emitImageDirectory(int dirFd, const std::string& dirName, ImageEmitter& out) {
+  UniqueFd dfd(::openat(dirFd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!dfd.valid()) {
+    return failSys("open image directory " + dirName);
+  }
+  DIR* d = ::fdopendir(dfd.get());
+  if (d == nullptr) {
+    return failSys("read image directory " + dirName);
+  }
+  (void)dfd.release();  // now owned by the DIR stream
+  std::vector<std::string> names;
+  while (dirent* de = ::readdir(d)) {
+    std::string n = de->d_name;
+    if (n.ends_with(".img") && imageKindForFile(n)) {
+      names.push_back(n);
+    }
+  }
+  ::closedir(d);
+  // Inventory first so a reader learns the dump's shape before anything else.
+  std::sort(names.begin(), names.end(), [](const std::string& a, const std::string& b) {
+    bool ai = a == "inventory.img", bi = b == "inventory.img";
+    if (ai != bi) {
+      return ai;
+    }
+    return a < b;
+  });
+  if (names.empty() || names[0] != "inventory.img") {
+    return failMsg(dirName + ": no inventory.img; not an image directory");
+  }
+  for (const auto& n : names) {
+    auto f = ImageFile::load(dirFd, n);
+    if (!f) {
+      return fail(std::move(f).error().context(dirName));
+    }
+    auto idx = out.image(n);
+    if (!idx) {
+      return fail(std::move(idx).error());
+    }
+    for (const auto& p : f->pieces()) {
+      if (p.type == ImagePiece::Type::Entry) {
+        CRPIPE_TRY(out.entryBytes(*idx, p.data));
+      } else {
+        CRPIPE_TRY(out.raw(*idx, p.data));
+      }
+    }
+  }
+  return out.end();
+}
+
+}  // namespace crpipe

@@ -1,0 +1,67 @@
+#pragma once
+
+#include <google/protobuf/message_lite.h>
+
+#include <map>
+#include <string>
+#include <string_view>
+
+#include "common/image_format.h"
+#include "common/result.h"
+#include "common/stage_stream.h"
+
+namespace crpipe {
+
+// Puts image files onto a stage stream: ImageOpen once per file, then its entries and raw
+// data in file order. Different files may interleave; each file's own order is kept.
+class ImageEmitter {
+ public:
+  explicit ImageEmitter(StageWriter& out) : out_(out) {}
+
+  // The stream index of an image file, announcing it on first use.
+  Result<uint32_t> image(const std::string& fileName);
+  Status entry(uint32_t image, const google::protobuf::MessageLite& msg);
+  Status entryBytes(uint32_t image, std::string_view payload);
+  Status raw(uint32_t image, std::string_view data);
+  // Convenience: entry into the named image.
+  Status entryTo(const std::string& fileName, const google::protobuf::MessageLite& msg);
+  Status end();
+
+  uint64_t entries() const { return entries_; }
+  uint64_t rawBytes() const { return rawBytes_; }
+
+ private:
+  StageWriter& out_;
+  std::map<std::string, uint32_t, std::less<>> images_;
+  std::string scratch_;
+  uint64_t entries_ = 0;
+  uint64_t rawBytes_ = 0;
+};
+
+// Writes image files from the stage stream messages (ImageOpen / entry / raw / end).
+class ImageSink {
+ public:
+  explicit ImageSink(int dirFd) : dirFd_(dirFd) {}
+
+  // Handles one message; returns true once End arrived and every file is synced.
+  Result<bool> consume(proto::Message::Reader msg, const std::string& where);
+  uint32_t imagesWritten() const { return static_cast<uint32_t>(names_.size()); }
+  uint64_t bytesWritten() const { return bytes_; }
+  const std::vector<std::string>& names() const { return names_; }
+
+ private:
+  Result<ImageWriter*> writer(uint32_t image, const std::string& where);
+
+  int dirFd_;
+  std::map<uint32_t, ImageWriter> writers_;
+  std::vector<std::string> names_;
+  uint64_t entries_ = 0;
+  uint64_t rawBytes_ = 0;
+  uint64_t bytes_ = 0;
+};
+
+// Reads every image file of a directory in stream order (inventory first, then by name)
+// and puts it on the stream, ending with End.
+Status emitImageDirectory(int dirFd, const std::string& dirName, ImageEmitter& out);
+
+}  // namespace crpipe

@@ -1,0 +1,158 @@
+#include "common/proc.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <charconv>
+
+#include "common/image_format.h"
+#include "common/unique_fd.h"
+
+namespace crpipe {
+
+namespace {
+
+template <typename T>
+bool parseNum(std::string_view s, T& out, int base = 10) {
+  auto r = std::from_chars(s.data(), s.data() + s.size(), out, base);
+  return r.ec == std::errc() && r.ptr == s.data() + s.size();
+}
+
+std::vector<std::string_view> splitSpaces(std::string_view s) {
+  std::vector<std::string_view> out;
+  size_t i = 0;
+  while (i < s.size()) {
+    while (i < s.size() && (s[i] == ' ' || s[i] == '\n' || s[i] == '\t')) {
+      ++i;
+    }
+    size_t j = i;
+    while (j < s.size() && s[j] != ' ' && s[j] != '\n' && s[j] != '\t') {
+      ++j;
+    }
+    if (j > i) {
+      out.push_back(s.substr(i, j - i));
+    }
+    i = j;
+  }
+  return out;
+}
+
+}  // namespace
+
+Result<ProcStat> parseProcStat(std::string_view text) {
+  // comm may hold spaces and parentheses: it runs from the first '(' to the last ')'.
+  auto open = text.find('(');
+  auto close = text.rfind(')');
+  if (open == std::string_view::npos || close == std::string_view::npos || close < open) {
+    return failMsg("malformed stat: no (comm)");
+  }
+  ProcStat st;
+  if (!parseNum(text.substr(0, open > 0 ? open - 1 : 0), st.pid)) {
+    return failMsg("malformed stat: bad pid");
+  }
+  st.comm = std::string(text.substr(open + 1, close - open - 1));
+  auto f = splitSpaces(text.substr(close + 1));
+  // Fields after comm, numbered from 3 (state) as in proc(5).
+  if (f.size() < 20) {
+    return failMsg("malformed stat: " + std::to_string(f.size()) + " fields after comm");
+  }
+  st.state = f[0].empty() ? '?' : f[0][0];
+  bool ok = parseNum(f[1], st.ppid) && parseNum(f[2], st.pgid) && parseNum(f[3], st.sid) &&
+            parseNum(f[4], st.ttyNr) && parseNum(f[6], st.flags) &&
+            parseNum(f[19], st.startTime);
+  if (!ok) {
+    return failMsg("malformed stat: bad number");
+  }
+  return st;
+}
+
+Result<FdInfo> parseFdInfo(std::string_view text) {
+  FdInfo fi;
+  bool havePos = false, haveFlags = false;
+  size_t i = 0;
+  while (i < text.size()) {
+    size_t nl = text.find('\n', i);
+    if (nl == std::string_view::npos) {
+      nl = text.size();
+    }
+    std::string_view line = text.substr(i, nl - i);
+    i = nl + 1;
+    auto colon = line.find(':');
+    if (colon == std::string_view::npos) {
+      continue;
+    }
+    std::string_view key = line.substr(0, colon);
+    std::string_view val = line.substr(colon + 1);
+    while (!val.empty() && (val.front() == ' ' || val.front() == '\t')) {
+      val.remove_prefix(1);
+    }
+    if (key == "pos") {
+      havePos = parseNum(val, fi.pos);
+    } else if (key == "flags") {
+      haveFlags = parseNum(val, fi.flags, 8);
+    } else if (key == "mnt_id") {
+      parseNum(val, fi.mntId);
+    } else if (key == "ino") {
+      parseNum(val, fi.ino);
+    }
+  }
+  if (!havePos || !haveFlags) {
+    return failMsg("malformed fdinfo: no pos or flags");
+  }
+  return fi;
+}
+
+std::vector<pid_t> parsePidList(std::string_view text) {
+  std::vector<pid_t> out;
+  for (auto w : splitSpaces(text)) {
+    pid_t p;
+    if (parseNum(w, p)) {
+      out.push_back(p);
+    }
+  }
+  return out;
+}
+
+Result<std::string> readProcFile(const std::string& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) {
+    return failSys("open " + path);
+  }
+  auto r = readAll(fd.get());
+  if (!r) {
+    return fail(std::move(r).error().context(path));
+  }
+  return r;
+}
+
+Result<std::vector<int>> listNumericDir(const std::string& path) {
+  DIR* d = ::opendir(path.c_str());
+  if (d == nullptr) {
+    return failSys("opendir " + path);
+  }
+  std::vector<int> out;
+  errno = 0;
+  while (dirent* de = ::readdir(d)) {
+    int n;
+    std::string_view name(de->d_name);
+    if (parseNum(name, n)) {
+      out.push_back(n);
+    }
+  }
+  ::closedir(d);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+Result<std::string> readLink(const std::string& path) {
+  char buf[4096];
+  ssize_t n = ::readlink(path.c_str(), buf, sizeof(buf));
+  if (n < 0) {
+    return failSys("readlink " + path);
+  }
+  return std::string(buf, static_cast<size_t>(n));
+}
+
+}  // namespace crpipe

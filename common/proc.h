@@ -1,0 +1,47 @@
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+
+namespace crpipe {
+
+// Parsers for /proc text. Each takes the file's text so units can test them on canned input.
+
+struct ProcStat {
+  pid_t pid = 0;
+  std::string comm;
+  char state = '?';
+  pid_t ppid = 0;
+  pid_t pgid = 0;
+  pid_t sid = 0;
+  int ttyNr = 0;
+  uint64_t flags = 0;
+  uint64_t startTime = 0;  // clock ticks after boot
+};
+Result<ProcStat> parseProcStat(std::string_view text);
+
+// /proc/PID/fdinfo/N
+struct FdInfo {
+  uint64_t pos = 0;
+  uint32_t flags = 0;  // open flags in the kernel's octal, O_CLOEXEC included
+  int mntId = -1;
+  uint64_t ino = 0;
+};
+Result<FdInfo> parseFdInfo(std::string_view text);
+
+// "1 2 3\n" (task/TID/children) or a directory listing's numbers.
+std::vector<pid_t> parsePidList(std::string_view text);
+
+// Reads a small /proc file whole; the error names the path.
+Result<std::string> readProcFile(const std::string& path);
+// Numeric entries of a /proc directory (task/, fd/), sorted.
+Result<std::vector<int>> listNumericDir(const std::string& path);
+// readlink() into a string.
+Result<std::string> readLink(const std::string& path);
+
+}  // namespace crpipe

@@ -1,0 +1,156 @@
+#include "common/stage_stream.h"
+
+#include <kj/exception.h>
+
+#include <cstdio>
+
+namespace crpipe {
+
+// Counts the bytes the message reader takes so that errors can name an offset.
+class StageReader::Counting : public kj::InputStream {
+ public:
+  explicit Counting(kj::BufferedInputStream& in) : in_(in) {}
+  size_t tryRead(void* buf, size_t minBytes, size_t maxBytes) override {
+    size_t n = in_.tryRead(buf, minBytes, maxBytes);
+    count_ += n;
+    return n;
+  }
+  void skip(size_t bytes) override {
+    in_.skip(bytes);
+    count_ += bytes;
+  }
+  uint64_t count() const { return count_; }
+
+ private:
+  kj::BufferedInputStream& in_;
+  uint64_t count_ = 0;
+};
+
+capnp::ReaderOptions stageReaderOptions() {
+  capnp::ReaderOptions o;
+  o.traversalLimitInWords = (64ull << 20) / 8;  // 64 MiB per message
+  o.nestingLimit = 16;
+  return o;
+}
+
+StageReader::StageReader(int fd, std::string name)
+    : name_(std::move(name)),
+      raw_(std::make_unique<kj::FdInputStream>(fd)),
+      buffered_(std::make_unique<kj::BufferedInputStreamWrapper>(*raw_)),
+      counting_(std::make_unique<Counting>(*buffered_)) {}
+
+StageReader::~StageReader() = default;
+
+Result<std::optional<proto::Message::Reader>> StageReader::next() {
+  current_.reset();
+  offset_ = counting_->count();
+  try {
+    if (buffered_->tryGetReadBuffer().size() == 0) {
+      return std::optional<proto::Message::Reader>();
+    }
+    current_ = std::make_unique<capnp::InputStreamMessageReader>(*counting_,
+                                                                 stageReaderOptions());
+    auto msg = current_->getRoot<proto::Message>();
+    // Touch the union tag so that a malformed root is caught here, not later.
+    (void)msg.which();
+    return std::optional<proto::Message::Reader>(msg);
+  } catch (const kj::Exception& e) {
+    current_.reset();
+    std::string what = e.getDescription().cStr();
+    if (what.find("Premature EOF") != std::string::npos) {
+      what = "stream ends inside a message";
+    }
+    return failMsg(name_ + " at offset " + std::to_string(offset_) + ": " + what);
+  }
+}
+
+StageWriter::StageWriter(int fd)
+    : raw_(std::make_unique<kj::FdOutputStream>(fd)),
+      buffered_(std::make_unique<kj::BufferedOutputStreamWrapper>(*raw_)) {}
+
+StageWriter::~StageWriter() {
+  try {
+    buffered_->flush();
+  } catch (const kj::Exception&) {
+    // The reader went away; whoever cared has already seen the failure of write().
+  }
+}
+
+Status StageWriter::write(capnp::MessageBuilder& msg) {
+  try {
+    bytes_ += capnp::computeSerializedSizeInWords(msg) * 8;
+    capnp::writeMessage(*buffered_, msg);
+    return {};
+  } catch (const kj::Exception& e) {
+    return failMsg(std::string("write stage message: ") + e.getDescription().cStr());
+  }
+}
+
+Status StageWriter::flush() {
+  try {
+    buffered_->flush();
+    return {};
+  } catch (const kj::Exception& e) {
+    return failMsg(std::string("flush stage stream: ") + e.getDescription().cStr());
+  }
+}
+
+std::string describeMessage(proto::Message::Reader msg) {
+  char buf[512];
+  switch (msg.which()) {
+    case proto::Message::HELLO: {
+      auto h = msg.getHello();
+      snprintf(buf, sizeof(buf), "hello role=%u protocol=%u tool=%s root=%d",
+               static_cast<unsigned>(h.getRole()), h.getProtocolVersion(),
+               h.getToolVersion().cStr(), h.getRootPid());
+      return buf;
+    }
+    case proto::Message::IMAGE_OPEN: {
+      auto o = msg.getImageOpen();
+      snprintf(buf, sizeof(buf), "image-open #%u %s head=0x%08x magic=0x%08x", o.getImage(),
+               o.getName().cStr(), o.getHeadMagic(), o.getMagic());
+      return buf;
+    }
+    case proto::Message::ENTRY: {
+      auto e = msg.getEntry();
+      snprintf(buf, sizeof(buf), "entry #%u %zu bytes", e.getImage(), e.getPayload().size());
+      return buf;
+    }
+    case proto::Message::RAW: {
+      auto r = msg.getRaw();
+      snprintf(buf, sizeof(buf), "raw #%u %zu bytes", r.getImage(), r.getData().size());
+      return buf;
+    }
+    case proto::Message::PROGRESS: {
+      auto p = msg.getProgress();
+      snprintf(buf, sizeof(buf), "progress %s %lu/%lu %s", p.getStep().cStr(),
+               static_cast<unsigned long>(p.getDone()), static_cast<unsigned long>(p.getTotal()),
+               p.getDetail().cStr());
+      return buf;
+    }
+    case proto::Message::FAILURE: {
+      auto f = msg.getFailure();
+      snprintf(buf, sizeof(buf), "failure errno=%d %s", f.getErrnoValue(),
+               f.getMessage().cStr());
+      return buf;
+    }
+    case proto::Message::END: {
+      auto e = msg.getEnd();
+      snprintf(buf, sizeof(buf), "end images=%u entries=%lu raw-bytes=%lu", e.getImages(),
+               static_cast<unsigned long>(e.getEntries()),
+               static_cast<unsigned long>(e.getRawBytes()));
+      return buf;
+    }
+    case proto::Message::COMMITTED: {
+      auto c = msg.getCommitted();
+      snprintf(buf, sizeof(buf), "committed %s images=%u bytes=%lu", c.getDirectory().cStr(),
+               c.getImages(), static_cast<unsigned long>(c.getBytes()));
+      return buf;
+    }
+    case proto::Message::VERDICT:
+      return msg.getVerdict().getKill() ? "verdict kill" : "verdict release";
+  }
+  return "unknown message";
+}
+
+}  // namespace crpipe

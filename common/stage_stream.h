@@ -1,0 +1,69 @@
+#pragma once
+
+#include <capnp/message.h>
+#include <capnp/serialize.h>
+#include <kj/io.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "common/result.h"
+#include "protos/stage.capnp.h"
+
+namespace crpipe {
+
+// Reads Cap'n Proto messages of the stage protocol from an fd (pipe, socket, file) front
+// to back. A stream that ends inside a message, or a message that is malformed or over
+// the limits, is refused with the stream's name and the byte offset of that message.
+class StageReader {
+ public:
+  StageReader(int fd, std::string name);
+  ~StageReader();
+  StageReader(const StageReader&) = delete;
+  StageReader& operator=(const StageReader&) = delete;
+
+  // The next message; std::nullopt at a clean end of stream (between two messages).
+  // The returned reader stays valid until the next call.
+  Result<std::optional<proto::Message::Reader>> next();
+
+  uint64_t offset() const { return offset_; }
+  const std::string& name() const { return name_; }
+
+ private:
+  class Counting;
+
+  std::string name_;
+  std::unique_ptr<kj::FdInputStream> raw_;
+  std::unique_ptr<kj::BufferedInputStreamWrapper> buffered_;
+  std::unique_ptr<Counting> counting_;
+  std::unique_ptr<capnp::InputStreamMessageReader> current_;
+  uint64_t offset_ = 0;  // offset of the start of the next message
+};
+
+// Writes stage messages to an fd, buffered. flush() before handing the fd on or waiting
+// for an answer.
+class StageWriter {
+ public:
+  explicit StageWriter(int fd);
+  ~StageWriter();
+  StageWriter(const StageWriter&) = delete;
+  StageWriter& operator=(const StageWriter&) = delete;
+
+  Status write(capnp::MessageBuilder& msg);
+  Status flush();
+  uint64_t bytesWritten() const { return bytes_; }
+
+ private:
+  std::unique_ptr<kj::FdOutputStream> raw_;
+  std::unique_ptr<kj::BufferedOutputStreamWrapper> buffered_;
+  uint64_t bytes_ = 0;
+};
+
+// Limits for messages read from outside: a raw batch is at most a few MiB.
+capnp::ReaderOptions stageReaderOptions();
+
+// Human-readable one-line description of a message, for `crpipe stage decode`.
+std::string describeMessage(proto::Message::Reader msg);
+
+}  // namespace crpipe
