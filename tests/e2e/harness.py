@@ -1,0 +1,159 @@
+"""End-to-end test harness: real processes, real crpipe binaries.
+
+A workload (tests/workloads/*.c) is started in its own session with stdout to a log file;
+it prints "READY {json}" once its state is built, and on SIGUSR1 verifies itself and prints
+PASS or FAIL. The harness is a child subreaper, so whatever a test leaves behind is reaped
+here, and every test kills its workload's whole session when it ends, passed or not.
+"""
+import ctypes
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+
+BUILD = os.environ.get("CRPIPE_BUILD", os.path.join(os.path.dirname(__file__), "..", "..", "build"))
+BUILD = os.path.abspath(BUILD)
+CRPIPE = os.path.join(BUILD, "coordinator", "crpipe")
+WORKLOADS = os.path.join(BUILD, "tests", "workloads")
+
+PR_SET_CHILD_SUBREAPER = 36
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+class TestFailure(Exception):
+    pass
+
+
+def check(cond, msg):
+    if not cond:
+        raise TestFailure(msg)
+
+
+def session_pids(sid):
+    """Every process whose session is `sid`."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            if int(fields[3]) == sid:
+                out.append(int(d))
+        except (OSError, IndexError, ValueError):
+            pass
+    return out
+
+
+def reap():
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+class Workload:
+    """Runs one workload program in a session of its own."""
+
+    def __init__(self, name, *args, tmp=None):
+        self.tmp = tmp or tempfile.mkdtemp(prefix=f"crpipe-{name}-")
+        self.log = os.path.join(self.tmp, "workload.log")
+        logf = open(self.log, "w")
+        self.proc = subprocess.Popen(
+            [os.path.join(WORKLOADS, name), *map(str, args)],
+            stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+            start_new_session=True, close_fds=True, cwd=self.tmp)
+        logf.close()
+        self.pid = self.proc.pid
+        self.ready = None
+
+    def output(self):
+        with open(self.log) as f:
+            return f.read()
+
+    def wait_ready(self, timeout=20):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.output().splitlines():
+                if line.startswith("READY "):
+                    self.ready = json.loads(line[6:])
+                    return self.ready
+            if self.proc.poll() is not None:
+                raise TestFailure(f"workload exited before READY:\n{self.output()}")
+            time.sleep(0.01)
+        raise TestFailure(f"workload not READY after {timeout}s:\n{self.output()}")
+
+    def verify(self, timeout=20):
+        """SIGUSR1 to the workload; its exit code and PASS/FAIL line decide."""
+        os.kill(self.pid, signal.SIGUSR1)
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise TestFailure(f"workload did not finish verifying:\n{self.output()}")
+        out = self.output()
+        check(rc == 0 and "PASS" in out.splitlines()[-1:][0] if out else False,
+              f"workload verification failed (rc {rc}):\n{out}")
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def cleanup(self):
+        for pid in session_pids(self.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            self.proc.kill()
+        except ProcessLookupError:
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        reap()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.cleanup()
+        return False
+
+
+def crpipe(*args, check_rc=None, timeout=300):
+    """Runs crpipe; returns (rc, stdout, stderr)."""
+    p = subprocess.run([CRPIPE, *map(str, args)], stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, timeout=timeout)
+    if check_rc is not None and p.returncode != check_rc:
+        raise TestFailure(f"crpipe {' '.join(map(str, args))} exited {p.returncode}, "
+                          f"expected {check_rc}\nstdout:\n{p.stdout}\nstderr:\n{p.stderr}")
+    return p.returncode, p.stdout, p.stderr
+
+
+def dump(pid, images, *extra, leave_running=True, expect_rc=0):
+    args = ["run", "dump", "-t", pid, "-D", images, *extra]
+    if leave_running:
+        args.append("--leave-running")
+    return crpipe(*args, check_rc=expect_rc)
+
+
+def show(path):
+    """The entries of one image file, as `crpipe show --json` decodes them."""
+    _, out, _ = crpipe("show", "--json", path, check_rc=0)
+    doc = json.loads(out)
+    return doc["entries"]
+
+
+def images_dir(w):
+    d = os.path.join(w.tmp, "images")
+    os.makedirs(d, exist_ok=True)
+    return d
