@@ -13,7 +13,7 @@ namespace crpipe::collector {
 
 FrozenTree::FrozenTree(FrozenTree&& o) noexcept
     : log_(o.log_), procs_(std::move(o.procs_)), stopped_(std::move(o.stopped_)),
-      done_(o.done_) {
+      done_(o.done_), frozenSince_(o.frozenSince_) {
   o.done_ = true;
 }
 
@@ -116,6 +116,7 @@ Status FrozenTree::freezeProcess(FrozenProcess& p, bool& gone) {
 
 Result<FrozenTree> FrozenTree::freeze(pid_t root, Log& log) {
   FrozenTree tree(log);
+  tree.frozenSince_ = std::chrono::steady_clock::now();
   if (root <= 1 || root == ::getpid()) {
     return failMsg("refusing to dump pid " + std::to_string(root));
   }
@@ -172,6 +173,12 @@ void FrozenTree::kill() {
 }
 
 void FrozenTree::release() {
+  if (!stopped_.empty()) {
+    auto us = std::chrono::duration_cast<std::chrono::microseconds>(
+                  std::chrono::steady_clock::now() - frozenSince_)
+                  .count();
+    log_->info("tree frozen for %.3f ms", static_cast<double>(us) / 1000.0);
+  }
   for (const auto& [tid, sig] : stopped_) {
     // Detach re-delivers `sig` if one was caught while seizing; errors (a killed task)
     // leave nothing to do.

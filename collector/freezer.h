@@ -2,6 +2,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <map>
 #include <vector>
 
@@ -51,6 +52,8 @@ class FrozenTree {
   // tid -> signal to re-deliver on detach (0: none).
   std::map<pid_t, int> stopped_;
   bool done_ = false;
+  // When the first thread stopped; the log says how long the tree stayed frozen.
+  std::chrono::steady_clock::time_point frozenSince_ = std::chrono::steady_clock::now();
 };
 
 }  // namespace crpipe::collector
