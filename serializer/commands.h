@@ -1,0 +1,41 @@
+#pragma once
+
+#include <cstdio>
+#include <string>
+
+#include "common/log.h"
+#include "common/result.h"
+
+namespace crpipe {
+
+// Where a stage reads or writes its stream: an fd it inherited, or a path ("-" is
+// stdin/stdout).
+struct StreamEndpoint {
+  std::string path = "-";
+  int fd = -1;
+};
+
+struct WriteOptions {
+  std::string dir;
+  StreamEndpoint in;
+  int controlFd = -1;
+};
+
+struct ReadOptions {
+  std::string dir;
+  StreamEndpoint out;
+};
+
+struct DecodeOptions {
+  StreamEndpoint in;
+};
+
+// serializer write: stream -> images, committed into dir only once the stream is whole.
+class ControlSender;
+Status runWrite(const WriteOptions& opts, ControlSender& ctl, Log& log);
+// serializer read: image directory -> stream.
+Status runRead(const ReadOptions& opts, Log& log);
+// serializer decode: every message of a stream, readably, to `out`.
+Status runDecode(const DecodeOptions& opts, FILE* out);
+
+}  // namespace crpipe

@@ -1,0 +1,34 @@
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "common/log.h"
+#include "common/result.h"
+#include "common/stage_stream.h"
+
+namespace crpipe {
+
+// The serializer's side of its control channel to the coordinator: Hello first, then
+// Progress while writing, and finally Committed or Failure. Without a channel (fd < 0)
+// every call does nothing. A coordinator that went away is not the serializer's failure:
+// send errors are logged and otherwise ignored, and the images are still committed.
+class ControlSender {
+ public:
+  ControlSender(int fd, Log& log);
+  ~ControlSender();
+
+  bool connected() const { return writer_ != nullptr; }
+  void hello();
+  void progress(const std::string& step, uint64_t done, uint64_t total, const std::string& detail);
+  void failure(const Error& err);
+  void committed(const std::string& dir, uint32_t images, uint64_t bytes);
+
+ private:
+  void send(capnp::MessageBuilder& mb);
+
+  std::unique_ptr<StageWriter> writer_;
+  Log& log_;
+};
+
+}  // namespace crpipe

@@ -1,0 +1,77 @@
+#include <map>
+
+#include "common/image_format.h"
+#include "common/stage_stream.h"
+#include "serializer/commands.h"
+#include "serializer/endpoint.h"
+#include "serializer/entry_decode.h"
+
+namespace crpipe {
+
+namespace {
+
+constexpr size_t kRawPreview = 32;
+
+struct OpenImage {
+  std::string name;
+  std::optional<ImageKind> kind;
+};
+
+void printEntry(FILE* out, const OpenImage* img, proto::ImageEntry::Reader e) {
+  auto p = e.getPayload();
+  std::string_view payload(reinterpret_cast<const char*>(p.begin()), p.size());
+  if (img == nullptr || !img->kind) {
+    fprintf(out, "    (image never opened) %s\n", hexBytes(payload.substr(0, kRawPreview)).c_str());
+    return;
+  }
+  auto msg = decodeEntry(*img->kind, payload);
+  if (!msg) {
+    fprintf(out, "    %s: %s\n", img->name.c_str(), msg.error().str().c_str());
+    return;
+  }
+  fprintf(out, "    %s: %s { %s }\n", img->name.c_str(), (*msg)->GetDescriptor()->name().c_str(),
+          entryText(**msg, true).c_str());
+}
+
+}  // namespace
+
+Status runDecode(const DecodeOptions& opts, FILE* out) {
+  auto in = openInput(opts.in);
+  if (!in) {
+    return fail(std::move(in).error());
+  }
+  StageReader reader(in->fd, in->name);
+  std::map<uint32_t, OpenImage> images;
+  uint64_t count = 0;
+  for (;;) {
+    auto msg = reader.next();
+    if (!msg) {
+      fflush(out);
+      return fail(std::move(msg).error());
+    }
+    if (!*msg) {
+      break;
+    }
+    ++count;
+    auto m = **msg;
+    fprintf(out, "@%lu %s\n", static_cast<unsigned long>(reader.offset()),
+            describeMessage(m).c_str());
+    if (m.isImageOpen()) {
+      auto o = m.getImageOpen();
+      images[o.getImage()] = OpenImage{o.getName(), imageKindForFile(o.getName().cStr())};
+    } else if (m.isEntry()) {
+      auto it = images.find(m.getEntry().getImage());
+      printEntry(out, it == images.end() ? nullptr : &it->second, m.getEntry());
+    } else if (m.isRaw()) {
+      auto d = m.getRaw().getData();
+      std::string_view data(reinterpret_cast<const char*>(d.begin()), d.size());
+      fprintf(out, "    %s%s\n", hexBytes(data.substr(0, kRawPreview)).c_str(),
+              data.size() > kRawPreview ? "..." : "");
+    }
+  }
+  fprintf(out, "# %lu messages, %lu bytes\n", static_cast<unsigned long>(count),
+          static_cast<unsigned long>(reader.offset()));
+  return {};
+}
+
+}  // namespace crpipe

@@ -1,0 +1,82 @@
+#include <sys/stat.h>
+
+#include "common/image_stream.h"
+#include "common/stage_stream.h"
+#include "serializer/commands.h"
+#include "serializer/control_sender.h"
+#include "serializer/endpoint.h"
+#include "serializer/partial_dir.h"
+
+namespace crpipe {
+
+namespace {
+
+constexpr uint64_t kProgressEvery = 8ull << 20;
+
+Status checkHello(proto::Hello::Reader h, const std::string& where) {
+  if (h.getProtocolVersion() != proto::PROTOCOL_VERSION) {
+    return failMsg(where + ": stream speaks protocol " + std::to_string(h.getProtocolVersion()) +
+                   ", this serializer speaks " + std::to_string(proto::PROTOCOL_VERSION));
+  }
+  return {};
+}
+
+// Reads the stream into `part` until End; returns the sink's tallies through `sink`.
+Status receive(StageReader& reader, ImageSink& sink, ControlSender& ctl) {
+  uint64_t nextProgress = kProgressEvery;
+  for (;;) {
+    auto msg = reader.next();
+    if (!msg) {
+      return fail(std::move(msg).error());
+    }
+    if (!*msg) {
+      return failMsg(reader.name() + " at offset " + std::to_string(reader.offset()) +
+                     ": stream ends before its End message; nothing was written");
+    }
+    std::string where = reader.name() + " at offset " + std::to_string(reader.offset());
+    if ((*msg)->isHello()) {
+      CRPIPE_TRY(checkHello((*msg)->getHello(), where));
+      continue;
+    }
+    if ((*msg)->isFailure()) {
+      return failMsg(std::string("upstream stage failed: ") +
+                     (*msg)->getFailure().getMessage().cStr());
+    }
+    auto done = sink.consume(**msg, where);
+    if (!done) {
+      return fail(std::move(done).error());
+    }
+    if (*done) {
+      return {};
+    }
+    if (reader.offset() >= nextProgress) {
+      ctl.progress("write", reader.offset(), 0, "bytes of stream received");
+      nextProgress = reader.offset() + kProgressEvery;
+    }
+  }
+}
+
+}  // namespace
+
+Status runWrite(const WriteOptions& opts, ControlSender& ctl, Log& log) {
+  auto in = openInput(opts.in);
+  if (!in) {
+    return fail(std::move(in).error());
+  }
+  auto part = PartialDir::create(opts.dir);
+  if (!part) {
+    return fail(std::move(part).error());
+  }
+  log.debug("writing images into %s", part->path().c_str());
+  StageReader reader(in->fd, in->name);
+  ImageSink sink(part->fd());
+  CRPIPE_TRY(receive(reader, sink, ctl));
+  CRPIPE_TRY(part->commit(sink.names()));
+  log.info("committed %u images (%lu bytes) into %s", sink.imagesWritten(),
+           static_cast<unsigned long>(sink.bytesWritten()), opts.dir.c_str());
+  ctl.progress("write", reader.offset(), reader.offset(), "committed");
+  ctl.committed(opts.dir, sink.imagesWritten(), sink.bytesWritten());
+  return {};
+}
+
+}  // namespace crpipe
