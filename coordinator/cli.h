@@ -1,0 +1,67 @@
+#pragma once
+
+#include <sys/types.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+
+namespace crpipe {
+
+// Options the collector understands, spelled as CRIU spells them.
+struct CollectorOptions {
+  pid_t pid = 0;
+  bool leaveRunning = false;
+  std::vector<std::string> extUnixSk;  // "" for a bare --ext-unix-sk, else the inode
+  std::vector<std::string> external;   // unix[INO], pipe[INO], file[MNT_ID:INODE]
+  // The collector's command-line arguments for these options (not -t, --out, fds).
+  std::vector<std::string> passThrough() const;
+};
+
+struct LogOptions {
+  int verbosity = 2;  // CRIU's default level
+  std::string file;   // "" : stages log to stderr
+};
+
+struct DumpOptions {
+  CollectorOptions collector;
+  LogOptions log;
+  std::string dir;
+  std::optional<std::string> stream;  // --stream FILE|-: the stream instead of images
+};
+
+struct StageOptions {
+  enum class Kind { Collect, Serialize, SerializeReverse, Decode } kind;
+  CollectorOptions collector;
+  LogOptions log;
+  std::string in;
+  std::string out;
+  std::string dir;
+};
+
+struct ShowOptions {
+  std::string path;
+  bool text = false;     // protobuf text format instead of JSON
+  bool sockets = false;  // the socket graph of an image directory
+};
+
+// What the command line asks for. Parsing never prints: help text and errors come back
+// as values and main() prints them.
+struct Command {
+  enum class Kind { Help, Version, RunDump, RunRestore, Stage, Show, Check } kind;
+  std::string helpText;  // for Help
+  DumpOptions dump;
+  StageOptions stage;
+  ShowOptions show;
+};
+
+Result<Command> parseCommandLine(int argc, char** argv);
+
+std::string mainHelp();
+std::string runHelp();
+std::string stageHelp();
+std::string showHelp();
+
+}  // namespace crpipe

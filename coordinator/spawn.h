@@ -1,0 +1,69 @@
+#pragma once
+
+#include <sys/types.h>
+#include <uv.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+
+namespace crpipe {
+
+// Where stage binaries are found: next to the running crpipe (/proc/self/exe) first, so
+// a build tree or an install prefix uses its own stages, then $PATH.
+Result<std::string> findStageBinary(const std::string& name);
+
+// An fd the child gets: parentFd appears as childFd in the child. Fds 0-2 the spec does
+// not mention are inherited from crpipe; no other fd reaches the child (all of crpipe's
+// own are CLOEXEC).
+struct ChildFd {
+  int childFd;
+  int parentFd;
+};
+
+// How a stage process ended.
+struct StageExit {
+  int64_t status = 0;
+  int signal = 0;
+  bool ok() const { return status == 0 && signal == 0; }
+  std::string describe() const;
+};
+
+// One running stage binary under the loop. The uv handle lives on the heap and is freed
+// in its close callback, so destroying this object while the loop still runs is safe. A
+// stage still running when its owner goes away is sent `killSignalOnDestroy` first.
+class StageProcess {
+ public:
+  using ExitFn = std::function<void(const StageExit&)>;
+
+  static Result<std::unique_ptr<StageProcess>> spawn(uv_loop_t* loop, std::string name,
+                                                     const std::string& path,
+                                                     const std::vector<std::string>& args,
+                                                     const std::vector<ChildFd>& fds,
+                                                     ExitFn onExit);
+  ~StageProcess();
+  StageProcess(const StageProcess&) = delete;
+  StageProcess& operator=(const StageProcess&) = delete;
+
+  const std::string& name() const { return name_; }
+  pid_t pid() const;
+  bool exited() const { return exited_; }
+  const StageExit& exit() const { return exit_; }
+  void signal(int sig);
+
+ private:
+  struct Handle;
+  StageProcess() = default;
+  static void onExitCb(uv_process_t* p, int64_t status, int sig);
+
+  std::string name_;
+  Handle* handle_ = nullptr;
+  ExitFn onExit_;
+  bool exited_ = false;
+  StageExit exit_;
+};
+
+}  // namespace crpipe
