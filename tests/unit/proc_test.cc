@@ -1,0 +1,53 @@
+// /proc parsers on canned kernel text.
+#include <gtest/gtest.h>
+
+#include "common/proc.h"
+
+namespace crpipe {
+namespace {
+
+TEST(ProcStat, ParsesCommWithSpacesAndParens) {
+  // comm "a) b (c" is legal: the kernel does not escape it.
+  auto st = parseProcStat(
+      "4711 (a) b (c) S 1 4711 4711 34816 4711 4194560 161 0 0 0 0 0 0 0 20 0 1 0 "
+      "123456 1000 100 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0\n");
+  ASSERT_TRUE(st) << st.error().str();
+  EXPECT_EQ(st->pid, 4711);
+  EXPECT_EQ(st->comm, "a) b (c");
+  EXPECT_EQ(st->state, 'S');
+  EXPECT_EQ(st->ppid, 1);
+  EXPECT_EQ(st->pgid, 4711);
+  EXPECT_EQ(st->sid, 4711);
+  EXPECT_EQ(st->startTime, 123456u);
+}
+
+TEST(ProcStat, RefusesGarbage) {
+  EXPECT_FALSE(parseProcStat("4711 no comm here"));
+  EXPECT_FALSE(parseProcStat("4711 (x) S 1 2"));
+  EXPECT_FALSE(parseProcStat(""));
+}
+
+TEST(FdInfo, ParsesRegularFile) {
+  auto fi = parseFdInfo("pos:\t3\nflags:\t02102002\nmnt_id:\t27\nino:\t1234\n");
+  ASSERT_TRUE(fi) << fi.error().str();
+  EXPECT_EQ(fi->pos, 3u);
+  EXPECT_EQ(fi->flags, 02102002u);  // O_CLOEXEC | O_APPEND | O_RDWR | O_LARGEFILE
+  EXPECT_EQ(fi->mntId, 27);
+  EXPECT_EQ(fi->ino, 1234u);
+}
+
+TEST(FdInfo, IgnoresExtraLinesAndNeedsPosAndFlags) {
+  auto fi = parseFdInfo("pos:\t0\nflags:\t04000\nmnt_id:\t9\nino:\t77\neventfd-count: 2a\n");
+  ASSERT_TRUE(fi);
+  EXPECT_EQ(fi->flags, 04000u);
+  EXPECT_FALSE(parseFdInfo("mnt_id:\t9\n"));
+  EXPECT_FALSE(parseFdInfo("pos:\tx\nflags:\t0\n"));
+}
+
+TEST(PidList, ParsesChildrenFile) {
+  EXPECT_EQ(parsePidList("12 13 400 \n"), (std::vector<pid_t>{12, 13, 400}));
+  EXPECT_TRUE(parsePidList("").empty());
+}
+
+}  // namespace
+}  // namespace crpipe
