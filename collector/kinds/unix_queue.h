@@ -1,0 +1,31 @@
+#pragma once
+
+#include <sys/socket.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+#include "common/unique_fd.h"
+
+namespace crpipe::collector {
+
+// One message of a unix socket's receive queue, as a peek returned it.
+struct PeekedMessage {
+  std::string data;
+  std::vector<UniqueFd> rights;     // SCM_RIGHTS: the collector's own copies, in order
+  std::optional<ucred> creds;       // the sender's credentials the kernel keeps per message
+  std::optional<std::string> addr;  // dgram: the sender's sun_path bytes, if it was bound
+};
+
+// Reads the whole receive queue of a (non-listening) unix socket with MSG_PEEK and
+// SO_PEEK_OFF, consuming nothing. Message boundaries are kept: one entry per datagram or
+// seqpacket record (zero-length ones included); for a stream, one entry per run of bytes
+// with the same sender, cut after the byte that carries files so that the files stay
+// attached where they were. The user's SO_PEEK_OFF and SO_PASSCRED are put back before
+// returning, also on error. `scratch` is a reusable buffer.
+Result<std::vector<PeekedMessage>> peekUnixQueue(int fd, int type, int userPeekOff,
+                                                 bool userPassCred, std::vector<char>& scratch);
+
+}  // namespace crpipe::collector
