@@ -1,15 +1,299 @@
 #include "collector/kinds/unix_kind.h"
 
+#include <fcntl.h>
+#include <linux/sockios.h>
+#include <netinet/tcp.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+
+#include <cstring>
+
+#include "collector/file_table.h"
+#include "collector/kinds/unix_name.h"
+#include "collector/kinds/unix_queue.h"
+#include "collector/kinds/unix_sockopts.h"
+#include "common/proc.h"
 
 namespace crpipe::collector {
 
-bool UnixSocketKind::matches(const OpenFile& f) const {
-  return S_ISSOCK(f.st.st_mode);
+namespace {
+
+Result<uint64_t> netnsInode(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    return fail(Error::sys("stat " + path));
+  }
+  return static_cast<uint64_t>(st.st_ino);
 }
 
-Status UnixSocketKind::collect(DumpContext&, OpenFile& f, uint32_t) {
-  return failMsg(f.where() + ": unix sockets are not collected yet");
+// A path name as sock_diag gives it ends with the NUL the kernel stored at bind.
+std::string pathOf(const std::string& name) { return std::string(name.c_str()); }
+
+// An OpenFile for a file that arrived in a peeked SCM_RIGHTS message: the collector
+// holds the only descriptor, so /proc/self tells what it is.
+Result<OpenFile> openFileFromPeek(UniqueFd fd) {
+  OpenFile of;
+  std::string n = std::to_string(fd.get());
+  if (::fstat(fd.get(), &of.st) != 0) {
+    return fail(Error::sys("fstat of a file in a queued message"));
+  }
+  auto link = readLink("/proc/self/fd/" + n);
+  if (!link) {
+    return fail(std::move(link).error());
+  }
+  of.link = *link;
+  auto info = readProcFile("/proc/self/fdinfo/" + n);
+  if (!info) {
+    return fail(std::move(info).error());
+  }
+  auto parsed = parseFdInfo(*info);
+  if (!parsed) {
+    return fail(std::move(parsed).error());
+  }
+  of.fdinfo = *parsed;
+  // MSG_CMSG_CLOEXEC set this on our copy; it says nothing about the file itself.
+  of.fdinfo.flags &= ~static_cast<uint32_t>(O_CLOEXEC);
+  of.dup = std::move(fd);
+  of.pid = 0;
+  of.fd = -1;
+  return of;
+}
+
+}  // namespace
+
+bool UnixSocketKind::matches(const OpenFile& f) const {
+  if (!S_ISSOCK(f.st.st_mode)) {
+    return false;
+  }
+  int domain = 0;
+  socklen_t len = sizeof(domain);
+  if (::getsockopt(f.dup.get(), SOL_SOCKET, SO_DOMAIN, &domain, &len) != 0) {
+    return false;
+  }
+  return domain == AF_UNIX;
+}
+
+Status UnixSocketKind::addNamespace(DumpContext& ctx, uint64_t netnsIno, int netnsFd) {
+  if (table_.hasNamespace(netnsIno)) {
+    return {};
+  }
+  auto sockets = dumpUnixDiag(netnsIno == selfNetns_ ? -1 : netnsFd);
+  if (!sockets) {
+    return fail(std::move(sockets).error().context("net namespace " + std::to_string(netnsIno)));
+  }
+  size_t n = sockets->size();
+  uint32_t id = table_.addNamespace(netnsIno, std::move(*sockets));
+  ctx.log.debug("unix: %zu sockets in net namespace %lu (ns id %u)", n,
+                static_cast<unsigned long>(netnsIno), id);
+  return {};
+}
+
+Status UnixSocketKind::prepare(DumpContext& ctx) {
+  auto self = netnsInode("/proc/self/ns/net");
+  if (!self) {
+    return fail(std::move(self).error());
+  }
+  selfNetns_ = *self;
+  // One sock_diag dump per network namespace of the tree, not per socket: group the
+  // tasks by the inode of their ns/net link.
+  std::map<uint64_t, pid_t> firstPid;
+  for (pid_t pid : ctx.pids) {
+    auto ino = netnsInode("/proc/" + std::to_string(pid) + "/ns/net");
+    if (!ino) {
+      return fail(std::move(ino).error().context("pid " + std::to_string(pid)));
+    }
+    firstPid.emplace(*ino, pid);
+  }
+  for (const auto& [ino, pid] : firstPid) {
+    UniqueFd nsFd;
+    if (ino != selfNetns_) {
+      std::string path = "/proc/" + std::to_string(pid) + "/ns/net";
+      nsFd.reset(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+      if (!nsFd.valid()) {
+        return fail(Error::sys("open " + path));
+      }
+    }
+    CRPIPE_TRY(addNamespace(ctx, ino, nsFd.get()));
+  }
+  return {};
+}
+
+Result<const UnixDiagTable::Known*> UnixSocketKind::lookup(DumpContext& ctx,
+                                                          const OpenFile& f) {
+  auto ino = static_cast<uint32_t>(f.st.st_ino);
+  if (const auto* k = table_.find(ino)) {
+    return k;
+  }
+  // A socket of a namespace no task of the tree is in (it came in a queued message, or
+  // was created before a setns): SIOCGSKNS names its namespace, which is dumped once.
+  UniqueFd ns(::ioctl(f.dup.get(), SIOCGSKNS));
+  if (!ns.valid()) {
+    return fail(Error::sys("ioctl(SIOCGSKNS)"));
+  }
+  struct stat st {};
+  if (::fstat(ns.get(), &st) != 0) {
+    return fail(Error::sys("fstat of the socket's net namespace"));
+  }
+  CRPIPE_TRY(addNamespace(ctx, static_cast<uint64_t>(st.st_ino), ns.get()));
+  if (const auto* k = table_.find(ino)) {
+    return k;
+  }
+  return failMsg("not in the sock_diag table of its net namespace " +
+                 std::to_string(st.st_ino));
+}
+
+Status UnixSocketKind::recordQueue(DumpContext& ctx, const OpenFile& f, uint32_t id, int type,
+                                   int peekOff, bool passCred) {
+  auto msgs = peekUnixQueue(f.dup.get(), type, peekOff, passCred, scratch_);
+  if (!msgs) {
+    return fail(std::move(msgs).error().context("receive queue"));
+  }
+  if (msgs->empty()) {
+    return {};
+  }
+  auto img = ctx.out.image("sk-queues.img");
+  if (!img) {
+    return fail(std::move(img).error());
+  }
+  for (auto& m : *msgs) {
+    images::SkPacketEntry pe;
+    pe.set_id_for(id);
+    pe.set_length(static_cast<uint32_t>(m.data.size()));
+    if (m.addr) {
+      pe.set_addr(*m.addr);
+    }
+    // The kernel attaches the sender's credentials to a message when the sender or the
+    // receiver had SO_PASSCRED on at send time (pid 0 and the overflow uid otherwise).
+    // They are recorded whenever attached, whether or not SO_PASSCRED is on now: the
+    // receiver may turn it on after restore and must see the same credentials.
+    if (m.creds && m.creds->pid != 0) {
+      auto* u = pe.mutable_ucred();
+      u->set_pid(static_cast<uint32_t>(m.creds->pid));
+      u->set_uid(m.creds->uid);
+      u->set_gid(m.creds->gid);
+    }
+    if (!m.rights.empty()) {
+      auto* scm = pe.add_scm();
+      scm->set_type(SCM_RIGHTS);
+      for (auto& fd : m.rights) {
+        auto of = openFileFromPeek(std::move(fd));
+        if (!of) {
+          return fail(std::move(of).error().context("SCM_RIGHTS"));
+        }
+        // Dumped like any other file, whatever its kind; a file a task also holds is
+        // found by kcmp and keeps its one id.
+        auto known = ctx.files.add(ctx, std::move(*of));
+        if (!known) {
+          return fail(std::move(known).error().context("a file queued on " + f.where()));
+        }
+        scm->add_rights(known->id);
+      }
+    }
+    CRPIPE_TRY(ctx.out.entry(*img, pe));
+    CRPIPE_TRY(ctx.out.raw(*img, m.data));
+  }
+  return {};
+}
+
+Status UnixSocketKind::collect(DumpContext& ctx, OpenFile& f, uint32_t id) {
+  auto ino = static_cast<uint32_t>(f.st.st_ino);
+  std::string where = f.where() + ": unix socket ino " + std::to_string(ino);
+  auto knownR = lookup(ctx, f);
+  if (!knownR) {
+    return fail(std::move(knownR).error().context(where));
+  }
+  const UnixDiagSocket& sk = (*knownR)->sk;
+  if (sk.type != SOCK_STREAM && sk.type != SOCK_DGRAM && sk.type != SOCK_SEQPACKET) {
+    return failMsg(where + ": socket type " + std::to_string(sk.type) + " is not supported");
+  }
+  auto opts = readUnixSockOpts(f.dup.get());
+  if (!opts) {
+    return fail(std::move(opts).error().context(where));
+  }
+  auto fown = readFown(f.dup.get());
+  if (!fown) {
+    return fail(std::move(fown).error().context(where));
+  }
+
+  Recorded rec;
+  rec.where = f.where();
+  images::UnixSkEntry& e = rec.entry;
+  e.set_id(id);
+  e.set_ino(ino);
+  e.set_type(sk.type);
+  e.set_state(sk.state);
+  e.set_flags(f.fdinfo.flags & ~static_cast<uint32_t>(O_CLOEXEC));
+  e.set_uflags(0);
+  // For a listener sock_diag's wqueue is sk_max_ack_backlog, what listen() was given
+  // (clamped to somaxconn); rqueue is how many connections wait in the accept queue.
+  e.set_backlog(sk.state == TCP_LISTEN ? sk.wqueue.value_or(0) : 0);
+  e.set_peer(sk.peer);
+  *e.mutable_fown() = *fown;
+  *e.mutable_opts() = opts->opts;
+  e.set_name(sk.name.value_or(""));
+  if (sk.shutdown && *sk.shutdown != 0) {
+    // The kernel's RCV_SHUTDOWN/SEND_SHUTDOWN bits are sk_shutdown's READ/WRITE.
+    e.set_shutdown(static_cast<images::SkShutdown>(*sk.shutdown & 3));
+  }
+  e.set_ns_id((*knownR)->nsId);
+
+  auto* x = e.mutable_crpipe();
+  x->set_peek_off(opts->peekOff);
+  if (opts->peercred) {
+    *x->mutable_peercred() = *opts->peercred;
+  }
+  for (uint32_t icon : sk.icons) {
+    x->add_icons(icon);
+  }
+  if (sk.vfsIno) {
+    x->set_vfs_ino(*sk.vfsIno);
+    x->set_vfs_dev(sk.vfsDev.value_or(0));
+  }
+  x->set_origin(f.pid == 0 ? "scm" : "fd");
+  if (sk.rqueue) {
+    x->set_rqlen(*sk.rqueue);
+    x->set_wqlen(sk.wqueue.value_or(0));
+  }
+  x->set_netns_ino((*knownR)->netnsIno);
+
+  if (sk.name && !sk.name->empty()) {
+    if ((*sk.name)[0] == '\0') {
+      if (looksAutobound(*sk.name)) {
+        x->set_autobound(true);
+      }
+    } else {
+      auto bound = resolveBoundFile(f.dup.get(), pathOf(*sk.name), f.pid);
+      if (!bound) {
+        return fail(std::move(bound).error().context(where + " bound to '" +
+                                                     pathOf(*sk.name) + "'"));
+      }
+      e.set_mnt_id(bound->mntId);
+      *e.mutable_file_perms() = bound->perms;
+      if (bound->deleted) {
+        e.set_deleted(true);
+      }
+      if (bound->nameDir) {
+        e.set_name_dir(*bound->nameDir);
+      }
+      if (bound->currentPath) {
+        x->set_current_path(*bound->currentPath);
+      }
+    }
+  }
+
+  // The entry is kept before the queue is read: a queued message may carry this very
+  // socket's peer, and finish() needs to see every socket anyway.
+  if (sk.state != TCP_LISTEN) {
+    auto st = recordQueue(ctx, f, id, sk.type, opts->peekOff, opts->opts.so_passcred());
+    if (!st) {
+      return fail(std::move(st).error().context(where));
+    }
+  }
+  ctx.log.debug("unix: %s id %u type %u state %u peer %u", where.c_str(), id, sk.type,
+                sk.state, sk.peer);
+  recorded_.emplace(ino, std::move(rec));
+  return {};
 }
 
 }  // namespace crpipe::collector

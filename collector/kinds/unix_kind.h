@@ -1,17 +1,52 @@
 #pragma once
 
+#include <cstdint>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
 #include "collector/kinds/fd_kind.h"
+#include "collector/kinds/unix_diag.h"
+#include "protos/sk_unix.pb.h"
 
 namespace crpipe::collector {
 
-// Unix domain sockets: sock_diag table per network namespace, options read through the
-// collector's duplicate, queues peeked without consuming.
+// Unix domain sockets: one sock_diag table per network namespace (prepare), options and
+// the bound file read through the collector's duplicate and the receive queue peeked
+// without consuming it (collect), then the checks that need every socket: peers outside
+// the tree, connections a listener has not accepted yet (finish). Entries go to files.img
+// in finish(), once peers are settled; queued messages go to sk-queues.img as they are read.
 class UnixSocketKind : public FdKind {
  public:
   std::string_view name() const override { return "unix socket"; }
   images::FdTypes type() const override { return images::UNIXSK; }
   bool matches(const OpenFile& f) const override;
+  Status prepare(DumpContext& ctx) override;
   Status collect(DumpContext& ctx, OpenFile& f, uint32_t id) override;
+  Status finish(DumpContext& ctx) override;
+
+ private:
+  struct Recorded {
+    images::UnixSkEntry entry;
+    std::string where;  // "fd 5 of pid 300", for errors
+  };
+
+  Status addNamespace(DumpContext& ctx, uint64_t netnsIno, int netnsFd);
+  Result<const UnixDiagTable::Known*> lookup(DumpContext& ctx, const OpenFile& f);
+  Status recordQueue(DumpContext& ctx, const OpenFile& f, uint32_t id, int type, int peekOff,
+                     bool passCred);
+  Status settlePeer(DumpContext& ctx, Recorded& r);
+  Status markExternal(DumpContext& ctx, Recorded& r, uint32_t peerIno);
+  void recordEmbryos(DumpContext& ctx, const Recorded& listener);
+  Status writeExternalPeer(DumpContext& ctx, uint32_t peerIno);
+
+  UnixDiagTable table_;
+  uint64_t selfNetns_ = 0;
+  std::map<uint32_t, Recorded> recorded_;  // by inode
+  std::vector<Recorded> embryos_;
+  std::set<uint32_t> externalPeers_;
+  std::vector<char> scratch_;  // the peek buffer, reused for every socket
 };
 
 }  // namespace crpipe::collector
