@@ -1,8 +1,8 @@
 /* Holds an fd of a kind crpipe cannot dump yet (eventfd): the dump must be refused with
  * the pid, fd number, kind and link, and the workload must go on untouched. */
+#include "wl.h" /* first: it defines _GNU_SOURCE */
 #include <sys/eventfd.h>
 
-#include "wl.h"
 
 int main(void) {
   wl_init();

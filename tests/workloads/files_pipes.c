@@ -1,11 +1,11 @@
 /* Files and pipes held by a two-process tree: positions, flags, CLOEXEC, owners, a pipe
  * with data in flight shared by parent and child, a FIFO with data, an unlinked file and
  * /dev/null. After the dump (with --leave-running) every byte must still be readable. */
+#include "wl.h" /* first: it defines _GNU_SOURCE */
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
-
-#include "wl.h"
 
 static const char kPipeData[] = "in flight through the pipe";
 static const char kFifoData[] = "waiting in the fifo";

@@ -1,11 +1,11 @@
 /* A tree that keeps growing while it is frozen: every process forks a child every few
  * milliseconds and some start threads, until the tree holds `max` processes. A dump that
  * missed a task created during the freeze would leave it alive after killing the tree. */
+#include "wl.h" /* first: it defines _GNU_SOURCE */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sys/mman.h>
 
-#include "wl.h"
 
 static void* spin(void* arg) {
   (void)arg;
