@@ -1,3 +1,5 @@
+#include <kj/exception.h>
+
 #include <map>
 
 #include "common/image_format.h"
@@ -33,6 +35,23 @@ void printEntry(FILE* out, const OpenImage* img, proto::ImageEntry::Reader e) {
           entryText(**msg, true).c_str());
 }
 
+void printMessage(FILE* out, proto::Message::Reader m, uint64_t offset,
+                  std::map<uint32_t, OpenImage>& images) {
+  fprintf(out, "@%lu %s\n", static_cast<unsigned long>(offset), describeMessage(m).c_str());
+  if (m.isImageOpen()) {
+    auto o = m.getImageOpen();
+    images[o.getImage()] = OpenImage{o.getName(), imageKindForFile(o.getName().cStr())};
+  } else if (m.isEntry()) {
+    auto it = images.find(m.getEntry().getImage());
+    printEntry(out, it == images.end() ? nullptr : &it->second, m.getEntry());
+  } else if (m.isRaw()) {
+    auto d = m.getRaw().getData();
+    std::string_view data(reinterpret_cast<const char*>(d.begin()), d.size());
+    fprintf(out, "    %s%s\n", hexBytes(data.substr(0, kRawPreview)).c_str(),
+            data.size() > kRawPreview ? "..." : "");
+  }
+}
+
 }  // namespace
 
 Status runDecode(const DecodeOptions& opts, FILE* out) {
@@ -53,20 +72,12 @@ Status runDecode(const DecodeOptions& opts, FILE* out) {
       break;
     }
     ++count;
-    auto m = **msg;
-    fprintf(out, "@%lu %s\n", static_cast<unsigned long>(reader.offset()),
-            describeMessage(m).c_str());
-    if (m.isImageOpen()) {
-      auto o = m.getImageOpen();
-      images[o.getImage()] = OpenImage{o.getName(), imageKindForFile(o.getName().cStr())};
-    } else if (m.isEntry()) {
-      auto it = images.find(m.getEntry().getImage());
-      printEntry(out, it == images.end() ? nullptr : &it->second, m.getEntry());
-    } else if (m.isRaw()) {
-      auto d = m.getRaw().getData();
-      std::string_view data(reinterpret_cast<const char*>(d.begin()), d.size());
-      fprintf(out, "    %s%s\n", hexBytes(data.substr(0, kRawPreview)).c_str(),
-              data.size() > kRawPreview ? "..." : "");
+    try {
+      printMessage(out, **msg, reader.offset(), images);
+    } catch (const kj::Exception& e) {
+      fflush(out);
+      return failMsg(in->name + " at offset " + std::to_string(reader.offset()) + ": " +
+                     e.getDescription().cStr());
     }
   }
   fprintf(out, "# %lu messages, %lu bytes\n", static_cast<unsigned long>(count),

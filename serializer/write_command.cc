@@ -1,3 +1,4 @@
+#include <kj/exception.h>
 #include <sys/stat.h>
 
 #include "common/image_stream.h"
@@ -34,15 +35,21 @@ Status receive(StageReader& reader, ImageSink& sink, ControlSender& ctl) {
                      ": stream ends before its End message; nothing was written");
     }
     std::string where = reader.name() + " at offset " + std::to_string(reader.offset());
-    if ((*msg)->isHello()) {
-      CRPIPE_TRY(checkHello((*msg)->getHello(), where));
-      continue;
+    // Fields are decoded as they are touched; a malformed one throws.
+    Result<bool> done = false;
+    try {
+      if ((*msg)->isHello()) {
+        CRPIPE_TRY(checkHello((*msg)->getHello(), where));
+        continue;
+      }
+      if ((*msg)->isFailure()) {
+        return failMsg(std::string("upstream stage failed: ") +
+                       (*msg)->getFailure().getMessage().cStr());
+      }
+      done = sink.consume(**msg, where);
+    } catch (const kj::Exception& e) {
+      return failMsg(where + ": " + e.getDescription().cStr());
     }
-    if ((*msg)->isFailure()) {
-      return failMsg(std::string("upstream stage failed: ") +
-                     (*msg)->getFailure().getMessage().cStr());
-    }
-    auto done = sink.consume(**msg, where);
     if (!done) {
       return fail(std::move(done).error());
     }
