@@ -146,5 +146,35 @@ TEST(StageStream, GarbageRootRefusedNotCrashing) {
       << bad.error().message();
 }
 
+TEST(StageStream, TruncatedInLaterSegmentRefusedAtItsOffset) {
+  // A message of several segments (a tiny first segment forces more), cut inside its
+  // last segment: refused at that message's offset, not a crash when it is dropped.
+  UniqueFd fd = memFile();
+  uint64_t start = 0, end = 0;
+  {
+    StageWriter w(fd.get());
+    capnp::MallocMessageBuilder first;
+    first.initRoot<proto::Message>().initEnd();
+    ASSERT_TRUE(w.write(first));
+    start = w.bytesWritten();
+    capnp::MallocMessageBuilder mb(1, capnp::AllocationStrategy::FIXED_SIZE);
+    auto e = mb.initRoot<proto::Message>().initEntry();
+    e.setPayload(kj::heapArray<kj::byte>(4096).asPtr());
+    ASSERT_GT(mb.getSegmentsForOutput().size(), 1u);
+    ASSERT_TRUE(w.write(mb));
+    ASSERT_TRUE(w.flush());
+    end = w.bytesWritten();
+  }
+  ASSERT_EQ(::ftruncate(fd.get(), static_cast<off_t>(end - 100)), 0);
+  ::lseek(fd.get(), 0, SEEK_SET);
+  StageReader r(fd.get(), "multi");
+  ASSERT_TRUE(r.next());
+  auto bad = r.next();
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().message().find("multi at offset " + std::to_string(start)),
+            std::string::npos)
+      << bad.error().message();
+}
+
 }  // namespace
 }  // namespace crpipe
