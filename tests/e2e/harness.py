@@ -157,3 +157,78 @@ def images_dir(w):
     d = os.path.join(w.tmp, "images")
     os.makedirs(d, exist_ok=True)
     return d
+
+
+SS_STATES = {"ESTAB": 1, "LISTEN": 10, "UNCONN": 7}
+SS_TYPES = {"u_str": 1, "u_dgr": 2, "u_seq": 5}
+
+
+def ss_unix(pids):
+    """The kernel's own view of the unix sockets held by `pids`, from `ss -xapn`:
+    {ino: {"type", "state", "recvq", "peer", "holders": {(pid, fd)}}}."""
+    out = subprocess.run(["ss", "-xapn"], capture_output=True, text=True, check=True).stdout
+    socks = {}
+    for line in out.splitlines()[1:]:
+        f = line.split()
+        if len(f) < 8 or f[0] not in SS_TYPES:
+            continue
+        holders = set()
+        for pid, fd in __import__("re").findall(r"pid=(\d+),fd=(\d+)", line):
+            if int(pid) in pids:
+                holders.add((int(pid), int(fd)))
+        if not holders:
+            continue
+        socks[int(f[5])] = {"type": SS_TYPES[f[0]], "state": SS_STATES.get(f[1], f[1]),
+                            "recvq": int(f[2]), "peer": int(f[7]) if f[7].isdigit() else 0,
+                            "holders": holders}
+    return socks
+
+
+def unix_entries(images):
+    """{ino: UnixSkEntry} of the sockets held by fds, from files.img."""
+    out = {}
+    for e in show(os.path.join(images, "files.img")):
+        if e["type"] == "UNIXSK" and e["usk"]["ino"] != 0:
+            out[e["usk"]["ino"]] = e["usk"]
+    return out
+
+
+def queues_by_id(images):
+    path = os.path.join(images, "sk-queues.img")
+    q = {}
+    if os.path.exists(path):
+        for e in show(path):
+            q.setdefault(e["id_for"], []).append(e)
+    return q
+
+
+def holders_in_images(images):
+    """{file id: {(pid, fd)}} from every fdinfo-PID.img."""
+    out = {}
+    for name in os.listdir(images):
+        if name.startswith("fdinfo-") and name.endswith(".img"):
+            pid = int(name[7:-4])
+            for e in show(os.path.join(images, name)):
+                out.setdefault(e["id"], set()).add((pid, e["fd"]))
+    return out
+
+
+def compare_unix_with_kernel(images, kernel):
+    """Every socket the kernel says the tree holds is in the images with the same type,
+    state, peer, holders and (stream, seqpacket) queued bytes."""
+    entries = unix_entries(images)
+    queues = queues_by_id(images)
+    holders = holders_in_images(images)
+    for ino, k in kernel.items():
+        check(ino in entries, f"socket {ino} ({k}) missing from the images")
+        e = entries[ino]
+        check(e["type"] == k["type"], f"socket {ino}: type {e['type']} != {k['type']}")
+        check(e["state"] == k["state"], f"socket {ino}: state {e['state']} != {k['state']}")
+        if k["peer"]:
+            check(e["peer"] == k["peer"], f"socket {ino}: peer {e['peer']} != {k['peer']}")
+        check(holders.get(e["id"], set()) == k["holders"],
+              f"socket {ino}: holders {holders.get(e['id'])} != {k['holders']}")
+        if k["type"] in (1, 5) and k["state"] == 1:
+            got = sum(q["length"] for q in queues.get(e["id"], []))
+            check(got == k["recvq"], f"socket {ino}: {got} bytes queued in images, "
+                                     f"kernel says {k['recvq']}")
