@@ -152,6 +152,10 @@ Result<Command> parseRunDump(int argc, char** argv) {
   if (d.dir.empty() == !d.stream.has_value()) {
     return failMsg("run dump needs exactly one of -D DIR and --stream FILE|-");
   }
+  // As with CRIU, a relative log path is relative to the images directory.
+  if (!d.log.file.empty() && d.log.file[0] != '/' && !d.dir.empty()) {
+    d.log.file = d.dir + "/" + d.log.file;
+  }
   return cmd;
 }
 
@@ -381,7 +385,8 @@ options:
   --external RES          treat RES as external: unix[INO], pipe[INO],
                           file[MNT_ID:INODE]; repeatable
   -v[N], -v N             log level as CRIU's (0 errors .. 4 everything; default 2)
-  -o, --log-file LOG      every stage logs into LOG (truncated first)
+  -o, --log-file LOG      every stage logs into LOG (truncated first); a relative
+                          LOG is relative to DIR, as with CRIU
 
 Progress goes to stderr: one updating line on a terminal, plain lines otherwise.
 )";
