@@ -129,13 +129,13 @@ Result<ImageFile> ImageFile::load(int dirFd, const std::string& name) {
 Result<ImageFile> ImageFile::fromBytes(std::string name, std::string bytes) {
   ImageFile f;
   f.name_ = std::move(name);
-  f.bytes_ = std::move(bytes);
+  f.bytes_ = std::make_unique<const std::string>(std::move(bytes));
   CRPIPE_TRY(f.parse());
   return f;
 }
 
 Status ImageFile::parse() {
-  const std::string& b = bytes_;
+  const std::string& b = *bytes_;
   auto byName = imageKindForFile(name_);
   uint64_t off = 0;
   if (byName && byName->magic == 0) {

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -67,7 +68,9 @@ class ImageFile {
 
   std::string name_;
   ImageKind kind_{};
-  std::string bytes_;
+  // On the heap so that pieces' views stay valid when the ImageFile moves: a moved
+  // std::string of up to 15 bytes (small-string buffer) would leave them dangling.
+  std::unique_ptr<const std::string> bytes_;
   std::vector<ImagePiece> pieces_;
 };
 

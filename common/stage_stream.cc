@@ -39,10 +39,26 @@ StageReader::StageReader(int fd, std::string name)
       buffered_(std::make_unique<kj::BufferedInputStreamWrapper>(*raw_)),
       counting_(std::make_unique<Counting>(*buffered_)) {}
 
-StageReader::~StageReader() = default;
+namespace {
+
+// InputStreamMessageReader reads segments after the first lazily, and its destructor
+// skips whatever was not read yet; on a truncated stream that skip throws. Destroying it
+// through unique_ptr (noexcept) would then terminate the process, so destroy it here,
+// where the exception can be caught; by then the error has been reported already.
+void dropReader(std::unique_ptr<capnp::InputStreamMessageReader>& r) {
+  capnp::InputStreamMessageReader* p = r.release();
+  try {
+    delete p;
+  } catch (const kj::Exception&) {
+  }
+}
+
+}  // namespace
+
+StageReader::~StageReader() { dropReader(current_); }
 
 Result<std::optional<proto::Message::Reader>> StageReader::next() {
-  current_.reset();
+  dropReader(current_);
   offset_ = counting_->count();
   try {
     if (buffered_->tryGetReadBuffer().size() == 0) {
@@ -50,12 +66,16 @@ Result<std::optional<proto::Message::Reader>> StageReader::next() {
     }
     current_ = std::make_unique<capnp::InputStreamMessageReader>(*counting_,
                                                                  stageReaderOptions());
+    // Read every segment now, so that a stream cut inside a later segment is refused
+    // here, at this message's offset, rather than when a field is touched.
+    for (uint32_t seg = 0; current_->getSegment(seg).size() > 0; ++seg) {
+    }
     auto msg = current_->getRoot<proto::Message>();
     // Touch the union tag so that a malformed root is caught here, not later.
     (void)msg.which();
     return std::optional<proto::Message::Reader>(msg);
   } catch (const kj::Exception& e) {
-    current_.reset();
+    dropReader(current_);
     std::string what = e.getDescription().cStr();
     if (what.find("Premature EOF") != std::string::npos) {
       what = "stream ends inside a message";
