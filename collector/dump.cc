@@ -54,8 +54,53 @@ images::InventoryEntry makeInventory(const DumpOptions& opts) {
   return inv;
 }
 
+// The /proc directories of one task that every fd needs, opened once.
+struct TaskProcDirs {
+  UniqueFd fd;      // /proc/PID/fd
+  UniqueFd fdinfo;  // /proc/PID/fdinfo
+};
+
+Result<TaskProcDirs> openTaskProcDirs(pid_t pid) {
+  TaskProcDirs d;
+  const std::string base = "/proc/" + std::to_string(pid);
+  d.fd.reset(::open((base + "/fd").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!d.fd.valid()) {
+    return fail(Error::sys("open " + base + "/fd"));
+  }
+  d.fdinfo.reset(::open((base + "/fdinfo").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!d.fdinfo.valid()) {
+    return fail(Error::sys("open " + base + "/fdinfo"));
+  }
+  return d;
+}
+
+// fdinfo of one fd in a single read: the kernel formats the whole (small) file at once,
+// so a read that does not fill the buffer has everything. Files with long tails (epoll,
+// inotify) fall back to reading until EOF.
+Result<std::string> readFdInfo(int fdinfoDir, int fd) {
+  const std::string name = std::to_string(fd);
+  UniqueFd f(::openat(fdinfoDir, name.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!f.valid()) {
+    return fail(Error::sys("open fdinfo/" + name));
+  }
+  std::string buf(4096, '\0');
+  ssize_t n = ::read(f.get(), buf.data(), buf.size());
+  if (n < 0) {
+    return fail(Error::sys("read fdinfo/" + name));
+  }
+  if (static_cast<size_t>(n) < buf.size()) {
+    buf.resize(static_cast<size_t>(n));
+    return buf;
+  }
+  auto rest = readAll(f.get());
+  if (!rest) {
+    return fail(std::move(rest).error().context("fdinfo/" + name));
+  }
+  return buf + *rest;
+}
+
 // Takes the target's descriptor `fd` into the collector, with what /proc says about it.
-Result<OpenFile> grabFd(int pidfd, pid_t pid, int fd) {
+Result<OpenFile> grabFd(int pidfd, const TaskProcDirs& dirs, pid_t pid, int fd) {
   OpenFile f;
   f.pid = pid;
   f.fd = fd;
@@ -68,13 +113,18 @@ Result<OpenFile> grabFd(int pidfd, pid_t pid, int fd) {
   if (::fstat(f.dup.get(), &f.st) < 0) {
     return fail(Error::sys(where + ": fstat"));
   }
-  const std::string base = "/proc/" + std::to_string(pid);
-  auto link = readLink(base + "/fd/" + std::to_string(fd));
-  if (!link) {
-    return fail(std::move(link).error().context(where));
+  if (S_ISSOCK(f.st.st_mode)) {
+    // What the link would say; sockets are many, and the syscall is not needed.
+    f.link = "socket:[" + std::to_string(f.st.st_ino) + "]";
+  } else {
+    char buf[4096];
+    ssize_t n = ::readlinkat(dirs.fd.get(), std::to_string(fd).c_str(), buf, sizeof(buf));
+    if (n < 0) {
+      return fail(Error::sys(where + ": readlink"));
+    }
+    f.link.assign(buf, static_cast<size_t>(n));
   }
-  f.link = std::move(*link);
-  auto info = readProcFile(base + "/fdinfo/" + std::to_string(fd));
+  auto info = readFdInfo(dirs.fdinfo.get(), fd);
   if (!info) {
     return fail(std::move(info).error().context(where));
   }
@@ -92,6 +142,10 @@ Status collectFds(DumpContext& ctx, const FrozenProcess& p, ProgressSink& progre
   if (!pidfd.valid()) {
     return fail(Error::sys("pidfd_open pid " + std::to_string(p.pid)));
   }
+  auto dirs = openTaskProcDirs(p.pid);
+  if (!dirs) {
+    return fail(std::move(dirs).error());
+  }
   auto fds = listNumericDir("/proc/" + std::to_string(p.pid) + "/fd");
   if (!fds) {
     return fail(std::move(fds).error());
@@ -101,7 +155,7 @@ Status collectFds(DumpContext& ctx, const FrozenProcess& p, ProgressSink& progre
     return fail(std::move(img).error());
   }
   for (int fd : *fds) {
-    auto f = grabFd(pidfd.get(), p.pid, fd);
+    auto f = grabFd(pidfd.get(), *dirs, p.pid, fd);
     if (!f) {
       return fail(std::move(f).error());
     }

@@ -1,6 +1,5 @@
 #include "collector/file_table.h"
 
-#include <fcntl.h>
 #include <linux/kcmp.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -30,7 +29,7 @@ Result<FileTable::Known> FileTable::add(DumpContext& ctx, OpenFile f) {
   auto key = std::make_pair(f.st.st_dev, f.st.st_ino);
   auto& same = byInode_[key];
   for (size_t idx : same) {
-    int r = kcmpSameFile(entries_[idx].dup.get(), f.dup.get());
+    int r = kcmpSameFile(entries_[idx].file.dup.get(), f.dup.get());
     if (r == 0) {
       return entries_[idx].known;
     }
@@ -47,12 +46,8 @@ Result<FileTable::Known> FileTable::add(DumpContext& ctx, OpenFile f) {
   // The id is registered before collect() so that a socket whose queue holds the socket
   // itself (or a cycle of sockets passing each other) finds its own id.
   same.push_back(entries_.size());
-  int dupFd = f.dup.get();
-  entries_.push_back(Entry{UniqueFd(::fcntl(dupFd, F_DUPFD_CLOEXEC, 0)), known});
-  if (!entries_.back().dup.valid()) {
-    return fail(Error::sys(f.where() + ": dup"));
-  }
-  CRPIPE_TRY(kind->collect(ctx, f, known.id));
+  entries_.push_back(Entry{std::move(f), known});
+  CRPIPE_TRY(kind->collect(ctx, entries_.back().file, known.id));
   return known;
 }
 

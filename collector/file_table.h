@@ -2,6 +2,7 @@
 
 #include <sys/types.h>
 
+#include <deque>
 #include <map>
 #include <memory>
 #include <utility>
@@ -37,14 +38,18 @@ class FileTable {
 
  private:
   struct Entry {
-    UniqueFd dup;  // kept open for the whole dump: kcmp needs it, and it pins the inode
+    // Kept open for the whole dump: kcmp needs the duplicate, and it pins the inode so
+    // that no other file can take its number while the dump runs.
+    OpenFile file;
     Known known;
   };
   FdKind* kindFor(const OpenFile& f) const;
 
   std::vector<std::unique_ptr<FdKind>> kinds_;
   std::map<std::pair<dev_t, ino_t>, std::vector<size_t>> byInode_;
-  std::vector<Entry> entries_;
+  // A deque: collect() of one entry may add more (files in queued messages) while it
+  // holds a reference to its own.
+  std::deque<Entry> entries_;
   uint32_t nextId_ = 1;
 };
 
