@@ -17,14 +17,7 @@ work=$(mktemp -d /dev/shm/crpipe-bench.XXXXXX)
 trap 'rm -rf "$work"; [ -n "${wpid:-}" ] && kill -9 "$wpid" 2>/dev/null; true' EXIT
 
 # This machine's limits, measured now.
-memcpy_mbs=$(python3 - <<'PY'
-import time
-b = bytearray(256 << 20); t = time.perf_counter(); n = 0
-while time.perf_counter() - t < 1.0:
-    c = bytes(b); n += len(c)
-print(int(n / (time.perf_counter() - t) / 1e6))
-PY
-)
+memcpy_mbs=$("$build/scripts/bench/crpipe-bench-limits" | awk '/memcpy_mbs/ {print $2}')
 write_mbs=$(dd if=/dev/zero of="$work/ddtest" bs=1M count=512 conv=fsync 2>&1 | awk '/copied/ {print $(NF-1) * ($NF == "GB/s" ? 1000 : 1)}')
 rm -f "$work/ddtest"
 echo "machine: memcpy ${memcpy_mbs} MB/s, tmpfs write ${write_mbs} MB/s, $(nproc) cores"
@@ -33,14 +26,14 @@ printf "%8s %10s %10s %12s %12s %10s %12s %12s %8s\n" sockets "dump ms" "us/sock
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 for n in "${sizes[@]}"; do
-  "$workload" "$n" 4096 > "$work/ready" &
+  "$workload" "$n" 4096 > "$work/ready" 2>&1 < /dev/null &
   wpid=$!
   until grep -q READY "$work/ready" 2>/dev/null; do sleep 0.02; done
   walls=()
   for r in $(seq "$runs"); do
     rm -rf "$work/img"; mkdir "$work/img"
     s=$(date +%s%N)
-    "$crpipe" run dump -t "$wpid" -D "$work/img" --leave-running -v 1 >/dev/null
+    "$crpipe" run dump -t "$wpid" -D "$work/img" --leave-running -v 1 >/dev/null 2>&1
     e=$(date +%s%N)
     walls+=($(( (e - s) / 1000 )))
   done
@@ -51,7 +44,7 @@ for n in "${sizes[@]}"; do
   read -r cu cs cm < "$work/tc"
   frozen=$(awk '/frozen for/ {for (i=1;i<=NF;i++) if ($i=="for") print $(i+1)}' "$work/clog" | tail -1)
   rm -rf "$work/img2"; mkdir "$work/img2"
-  /usr/bin/time -f "%U %S %M" -o "$work/ts" "$serializer" write -D "$work/img2" --in "$work/stream" >/dev/null
+  /usr/bin/time -f "%U %S %M" -o "$work/ts" "$serializer" write -D "$work/img2" --in "$work/stream" >/dev/null 2>&1
   read -r su ss sm < "$work/ts"
   bytes=$(du -sb "$work/img2" | cut -f1)
   awk -v n="$n" -v w="$wall_us" -v cu="$cu" -v cs="$cs" -v cm="$cm" -v fr="${frozen:-?}" \
