@@ -215,10 +215,20 @@ int main(int argc, char** argv) {
     sendFailure(ctl, st.error());
     return 1;  // the tree is released by its destructor
   }
+  if (a.leaveRunning) {
+    // Nothing will kill this tree, so it need not wait frozen for the images to be
+    // committed: the stream is complete, release it now.
+    log.info("stream complete; the tree goes on running");
+    tree->release();
+    if (ctl != nullptr) {
+      (void)waitVerdictKill(a.controlFd, log);
+    }
+    return 0;
+  }
   bool kill = false;
   if (ctl != nullptr) {
-    kill = waitVerdictKill(a.controlFd, log) && !a.leaveRunning;
-  } else if (outIsFile && !a.leaveRunning) {
+    kill = waitVerdictKill(a.controlFd, log);
+  } else if (outIsFile) {
     // Alone and writing a file: the images are safe once the file is on disk.
     if (::fsync(outFd) < 0) {
       Error e = Error::sys("fsync " + a.out);

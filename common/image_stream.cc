@@ -12,7 +12,11 @@ namespace crpipe {
 
 namespace {
 constexpr size_t kRawBatch = 1 << 20;
-}
+
+// A first segment just big enough for a message carrying `bytes` of data: the default
+// (8 KiB, zeroed) would cost more than the small entries most messages carry.
+uint32_t wordsFor(size_t bytes) { return static_cast<uint32_t>(16 + bytes / 8 + 1); }
+}  // namespace
 
 Result<uint32_t> ImageEmitter::image(const std::string& fileName) {
   auto it = images_.find(fileName);
@@ -44,7 +48,7 @@ Status ImageEmitter::entry(uint32_t image, const google::protobuf::MessageLite& 
 }
 
 Status ImageEmitter::entryBytes(uint32_t image, std::string_view payload) {
-  capnp::MallocMessageBuilder mb;
+  capnp::MallocMessageBuilder mb(wordsFor(payload.size()));
   auto e = mb.initRoot<proto::Message>().initEntry();
   e.setImage(image);
   e.setPayload(kj::arrayPtr(reinterpret_cast<const kj::byte*>(payload.data()), payload.size()));
@@ -55,7 +59,7 @@ Status ImageEmitter::entryBytes(uint32_t image, std::string_view payload) {
 Status ImageEmitter::raw(uint32_t image, std::string_view data) {
   while (!data.empty()) {
     auto chunk = data.substr(0, kRawBatch);
-    capnp::MallocMessageBuilder mb;
+    capnp::MallocMessageBuilder mb(wordsFor(chunk.size()));
     auto r = mb.initRoot<proto::Message>().initRaw();
     r.setImage(image);
     r.setData(kj::arrayPtr(reinterpret_cast<const kj::byte*>(chunk.data()), chunk.size()));
