@@ -1,0 +1,419 @@
+// SPDX-License-Identifier: GPL-2.0
+/* BPF iterator over unix sockets (SEC("iter/unix"), Linux >= 5.17) that reads, without
+ * consuming anything, the connections a listener has not accept()ed yet ("embryos") and the
+ * data their clients already sent. Records (unix_embryo_bpf_abi.h) go to the iterator's
+ * seq file; unix_embryo_queues.cc loads this program and parses them.
+ *
+ * Kernel layout (net/unix/af_unix.c, unix_stream_connect): connect() creates the server-side
+ * sock ("embryo"), points unix_sk(embryo)->peer at the client, and queues an skb whose
+ * skb->sk is the embryo on the listener's sk_receive_queue; accept() dequeues it. Data the
+ * client sends goes to the embryo's own sk_receive_queue, one skb per write chunk.
+ *
+ * Locking: since 6.x bpf_iter_unix_seq_show() runs us under lock_sock_fast(listener) and
+ * with a reference held on the listener (the batch), but af_unix guards its queues with
+ * sk_receive_queue.lock and unix_state_lock, which BPF cannot take. We read lock-free:
+ *  - nothing we visit can be freed while the dumped tree is frozen: skbs leave the listener
+ *    queue only by accept() or close() of the listener, and an embryo queue only by recvmsg
+ *    on the accepted socket -- all done by the frozen tree; the GC only collects queues of
+ *    unreachable in-flight sockets, and a listener held by a task's fd is reachable;
+ *  - what can still happen is a client outside the tree appending (connect, sendmsg); an
+ *    append links a fully built skb at the tail, so we see it or the old tail->head link;
+ *  - every load is bpf_probe_read_kernel (copy_from_kernel_nofault): a torn pointer yields
+ *    an error record, never an oops; loops are bounded by bpf_loop counts.
+ * We never write kernel memory, take no kernel lock, and keep no state between passes
+ * except what user space puts in the maps, so the dumped processes are left untouched.
+ *
+ * Only the kernel structures and fields we use are declared, with preserve_access_index so
+ * libbpf relocates every offset against /sys/kernel/btf/vmlinux (CO-RE): no vmlinux.h. */
+#include <linux/bpf.h>
+#include <linux/types.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+
+#include "unix_embryo_bpf_abi.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+#define PAI __attribute__((preserve_access_index))
+#define TCP_LISTEN 10
+#define REC ((__u32)sizeof(struct crp_emb_rec))
+#define GIB (1ULL << 30)
+
+struct seq_file;
+struct bpf_iter_meta { struct seq_file *seq; } PAI;
+struct sk_buff;
+struct sk_buff_head { struct sk_buff *next; __u32 qlen; } PAI;
+struct sock_common { unsigned char skc_state; } PAI;
+struct socket { short type; } PAI;
+struct sock {
+  struct sock_common __sk_common;
+  struct sk_buff_head sk_receive_queue;
+  struct socket *sk_socket;
+  unsigned char sk_shutdown;
+} PAI;
+struct inode { unsigned long i_ino; } PAI;
+struct socket_alloc { struct socket socket; struct inode vfs_inode; } PAI;
+struct unix_sock { struct sock sk; struct sock *peer; struct sk_buff *oob_skb; } PAI;
+struct bpf_iter__unix { struct bpf_iter_meta *meta; struct unix_sock *unix_sk; } PAI;
+struct sk_buff {
+  struct sk_buff *next;
+  struct sock *sk;
+  char cb[48];
+  unsigned int len, data_len, end;
+  unsigned char *head, *data;
+} PAI;
+struct crp_kid { __u32 val; }; /* kuid_t / kgid_t */
+struct upid { int nr; } PAI;
+struct pid { struct upid numbers[1]; } PAI;
+struct scm_fp_list { short count; } PAI;
+/* UNIXCB(skb) lives in skb->cb (net/unix/af_unix.h); __randomize_layout is fine for CO-RE. */
+struct unix_skb_parms {
+  struct pid *pid;
+  struct crp_kid uid, gid;
+  struct scm_fp_list *fp;
+  __u32 consumed;
+} PAI;
+/* skb_frag_t: {struct page *bv_page; len; offset} before 6.7 (bio_vec), {netmem_ref netmem;
+ * len; offset} since; same 16-byte layout, netmem bit 0 marks a net_iov (never in unix). */
+struct crp_frag { __u64 page; __u32 len, off; };
+struct skb_shared_info {
+  unsigned char nr_frags;
+  struct sk_buff *frag_list;
+  struct crp_frag frags[1];
+} PAI;
+struct page { unsigned long flags; } PAI;
+
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, 1); /* user space sizes it to the listener set before loading */
+  __type(key, __u32);
+  __type(value, struct crp_emb_cursor);
+} listeners SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, struct crp_emb_config);
+} config SEC(".maps");
+
+/* Paged skb data (frags) is only reachable through struct page pointers. On x86-64 a page's
+ * kernel address is direct_base + pfn * 4096 and pfn = (page - vmemmap_base) / sizeof(page),
+ * but both bases are randomized (KASLR) and not exported as BTF or kallsyms data. The
+ * calibration pass derives them from a page user space owns and knows the pfn of, and stores
+ * them here; user space never reads this map, so no kernel address leaves the kernel. */
+struct crp_calib { __u64 vmemmap, direct, page_sz; __u32 ok, pad; };
+struct {
+  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, struct crp_calib);
+} calib SEC(".maps");
+
+struct crp_buf { __u8 b[CRP_EMB_CHUNK]; };
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, struct crp_buf);
+} scratch SEC(".maps");
+
+static __always_inline __u64 rd64(const void *p) {
+  __u64 v = 0;
+  bpf_probe_read_kernel(&v, sizeof(v), p);
+  return v;
+}
+
+/* sock_i_ino(): the inode of sk->sk_socket, 0 for a sock without one (an embryo before
+ * accept(), or an orphaned one whose owner closed it). Works before and after 6.17's sk_ino. */
+static __always_inline __u32 sock_ino(struct sock *sk) {
+  struct socket *sock = BPF_CORE_READ(sk, sk_socket);
+  if (!sock) return 0;
+  struct socket_alloc *sa =
+      (void *)((char *)sock - bpf_core_field_offset(struct socket_alloc, socket));
+  return (__u32)BPF_CORE_READ(sa, vfs_inode.i_ino);
+}
+
+enum { PH_NEXT_EMBRYO, PH_NEXT_MSG, PH_DATA };
+
+/* The walk is a flat state machine driven by one bpf_loop: one step per embryo, per skb,
+ * per skipped fragment or per chunk of data. */
+struct walk {
+  struct seq_file *seq;
+  struct crp_buf *buf;
+  struct crp_calib *cal;
+  __u64 lq_head, lskb, eq_head, eskb, embryo, data, shinfo;
+  __u32 ino, phase, embryo_idx, msg_idx, cur_embryo, cur_msg, cur_off;
+  __u32 len, data_len, consumed, msg_len, off, seg, seg_start, nr_frags, emitted, stop;
+};
+
+static __always_inline void put(struct walk *w, __u32 type, __u32 a0, __u32 a1, __u32 a2,
+                                __u32 a3, __u32 a4, __u32 a5) {
+  struct crp_emb_rec r = {.type = type, .listener_ino = w->ino, .embryo_idx = w->embryo_idx,
+                          .msg_idx = w->msg_idx, .arg = {a0, a1, a2, a3, a4, a5}};
+  bpf_seq_write(w->seq, &r, sizeof(r));
+  w->emitted += REC;
+}
+
+static __always_inline long fail(struct walk *w, __u32 code, __u32 detail) {
+  put(w, CRP_REC_ERROR, code, detail, 0, 0, 0, 0);
+  w->stop = 1;
+  return 1;
+}
+
+/* Pass budget spent: tell user space where to resume (this embryo, message and offset). */
+static __always_inline long more(struct walk *w, __u32 off) {
+  put(w, CRP_REC_MORE, off, 0, 0, 0, 0, 0);
+  w->stop = 1;
+  return 1;
+}
+
+static __always_inline int room(struct walk *w, __u32 n) {
+  /* always keep one header free for the closing MORE/END/ERROR record */
+  return w->emitted + n + REC <= CRP_EMB_PASS_BYTES;
+}
+
+static __always_inline long next_embryo(struct walk *w) {
+  struct sk_buff *next;
+  if (w->lskb)
+    next = (void *)rd64(&((struct sk_buff *)w->lskb)->next);
+  else
+    next = (void *)rd64(&((struct sk_buff_head *)w->lq_head)->next);
+  if (!next) return fail(w, CRP_ERR_READ, 1);
+  if ((__u64)next == w->lq_head) {
+    put(w, CRP_REC_END, w->embryo_idx + 1, 0, 0, 0, 0, 0);
+    w->stop = 1;
+    return 1;
+  }
+  w->lskb = (__u64)next;
+  w->embryo_idx++;
+  w->msg_idx = 0;
+  if (w->embryo_idx >= CRP_EMB_MAX_EMBRYOS) return fail(w, CRP_ERR_TOO_MANY_EMBRYOS, 0);
+  if (w->embryo_idx < w->cur_embryo) return 0;
+  struct sock *embryo = (void *)rd64(&next->sk);
+  if (!embryo) return fail(w, CRP_ERR_READ, 2);
+  if (!room(w, REC)) return more(w, 0); /* unreachable at a pass start, so no livelock */
+  struct unix_sock *uembryo = (void *)embryo;
+  struct sock *peer = BPF_CORE_READ(uembryo, peer);
+  __u32 peer_ino = peer ? sock_ino(peer) : 0;
+  __u32 shutdown = BPF_CORE_READ_BITFIELD_PROBED(embryo, sk_shutdown);
+  __u32 qlen = BPF_CORE_READ(embryo, sk_receive_queue.qlen);
+  put(w, CRP_REC_EMBRYO, sock_ino(embryo), peer_ino, shutdown, qlen, 0, 0);
+  w->embryo = (__u64)embryo;
+  w->eq_head = (__u64)&embryo->sk_receive_queue;
+  w->eskb = 0;
+  w->msg_idx = (__u32)-1;
+  w->phase = PH_NEXT_MSG;
+  return 0;
+}
+
+static __always_inline long next_msg(struct walk *w) {
+  struct sk_buff *skb;
+  if (w->eskb)
+    skb = (void *)rd64(&((struct sk_buff *)w->eskb)->next);
+  else
+    skb = (void *)rd64(&((struct sk_buff_head *)w->eq_head)->next);
+  if (!skb) return fail(w, CRP_ERR_READ, 3);
+  if ((__u64)skb == w->eq_head) {
+    w->phase = PH_NEXT_EMBRYO;
+    return 0;
+  }
+  w->eskb = (__u64)skb;
+  w->msg_idx++;
+  if (w->msg_idx >= CRP_EMB_MAX_MSGS) return fail(w, CRP_ERR_TOO_MANY_MSGS, 0);
+  int resume = w->embryo_idx == w->cur_embryo;
+  if (resume && w->msg_idx < w->cur_msg) return 0;
+  __u32 start = (resume && w->msg_idx == w->cur_msg) ? w->cur_off : 0;
+
+  struct unix_skb_parms *cb = (void *)&skb->cb;
+  w->len = BPF_CORE_READ(skb, len);
+  w->data_len = BPF_CORE_READ(skb, data_len);
+  w->data = (__u64)BPF_CORE_READ(skb, data);
+  w->shinfo = (__u64)BPF_CORE_READ(skb, head) + BPF_CORE_READ(skb, end);
+  struct skb_shared_info *shinfo = (void *)w->shinfo;
+  w->nr_frags = BPF_CORE_READ(shinfo, nr_frags);
+  /* a stream reader advances UNIXCB(skb).consumed instead of trimming the skb; an embryo
+   * has had no reader, but honour it anyway */
+  w->consumed = BPF_CORE_READ(cb, consumed);
+  if (w->consumed > w->len || w->data_len > w->len) return fail(w, CRP_ERR_READ, 4);
+  w->msg_len = w->len - w->consumed;
+  if (start > w->msg_len) return fail(w, CRP_ERR_READ, 5);
+
+  __u32 flags = 0, nfds = 0, pid = 0, uid = 0, gid = 0;
+  struct scm_fp_list *fp = BPF_CORE_READ(cb, fp);
+  if (fp) {
+    flags |= CRP_MSG_RIGHTS;
+    nfds = (__u32)BPF_CORE_READ(fp, count);
+  }
+  struct pid *p = BPF_CORE_READ(cb, pid);
+  if (p) {
+    flags |= CRP_MSG_CREDS;
+    pid = BPF_CORE_READ(p, numbers[0].nr); /* the pid in the initial pid namespace */
+    uid = BPF_CORE_READ(cb, uid.val);      /* kuid/kgid: initial user namespace values */
+    gid = BPF_CORE_READ(cb, gid.val);
+  }
+  struct unix_sock *embryo = (void *)w->embryo;
+  if (bpf_core_field_exists(struct unix_sock, oob_skb) &&
+      (__u64)BPF_CORE_READ(embryo, oob_skb) == (__u64)skb)
+    flags |= CRP_MSG_OOB;
+  if (!room(w, REC)) return more(w, start);
+  put(w, CRP_REC_MSG, w->msg_len, flags, nfds, pid, uid, gid);
+  w->off = start;
+  w->seg = 0;
+  w->seg_start = 0;
+  w->phase = PH_DATA;
+  return 0;
+}
+
+static __always_inline long data_step(struct walk *w) {
+  if (w->off >= w->msg_len) {
+    w->phase = PH_NEXT_MSG;
+    return 0;
+  }
+  __u32 abs = w->consumed + w->off; /* offset from skb->data */
+  __u64 src;
+  __u32 seg_len;
+  if (w->seg == 0) { /* the linear part: skb->data, len - data_len bytes */
+    seg_len = w->len - w->data_len;
+    src = w->data;
+  } else { /* page fragments, in order, after the linear part */
+    __u32 fi = w->seg - 1;
+    if (fi >= w->nr_frags) return fail(w, CRP_ERR_UNSUPPORTED, 1); /* bytes in frag_list */
+    struct crp_frag f = {};
+    __u64 fa = w->shinfo + bpf_core_field_offset(struct skb_shared_info, frags) +
+               (__u64)fi * sizeof(struct crp_frag);
+    if (bpf_probe_read_kernel(&f, sizeof(f), (void *)fa)) return fail(w, CRP_ERR_READ, 6);
+    if (f.page & 1) return fail(w, CRP_ERR_UNSUPPORTED, 2); /* net_iov, not a page */
+    if (!w->cal || !w->cal->ok || !w->cal->page_sz) return fail(w, CRP_ERR_NO_CALIB, 0);
+    __u64 pfn = (f.page - w->cal->vmemmap) / w->cal->page_sz;
+    src = w->cal->direct + (pfn << 12) + f.off; /* compound pages are contiguous */
+    seg_len = f.len;
+  }
+  if (abs >= w->seg_start + seg_len) { /* not in this segment: move to the next one */
+    w->seg_start += seg_len;
+    w->seg++;
+    return 0;
+  }
+  __u32 n = w->seg_start + seg_len - abs;
+  if (n > w->msg_len - w->off) n = w->msg_len - w->off;
+  if (!room(w, REC + 1)) return more(w, w->off);
+  __u32 avail = CRP_EMB_PASS_BYTES - w->emitted - 2 * REC;
+  if (n > avail) n = avail;
+  if (n > CRP_EMB_CHUNK) n = CRP_EMB_CHUNK;
+  __u64 cnt = n;
+  asm volatile("" : "+r"(cnt)); /* bound-check and use the same 64-bit register */
+  if (cnt == 0 || cnt > CRP_EMB_CHUNK) return fail(w, CRP_ERR_READ, 7);
+  src += abs - w->seg_start;
+  if (bpf_probe_read_kernel(w->buf->b, cnt, (void *)src)) return fail(w, CRP_ERR_READ, 8);
+  put(w, CRP_REC_DATA, w->off, n, 0, 0, 0, 0);
+  bpf_seq_write(w->seq, w->buf->b, cnt);
+  w->emitted += n;
+  w->off += n;
+  return 0;
+}
+
+static long step(__u32 i, void *ctx) {
+  struct walk *w = ctx;
+  if (w->phase == PH_NEXT_EMBRYO) return next_embryo(w);
+  if (w->phase == PH_NEXT_MSG) return next_msg(w);
+  return data_step(w);
+}
+
+struct scan {
+  __u64 lo, pfn, found;
+  struct crp_emb_config *cfg;
+};
+
+/* Calibration candidate i: is the probe page at direct_base = lo + i GiB? (The direct map
+ * base is 1 GiB aligned with and without KASLR.) Candidates run upwards from below the true
+ * base, so reads land below it (unmapped, or the LDT remap) or inside the direct map, which
+ * maps RAM only: never vmalloc/ioremap space. A wrong guess faults harmlessly. */
+static long scan_step(__u32 i, void *ctx) {
+  struct scan *s = ctx;
+  __u64 base = s->lo + (__u64)i * GIB;
+  __u64 got[8];
+  if (bpf_probe_read_kernel(got, sizeof(got), (void *)(base + (s->pfn << 12)))) return 0;
+  const __u64 *want = (const __u64 *)s->cfg->cookie; /* complemented by user space */
+  for (int k = 0; k < 8; k++)
+    if (got[k] != ~want[k]) return 0;
+  s->found = base;
+  return 1;
+}
+
+static __always_inline void calibrate(struct seq_file *seq, struct sock *sk, __u64 sk_addr,
+                                      struct crp_emb_config *cfg) {
+  __u32 zero = 0, status = CRP_CALIB_NO_FRAG;
+  struct crp_calib *cal = bpf_map_lookup_elem(&calib, &zero);
+  if (!cal) return;
+  cal->ok = 0;
+  struct sk_buff *skb = BPF_CORE_READ(sk, sk_receive_queue.next);
+  if (skb && (__u64)skb != sk_addr + bpf_core_field_offset(struct sock, sk_receive_queue)) {
+    __u64 shinfo = (__u64)BPF_CORE_READ(skb, head) + BPF_CORE_READ(skb, end);
+    struct crp_frag f = {};
+    struct skb_shared_info *si = (void *)shinfo;
+    if (BPF_CORE_READ(si, nr_frags) > 0 &&
+        !bpf_probe_read_kernel(&f, sizeof(f),
+                               (void *)(shinfo + bpf_core_field_offset(struct skb_shared_info,
+                                                                      frags))) &&
+        f.page && !(f.page & 1)) {
+      __u64 sz = bpf_core_type_size(struct page);
+      struct scan s = {.pfn = cfg->probe_pfn, .cfg = cfg};
+      __u64 hi = sk_addr & ~(GIB - 1); /* sk is in the direct map: base <= sk */
+      __u64 span = (cfg->max_phys + GIB - 1) & ~(GIB - 1);
+      s.lo = hi - span;
+      if (s.lo < 0xff00000000000000ULL || s.lo > hi) s.lo = 0xff00000000000000ULL;
+      __u64 n = ((hi - s.lo) >> 30) + 1;
+      if (n > 65536) n = 65536;
+      bpf_loop((__u32)n, scan_step, &s, 0);
+      status = CRP_CALIB_NOT_FOUND;
+      if (s.found) {
+        cal->vmemmap = f.page - cfg->probe_pfn * sz;
+        cal->direct = s.found;
+        cal->page_sz = sz;
+        cal->ok = 1;
+        status = CRP_CALIB_OK;
+      }
+    }
+  }
+  struct crp_emb_rec r = {.type = CRP_REC_CALIB, .arg = {status}};
+  bpf_seq_write(seq, &r, sizeof(r));
+}
+
+SEC("iter/unix")
+int dump_unix_embryos(struct bpf_iter__unix *ctx) {
+  struct seq_file *seq = ctx->meta->seq;
+  __u64 sk_addr = 0;
+  /* a plain copy, so the verifier treats the address as a number from here on */
+  bpf_probe_read_kernel(&sk_addr, sizeof(sk_addr), &ctx->unix_sk);
+  if (!sk_addr) return 0; /* the final call after the last socket */
+  struct sock *sk = (void *)sk_addr;
+  __u32 zero = 0;
+  struct crp_emb_config *cfg = bpf_map_lookup_elem(&config, &zero);
+  if (!cfg) return 0;
+  __u32 ino = sock_ino(sk);
+  if (!ino) return 0;
+  if (cfg->mode == CRP_MODE_CALIB) {
+    if (ino == cfg->probe_ino) calibrate(seq, sk, sk_addr, cfg);
+    return 0;
+  }
+  struct crp_emb_cursor *cur = bpf_map_lookup_elem(&listeners, &ino);
+  if (!cur || cur->done) return 0;
+  if (BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_LISTEN) return 0;
+
+  struct walk w = {};
+  w.seq = seq;
+  w.buf = bpf_map_lookup_elem(&scratch, &zero);
+  if (!w.buf) return 0;
+  w.cal = bpf_map_lookup_elem(&calib, &zero);
+  w.ino = ino;
+  w.lq_head = sk_addr + bpf_core_field_offset(struct sock, sk_receive_queue);
+  w.embryo_idx = (__u32)-1;
+  w.cur_embryo = cur->embryo_idx;
+  w.cur_msg = cur->msg_idx;
+  w.cur_off = cur->offset;
+  /* steps per pass: skipping <= 4096 embryos and <= 4096 skbs to the cursor, then at most
+   * ~1600 records within the byte budget, plus fragment skips */
+  bpf_loop(1 << 16, step, &w, 0);
+  if (!w.stop) fail(&w, CRP_ERR_LOOP, 0);
+  return 0;
+}
