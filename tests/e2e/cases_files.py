@@ -149,3 +149,25 @@ def test_external_file():
         reg = files[fds[r["file"]["fd"]]["id"]]["reg"]
         check(reg.get("ext") is True and reg["name"] == key, f"external file entry {reg}")
         w.verify()
+
+
+def test_zombie_refused():
+    with Workload("zombie_parent") as w:
+        r = w.wait_ready()
+        img = images_dir(w)
+        rc, _, err = crpipe("run", "dump", "-t", w.pid, "-D", img)
+        check(rc != 0 and f"pid {r['zombie']} is a zombie" in err, f"zombie not named: {err}")
+        check(w.alive(), "the parent died")
+        w.verify()
+
+
+def test_missing_root_refused():
+    img = tempfile.mkdtemp(prefix="crpipe-noroot-")
+    try:
+        # A pid that does not exist: the highest one allowed is never taken here.
+        with open("/proc/sys/kernel/pid_max") as f:
+            pid = int(f.read()) - 1
+        rc, _, err = crpipe("run", "dump", "-t", pid, "-D", img)
+        check(rc != 0 and f"pid {pid} does not exist" in err, f"missing root: {err}")
+    finally:
+        shutil.rmtree(img, ignore_errors=True)
