@@ -9,6 +9,7 @@
 #include <string>
 
 #include "collector/dump.h"
+#include "common/control_sender.h"
 #include "common/stage_stream.h"
 #include "common/unique_fd.h"
 
@@ -103,41 +104,30 @@ bool parseArgs(int argc, char** argv, Args& a) {
 // Progress goes to the coordinator when there is one, else to the log.
 class Progress : public ProgressSink {
  public:
-  Progress(StageWriter* control, Log& log) : control_(control), log_(log) {}
+  Progress(ControlSender& control, Log& log) : control_(control), log_(log) {}
   void progress(const char* step, uint64_t done, uint64_t total,
                 const std::string& detail) override {
-    if (control_ == nullptr) {
+    if (!control_.connected()) {
       log_.info("%s %lu/%lu %s", step, static_cast<unsigned long>(done),
                 static_cast<unsigned long>(total), detail.c_str());
       return;
     }
-    capnp::MallocMessageBuilder mb;
-    auto p = mb.initRoot<proto::Message>().initProgress();
-    p.setStep(step);
-    p.setDone(done);
-    p.setTotal(total);
-    p.setDetail(detail);
-    // Progress is best effort: a coordinator that went away is noticed at the verdict.
-    if (control_->write(mb)) {
-      (void)control_->flush();
-    }
+    control_.progress(step, done, total, detail);
   }
 
  private:
-  StageWriter* control_;
+  ControlSender& control_;
   Log& log_;
 };
 
-void sendFailure(StageWriter* w, const Error& e) {
-  if (w == nullptr) {
-    return;
-  }
+// A Failure message at the end of the data stream tells its reader why it ends there.
+void sendFailure(StageWriter& w, const Error& e) {
   capnp::MallocMessageBuilder mb;
   auto f = mb.initRoot<proto::Message>().initFailure();
   f.setMessage(e.str());
   f.setErrnoValue(e.err());
-  if (w->write(mb)) {
-    (void)w->flush();
+  if (w.write(mb)) {
+    (void)w.flush();
   }
 }
 
@@ -196,23 +186,20 @@ int main(int argc, char** argv) {
     }
   }
   StageWriter data(outFd);
-  std::optional<StageWriter> control;
-  if (a.controlFd >= 0) {
-    control.emplace(a.controlFd);
-  }
-  StageWriter* ctl = control ? &*control : nullptr;
-  Progress progress(ctl, log);
+  ControlSender control(a.controlFd, log);
+  control.hello(proto::Hello::Role::COLLECTOR, a.dump.root);
+  Progress progress(control, log);
 
   auto tree = collectTree(a.dump, log, data, progress);
   if (!tree) {
     log.error("%s", tree.error().str().c_str());
-    sendFailure(&data, tree.error());
-    sendFailure(ctl, tree.error());
+    sendFailure(data, tree.error());
+    control.failure(tree.error());
     return 1;
   }
   if (auto st = data.flush(); !st) {
     log.error("%s; releasing the tree", st.error().str().c_str());
-    sendFailure(ctl, st.error());
+    control.failure(st.error());
     return 1;  // the tree is released by its destructor
   }
   if (a.leaveRunning) {
@@ -220,13 +207,13 @@ int main(int argc, char** argv) {
     // committed: the stream is complete, release it now.
     log.info("stream complete; the tree goes on running");
     tree->release();
-    if (ctl != nullptr) {
+    if (a.controlFd >= 0) {
       (void)waitVerdictKill(a.controlFd, log);
     }
     return 0;
   }
   bool kill = false;
-  if (ctl != nullptr) {
+  if (a.controlFd >= 0) {
     kill = waitVerdictKill(a.controlFd, log);
   } else if (outIsFile) {
     // Alone and writing a file: the images are safe once the file is on disk.

@@ -9,7 +9,7 @@
 
 #include "common/log.h"
 #include "serializer/commands.h"
-#include "serializer/control_sender.h"
+#include "common/control_sender.h"
 
 namespace {
 
@@ -148,7 +148,7 @@ int main(int argc, char** argv) {
   crpipe::Status st;
   if (a.command == "write") {
     crpipe::ControlSender ctl(a.controlFd, log);
-    ctl.hello();
+    ctl.hello(crpipe::proto::Hello::Role::SERIALIZER);
     st = crpipe::runWrite({a.dir, a.in, a.controlFd}, ctl, log);
     if (!st) {
       ctl.failure(st.error());

@@ -4,7 +4,7 @@
 #include "common/image_stream.h"
 #include "common/stage_stream.h"
 #include "serializer/commands.h"
-#include "serializer/control_sender.h"
+#include "common/control_sender.h"
 #include "serializer/endpoint.h"
 #include "serializer/partial_dir.h"
 

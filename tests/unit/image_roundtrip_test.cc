@@ -9,7 +9,7 @@
 
 #include "common/image_stream.h"
 #include "serializer/commands.h"
-#include "serializer/control_sender.h"
+#include "common/control_sender.h"
 #include "tests/unit/image_fixture.h"
 #include "tests/unit/temp_dir.h"
 

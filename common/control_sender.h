@@ -9,17 +9,17 @@
 
 namespace crpipe {
 
-// The serializer's side of its control channel to the coordinator: Hello first, then
-// Progress while writing, and finally Committed or Failure. Without a channel (fd < 0)
-// every call does nothing. A coordinator that went away is not the serializer's failure:
-// send errors are logged and otherwise ignored, and the images are still committed.
+// A stage's side of its control channel to the coordinator: Hello first, then Progress,
+// and finally Committed or Failure. Without a channel (fd < 0) every call does nothing.
+// A coordinator that went away is not the stage's failure: send errors are logged and
+// otherwise ignored (the collector notices the missing verdict separately).
 class ControlSender {
  public:
   ControlSender(int fd, Log& log);
   ~ControlSender();
 
   bool connected() const { return writer_ != nullptr; }
-  void hello();
+  void hello(proto::Hello::Role role, int32_t rootPid = 0);
   void progress(const std::string& step, uint64_t done, uint64_t total, const std::string& detail);
   void failure(const Error& err);
   void committed(const std::string& dir, uint32_t images, uint64_t bytes);

@@ -1,4 +1,4 @@
-#include "serializer/control_sender.h"
+#include "common/control_sender.h"
 
 namespace crpipe {
 
@@ -25,10 +25,11 @@ void ControlSender::send(capnp::MessageBuilder& mb) {
   }
 }
 
-void ControlSender::hello() {
+void ControlSender::hello(proto::Hello::Role role, int32_t rootPid) {
   capnp::MallocMessageBuilder mb;
   auto h = mb.initRoot<proto::Message>().initHello();
-  h.setRole(proto::Hello::Role::SERIALIZER);
+  h.setRole(role);
+  h.setRootPid(rootPid);
   h.setProtocolVersion(proto::PROTOCOL_VERSION);
   h.setToolVersion(CRPIPE_VERSION);
   send(mb);
