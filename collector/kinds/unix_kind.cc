@@ -196,6 +196,19 @@ Status UnixSocketKind::recordQueue(DumpContext& ctx, const OpenFile& f, uint32_t
   return {};
 }
 
+Status UnixSocketKind::notePendingListener(const OpenFile& f, uint32_t ino, uint64_t netnsIno) {
+  pendingListeners_[netnsIno].insert(ino);
+  if (netnsIno == selfNetns_ || pendingNetns_.count(netnsIno) != 0) {
+    return {};
+  }
+  UniqueFd ns(::ioctl(f.dup.get(), SIOCGSKNS));
+  if (!ns.valid()) {
+    return fail(Error::sys("ioctl(SIOCGSKNS)"));
+  }
+  pendingNetns_.emplace(netnsIno, std::move(ns));
+  return {};
+}
+
 Status UnixSocketKind::collect(DumpContext& ctx, OpenFile& f, uint32_t id) {
   auto ino = static_cast<uint32_t>(f.st.st_ino);
   std::string where = f.where() + ": unix socket ino " + std::to_string(ino);
@@ -245,6 +258,9 @@ Status UnixSocketKind::collect(DumpContext& ctx, OpenFile& f, uint32_t id) {
   }
   for (uint32_t icon : sk.icons) {
     x->add_icons(icon);
+  }
+  if (sk.state == TCP_LISTEN && !sk.icons.empty()) {
+    CRPIPE_TRY_CTX(notePendingListener(f, ino, (*knownR)->netnsIno), where);
   }
   if (sk.vfsIno) {
     x->set_vfs_ino(*sk.vfsIno);

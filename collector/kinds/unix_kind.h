@@ -8,6 +8,7 @@
 
 #include "collector/kinds/fd_kind.h"
 #include "collector/kinds/unix_diag.h"
+#include "common/unique_fd.h"
 #include "protos/sk_unix.pb.h"
 
 namespace crpipe::collector {
@@ -36,9 +37,12 @@ class UnixSocketKind : public FdKind {
   Result<const UnixDiagTable::Known*> lookup(DumpContext& ctx, const OpenFile& f);
   Status recordQueue(DumpContext& ctx, const OpenFile& f, uint32_t id, int type, int peekOff,
                      bool passCred);
+  Status notePendingListener(const OpenFile& f, uint32_t ino, uint64_t netnsIno);
   Status settlePeer(DumpContext& ctx, Recorded& r);
   Status markExternal(DumpContext& ctx, Recorded& r, uint32_t peerIno);
   void recordEmbryos(DumpContext& ctx, const Recorded& listener);
+  // The queues of not-yet-accepted connections, read by a BPF iterator (unix_embryos.cc).
+  Status recordEmbryoQueues(DumpContext& ctx);
   Status writeExternalPeer(DumpContext& ctx, uint32_t peerIno);
 
   UnixDiagTable table_;
@@ -46,6 +50,10 @@ class UnixSocketKind : public FdKind {
   std::map<uint32_t, Recorded> recorded_;  // by inode
   std::vector<Recorded> embryos_;
   std::set<uint32_t> externalPeers_;
+  // Listeners with pending connections, by network namespace inode, and a handle on each
+  // such namespace other than the collector's (the BPF iterator walks one namespace).
+  std::map<uint64_t, std::set<uint32_t>> pendingListeners_;
+  std::map<uint64_t, UniqueFd> pendingNetns_;
   std::vector<char> scratch_;  // the peek buffer, reused for every socket
 };
 

@@ -101,11 +101,6 @@ Status UnixSocketKind::settlePeer(DumpContext& ctx, Recorded& r) {
   if (recorded_.count(*listener) == 0) {
     return markExternal(ctx, r, *listener);
   }
-  if (e.crpipe().wqlen() != 0) {
-    ctx.log.warn("unix: socket ino %u (%s) has data in flight to a connection that ino %u "
-                 "has not accepted; that data is not recorded", e.ino(), r.where.c_str(),
-                 *listener);
-  }
   return {};
 }
 
@@ -146,9 +141,8 @@ void UnixSocketKind::recordEmbryos(DumpContext& ctx, const Recorded& listener) {
       // The client's wqueue counts what it sent and nobody read: the embryo's queue.
       uint32_t inflight = c->sk.wqueue.value_or(0);
       if (inflight != 0) {
+        // An estimate until recordEmbryoQueues() reads the queue itself.
         x->set_embryo_unread(inflight);
-        ctx.log.warn("unix: %s holds data from client ino %u that cannot be read without "
-                     "accepting it; it is not recorded", em.where.c_str(), client);
       }
       if (recorded_.count(client) == 0) {
         // A server's pending connection from a client outside the tree is normal; it is
@@ -198,6 +192,7 @@ Status UnixSocketKind::finish(DumpContext& ctx) {
       recordEmbryos(ctx, rec);
     }
   }
+  CRPIPE_TRY(recordEmbryoQueues(ctx));
   for (const auto& [ino, rec] : recorded_) {
     CRPIPE_TRY(writeEntry(ctx, rec.entry));
   }

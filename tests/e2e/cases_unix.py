@@ -83,6 +83,16 @@ def test_names_listeners_embryos():
         clients = r["listener"]["clients"]
         check([e["peer"] for e in sorted(embryos, key=lambda e: e["crpipe"].get("icon_index", 0))][:2]
               == clients, "embryo peers are not the pending clients in order")
+        # What each pending client already sent, read without accepting the connection.
+        ids = {e["id"]: e for e in show(os.path.join(img, "files.img"))}
+        queues = queues_by_id(img)
+        by_index = sorted(
+            (e for e in (f["usk"] for f in ids.values() if f["type"] == "UNIXSK")
+             if e["crpipe"].get("listener") == r["listener"]["ino"]),
+            key=lambda e: e["crpipe"].get("icon_index", 0))
+        sent = [sum(m["length"] for m in queues.get(e["id"], [])) for e in by_index]
+        check(sent == r["listener"]["client_data"], f"pending connections' data {sent} != "
+                                                    f"{r['listener']['client_data']}")
         ab = entries[r["abstract"]["ino"]]
         check(name_bytes(ab).hex() == r["abstract"]["name_hex"], f"abstract name {ab['name']!r}")
         au = entries[r["autobound"]["ino"]]
