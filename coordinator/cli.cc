@@ -43,6 +43,7 @@ bool isNumber(const char* s) {
 
 // -v as CRIU takes it: -v (one more), -vvv (three more), -v4; also -v 4.
 void parseVerbosity(int argc, char** argv, LogOptions& log) {
+  log.verbositySet = true;
   if (optarg == nullptr) {
     if (optind < argc && isNumber(argv[optind])) {
       log.verbosity = std::atoi(argv[optind++]);

@@ -21,8 +21,12 @@ struct CollectorOptions {
 };
 
 struct LogOptions {
-  int verbosity = 2;  // CRIU's default level
+  int verbosity = 2;  // CRIU's default level, which -v raises or sets
+  bool verbositySet = false;
   std::string file;   // "" : stages log to stderr
+  // The level every stage logs at: what -v said; else CRIU's default into a log file,
+  // and on a terminal only warnings and errors (progress has its own line).
+  int level() const { return verbositySet || !file.empty() ? verbosity : 1; }
 };
 
 struct DumpOptions {

@@ -16,7 +16,7 @@ constexpr int kDataFd = 3;
 constexpr int kControlFd = 4;
 
 std::vector<std::string> logArgs(const LogOptions& log) {
-  std::vector<std::string> a = {"-v", std::to_string(log.verbosity)};
+  std::vector<std::string> a = {"-v", std::to_string(log.level())};
   if (!log.file.empty()) {
     a.push_back("--log");
     a.push_back(log.file);

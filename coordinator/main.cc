@@ -107,7 +107,7 @@ int main(int argc, char** argv) {
         fprintf(stderr, "%s\n", err.c_str());
         return 1;
       }
-      crpipe::Log log(logFile, lo.verbosity, "coordinator: ");
+      crpipe::Log log(logFile, lo.level(), "coordinator: ");
       int rc;
       if (cmd->kind == crpipe::Command::Kind::RunDump) {
         crpipe::ProgressView view(stderr);

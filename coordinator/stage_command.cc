@@ -38,7 +38,7 @@ std::vector<std::string> stageArgs(const StageOptions& o, std::string* binary) {
       return {"decode", "--in", o.in};
   }
   a.push_back("-v");
-  a.push_back(std::to_string(o.log.verbosity));
+  a.push_back(std::to_string(o.log.level()));
   if (!o.log.file.empty()) {
     a.push_back("--log");
     a.push_back(o.log.file);
