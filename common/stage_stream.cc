@@ -1,5 +1,7 @@
 #include "common/stage_stream.h"
 
+#include "common/restore_phase.h"
+
 #include <kj/exception.h>
 
 #include <cstdio>
@@ -169,6 +171,20 @@ std::string describeMessage(proto::Message::Reader msg) {
     }
     case proto::Message::VERDICT:
       return msg.getVerdict().getKill() ? "verdict kill" : "verdict release";
+    case proto::Message::TASK_ORDER: {
+      auto t = msg.getTaskOrder();
+      snprintf(buf, sizeof(buf), "task-order children=%u fds=%u files=%u sends=%u receives=%u",
+               t.getChildren().size(), t.getFds().size(), t.getFiles().size(),
+               t.getSends().size(), t.getReceives().size());
+      return buf;
+    }
+    case proto::Message::PHASE:
+      return std::string("phase ") + phaseName(msg.getPhase().getPhase());
+    case proto::Message::PHASE_DONE: {
+      auto d = msg.getPhaseDone();
+      snprintf(buf, sizeof(buf), "phase-done pid=%d %s", d.getPid(), phaseName(d.getPhase()));
+      return buf;
+    }
   }
   return "unknown message";
 }

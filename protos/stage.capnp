@@ -22,6 +22,9 @@ struct Message {
     end @6 :End;
     committed @7 :Committed;
     verdict @8 :Verdict;
+    taskOrder @9 :TaskOrder;
+    phase @10 :Phase;
+    phaseDone @11 :PhaseDone;
   }
 }
 
@@ -77,6 +80,8 @@ struct Progress {
 struct Failure {
   message @0 :Text;
   errnoValue @1 :Int32;         # 0 when no syscall failed
+  pid @2 :Int32;                # restorer: the task that failed (0 for other stages)
+  phase @3 :RestorePhase;       # restorer: the phase it was in
 }
 
 # Collector -> reader: the stream is complete. Counts let the reader detect truncation.
@@ -97,4 +102,82 @@ struct Committed {
 # A collector that loses its coordinator before a verdict releases the tree running.
 struct Verdict {
   kill @0 :Bool;                # false: release the tree running (--leave-running)
+}
+
+# ---- Restore -------------------------------------------------------------------------
+#
+# The coordinator plans the restore from the images (or the collector's stream) and talks
+# to one crpipe-restorer per restored task over that task's control channel. Ordering lives
+# in the coordinator: it sends Phase{X} to every restorer and the next phase only once
+# every restorer answered PhaseDone{X}. A restorer does nothing between two orders but
+# block on its channel: no sleeps, no polling.
+
+# The restore phases, in the order the coordinator drives them. The names are the stable
+# interface between coordinator and restorers; phases that have no work yet (the unix
+# socket ones, issue 5; memory, issue 4) are still named so that their modules slot in.
+enum RestorePhase {
+  forkTree @0;        # each restorer clone3()s its children with set_tid = original pid;
+                      # session leaders call setsid() at birth, before forking
+  groupLeaders @1;    # a task whose pgid is its own pid creates its group
+  groupMembers @2;    # every other task joins its group (the leader exists by now)
+  bindListen @3;      # issue 5: listeners bind and listen
+  connect @4;         # issue 5: clients connect
+  accept @5;          # issue 5: listeners accept and dup into place
+  refillQueues @6;    # issue 5: queued messages are sent back
+  openFiles @7;       # every open file description is created once, by its owner task
+  shareFds @8;        # descriptions held by several tasks travel with SCM_RIGHTS; every
+                      # fd is put at its number (dup3) and temporaries are closed
+  memory @9;          # issue 4: memory, registers, signals, threads
+  resume @10;         # issue 4: every task resumes at once
+}
+
+# Coordinator -> restorer, first message on its control channel (all are queued before
+# the tree exists; a restorer reads its own once it is born): which task it is and
+# everything it needs. Image entries travel as their protobuf bytes (protos/*.proto).
+struct TaskOrder {
+  pstree @0 :Data;              # this task's PstreeEntry
+  setsid @1 :Bool;              # session leader: setsid() at birth
+  pgid @2 :Int32;               # the process group to end up in (--shell-job mapped)
+  children @3 :List(Int32);     # pids to clone3 in forkTree, in this order
+  descendants @4 :List(Int32);  # every pid below this task (whose channels it passes on)
+  channels @5 :List(ChannelFd); # root only: where the descendants' channels were put
+  serviceFdBase @6 :Int32;      # the restorer's own fds live at and above this number,
+                                # above every fd number of the restored tree
+  token @7 :Text;               # names this restore's fd transport sockets
+  fds @8 :List(Data);           # FdinfoEntry of every fd of this task, in fd order
+  files @9 :List(Data);         # FileEntry of every description this task creates, then
+                                # the entries those refer to (a FIFO's REG entry)
+  pipeData @10 :List(PipeData); # buffered data of the pipes and FIFOs this task creates
+  sends @11 :List(FdTransfer);  # descriptions created here that other tasks also hold
+  receives @12 :List(FdTransfer); # descriptions this task gets from others
+}
+
+struct ChannelFd {
+  pid @0 :Int32;
+  fd @1 :Int32;
+}
+
+struct PipeData {
+  fifo @0 :Bool;                # from fifo-data.img rather than pipes-data.img
+  entry @1 :Data;               # PipeDataEntry
+  data @2 :Data;                # its `bytes` raw bytes
+}
+
+# One description handed from the task that created it to another (shareFds).
+struct FdTransfer {
+  fileId @0 :UInt32;
+  peer @1 :Int32;               # sends: the receiving pid; receives: the sending pid
+}
+
+# Coordinator -> every restorer: enter this phase.
+struct Phase {
+  phase @0 :RestorePhase;
+}
+
+# Restorer -> coordinator: this task finished the phase and waits for the next order.
+struct PhaseDone {
+  pid @0 :Int32;
+  phase @1 :RestorePhase;
+  serviceFds @2 :List(Int32);   # the restorer's own fds still open (its channel, its log),
+                                # which issue 4 closes before the task resumes
 }
