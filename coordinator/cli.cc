@@ -18,6 +18,9 @@ enum LongOnly {
   kText,
   kSockets,
   kLog,
+  kPidfile,
+  kShellJob,
+  kCheckOnly,
 };
 
 Result<pid_t> parsePid(const char* s) {
@@ -156,6 +159,63 @@ Result<Command> parseRunDump(int argc, char** argv) {
   // As with CRIU, a relative log path is relative to the images directory.
   if (!d.log.file.empty() && d.log.file[0] != '/' && !d.dir.empty()) {
     d.log.file = d.dir + "/" + d.log.file;
+  }
+  return cmd;
+}
+
+Result<Command> parseRunRestore(int argc, char** argv) {
+  Command cmd{};
+  cmd.kind = Command::Kind::RunRestore;
+  RestoreOptions& r = cmd.restore;
+  static const option kOpts[] = {{"images-dir", required_argument, nullptr, 'D'},
+                                 {"stream", required_argument, nullptr, kStream},
+                                 {"restore-detached", no_argument, nullptr, 'd'},
+                                 {"pidfile", required_argument, nullptr, kPidfile},
+                                 {"shell-job", no_argument, nullptr, kShellJob},
+                                 {"check-only", no_argument, nullptr, kCheckOnly},
+                                 {"log-file", required_argument, nullptr, 'o'},
+                                 {"verbosity", optional_argument, nullptr, 'v'},
+                                 {"help", no_argument, nullptr, 'h'},
+                                 {nullptr, 0, nullptr, 0}};
+  int c;
+  while ((c = getopt_long(argc, argv, "D:do:v::h", kOpts, nullptr)) != -1) {
+    switch (c) {
+      case 'D':
+        r.dir = optarg;
+        break;
+      case kStream:
+        r.stream = optarg;
+        break;
+      case 'd':
+        r.detach = true;
+        break;
+      case kPidfile:
+        r.pidfile = optarg;
+        break;
+      case kShellJob:
+        r.shellJob = true;
+        break;
+      case kCheckOnly:
+        r.checkOnly = true;
+        break;
+      case 'o':
+        r.log.file = optarg;
+        break;
+      case 'v':
+        parseVerbosity(argc, argv, r.log);
+        break;
+      case 'h':
+        return helpCommand(runHelp());
+      default:
+        return failMsg("bad option for 'run restore' (see crpipe run --help)");
+    }
+  }
+  CRPIPE_TRY(noExtraArgs(argc, argv));
+  if (r.dir.empty() == !r.stream.has_value()) {
+    return failMsg("run restore needs exactly one of -D DIR and --stream FILE|-");
+  }
+  if (!r.log.file.empty() && r.log.file[0] != '/' && !r.dir.empty()) {
+    r.log.file = r.dir + "/" + r.log.file;
   }
   return cmd;
 }
@@ -320,9 +380,8 @@ Result<Command> parseCommandLine(int argc, char** argv) {
       return parseRunDump(argc - 2, argv + 2);
     }
     if (what == "restore") {
-      Command c{};
-      c.kind = Command::Kind::RunRestore;
-      return c;
+      optind = 1;
+      return parseRunRestore(argc - 2, argv + 2);
     }
     return failMsg("unknown 'run " + what + "' (dump, restore)");
   }
@@ -349,7 +408,8 @@ Checkpoint and restore Linux process trees, unix sockets above all.
 commands:
   run dump -t PID -D DIR [options]   freeze, collect and write images (see run --help)
   run dump -t PID --stream FILE|-    write the collector's stream instead of images
-  run restore ...                    not implemented yet (issue 4)
+  run restore -D DIR [options]       restore a tree (fds so far; see run --help)
+  run restore --stream FILE|-        restore from the collector's stream
   stage collect -t PID -o FILE|-     run the collector alone, writing its stream
   stage serialize -i FILE|- -D DIR   stream -> image directory
   stage serialize --reverse -D DIR -o FILE|-
@@ -366,7 +426,8 @@ commands:
 
 std::string runHelp() {
   return R"(usage: crpipe run dump -t PID (-D DIR | --stream FILE|-) [options]
-       crpipe run restore ...   (not implemented yet: issue 4)
+       crpipe run restore (-D DIR | --stream FILE|-) [-d] [--pidfile FILE] [--shell-job]
+                          [--check-only] [-v N] [-o LOG]
 
 run dump starts crpipe-collector and crpipe-serializer joined by unix sockets. The
 collector freezes every thread of the tree under PID and streams its state; the
@@ -390,6 +451,30 @@ options:
                           LOG is relative to DIR, as with CRIU
 
 Progress goes to stderr: one updating line on a terminal, plain lines otherwise.
+
+run restore reads the images through crpipe-serializer (or the stream, front to back,
+never seeking), plans, and starts one crpipe-restorer per task with the task's original
+pid, in its session and process group, then drives them through the restore phases:
+fork-tree, group-leaders, group-members, (bind-listen, connect, accept, refill-queues:
+unix sockets, issue 5), open-files, share-fds, memory (issue 4), resume (issue 4).
+Memory and registers are not restored yet, so a restore stops after share-fds: it
+kills what it created and exits 1 saying so. A failure kills everything it created and
+names the task and the resource; the images are never changed. A pid that is still
+taken is refused (a zombie of the dumped tree is waited for, a few seconds at most).
+
+options:
+  -D, --images-dir DIR    the images to restore
+  --stream FILE|-         read the collector's stream instead (`run dump --stream`)
+  --check-only            development mode: after share-fds, check every restored task
+                          from /proc (pid, parent, group, session, every fd's file,
+                          position, flags, owner, pipe data, shared descriptions), print
+                          what was found as JSON on stdout, kill the tree, exit 0 if it
+                          all matches the images
+  --shell-job             the root task may belong to a session and group outside the
+                          dump: it joins crpipe's
+  -d, --restore-detached  leave the restored tree running (issue 4)
+  --pidfile FILE          write the root's pid there once it runs (issue 4)
+  -v[N], -o LOG           as for run dump
 )";
 }
 

@@ -36,6 +36,16 @@ struct DumpOptions {
   std::optional<std::string> stream;  // --stream FILE|-: the stream instead of images
 };
 
+struct RestoreOptions {
+  LogOptions log;
+  std::string dir;
+  std::optional<std::string> stream;  // --stream FILE|-: the collector's stream, front to back
+  bool detach = false;                // -d (takes effect once issue 4 resumes the tree)
+  std::string pidfile;                // --pidfile (written once the tree runs: issue 4)
+  bool shellJob = false;              // --shell-job: the root joins crpipe's session/group
+  bool checkOnly = false;             // --check-only: development mode, see run --help
+};
+
 struct StageOptions {
   enum class Kind { Collect, Serialize, SerializeReverse, Decode } kind;
   CollectorOptions collector;
@@ -57,6 +67,7 @@ struct Command {
   enum class Kind { Help, Version, RunDump, RunRestore, Stage, Show, Check } kind;
   std::string helpText;  // for Help
   DumpOptions dump;
+  RestoreOptions restore;
   StageOptions stage;
   ShowOptions show;
 };

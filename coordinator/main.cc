@@ -12,6 +12,7 @@
 #include "coordinator/cli.h"
 #include "coordinator/dump_command.h"
 #include "coordinator/progress_view.h"
+#include "coordinator/restore_command.h"
 #include "coordinator/show_command.h"
 #include "coordinator/socket_graph.h"
 #include "coordinator/stage_command.h"
@@ -79,11 +80,6 @@ int main(int argc, char** argv) {
     case crpipe::Command::Kind::Version:
       printf("crpipe %s\n", CRPIPE_VERSION);
       return 0;
-    case crpipe::Command::Kind::RunRestore:
-      fprintf(stderr,
-              "crpipe: run restore is not implemented yet (issue 4); the images can be "
-              "inspected with `crpipe show`\n");
-      return 2;
     case crpipe::Command::Kind::Check: {
       auto checks = crpipe::checkKernelFeatures();
       fputs(crpipe::renderFeatureChecks(checks).c_str(), stdout);
@@ -97,9 +93,11 @@ int main(int argc, char** argv) {
     case crpipe::Command::Kind::Show:
       return runShow(cmd->show);
     case crpipe::Command::Kind::RunDump:
+    case crpipe::Command::Kind::RunRestore:
     case crpipe::Command::Kind::Stage: {
-      const crpipe::LogOptions& lo = cmd->kind == crpipe::Command::Kind::RunDump
-                                         ? cmd->dump.log
+      const crpipe::LogOptions& lo = cmd->kind == crpipe::Command::Kind::RunDump ? cmd->dump.log
+                                     : cmd->kind == crpipe::Command::Kind::RunRestore
+                                         ? cmd->restore.log
                                          : cmd->stage.log;
       std::string err;
       FILE* logFile = openLog(lo, &err);
@@ -112,6 +110,13 @@ int main(int argc, char** argv) {
       if (cmd->kind == crpipe::Command::Kind::RunDump) {
         crpipe::ProgressView view(stderr);
         rc = print(crpipe::runDump(cmd->dump, view, log));
+      } else if (cmd->kind == crpipe::Command::Kind::RunRestore) {
+        crpipe::ProgressView view(stderr);
+        std::string report;
+        auto outcome = crpipe::runRestore(cmd->restore, view, log, report);
+        fputs(report.c_str(), stdout);
+        fflush(stdout);
+        rc = print(outcome);
       } else {
         rc = print(crpipe::runStage(cmd->stage, log));
       }

@@ -36,36 +36,73 @@ Result<Stage*> Session::start(const std::string& name, const std::string& binary
     return fail(std::move(proc).error());
   }
   s->process = std::move(*proc);
-  if (control.valid()) {
-    ControlChannel::Callbacks cb;
-    cb.onMessage = [this, s](proto::Message::Reader m) {
-      if (m.isFailure() && !s->failure) {
-        s->failure = std::string(m.getFailure().getMessage().cStr());
-      }
-      events_.onMessage(*s, m);
-    };
-    cb.onClosed = [this, s](const Error* err) {
-      s->controlDone = true;
-      if (err != nullptr) {
-        s->channelError = err->str();
-      }
-      maybeFinished();
-    };
-    auto ch = ControlChannel::open(loop_.get(), std::move(control), name + " control channel",
-                                   std::move(cb));
-    if (!ch) {
-      return fail(std::move(ch).error());
-    }
-    s->control = std::move(*ch);
-    s->controlDone = false;
-  }
+  CRPIPE_TRY(openControl(s, std::move(control)));
   stages_.push_back(std::move(stage));
   return s;
 }
 
+Result<Stage*> Session::startWithPid(const std::string& name, const std::string& binary,
+                                     const std::vector<std::string>& args,
+                                     const std::vector<ChildFd>& fds, UniqueFd control,
+                                     pid_t pid) {
+  auto stage = std::make_unique<Stage>();
+  Stage* s = stage.get();
+  s->name = name;
+  auto proc = StageProcess::spawnWithPid(loop_.get(), name, binary, args, fds, pid,
+                                         [this, s](const StageExit&) {
+                                           events_.onExit(*s);
+                                           maybeFinished();
+                                         });
+  if (!proc) {
+    return fail(std::move(proc).error());
+  }
+  s->process = std::move(*proc);
+  CRPIPE_TRY(openControl(s, std::move(control)));
+  stages_.push_back(std::move(stage));
+  return s;
+}
+
+Result<Stage*> Session::attach(const std::string& name, UniqueFd control) {
+  auto stage = std::make_unique<Stage>();
+  Stage* s = stage.get();
+  s->name = name;
+  CRPIPE_TRY(openControl(s, std::move(control)));
+  stages_.push_back(std::move(stage));
+  return s;
+}
+
+Status Session::openControl(Stage* s, UniqueFd control) {
+  if (!control.valid()) {
+    return {};
+  }
+  ControlChannel::Callbacks cb;
+  cb.onMessage = [this, s](proto::Message::Reader m) {
+    if (m.isFailure() && !s->failure) {
+      s->failure = std::string(m.getFailure().getMessage().cStr());
+    }
+    events_.onMessage(*s, m);
+  };
+  cb.onClosed = [this, s](const Error* err) {
+    s->controlDone = true;
+    if (err != nullptr) {
+      s->channelError = err->str();
+    }
+    events_.onChannelClosed(*s);
+    maybeFinished();
+  };
+  auto ch = ControlChannel::open(loop_.get(), std::move(control), s->name + " control channel",
+                                 std::move(cb));
+  if (!ch) {
+    return fail(std::move(ch).error());
+  }
+  s->control = std::move(*ch);
+  s->controlDone = false;
+  return {};
+}
+
 void Session::maybeFinished() {
   for (const auto& s : stages_) {
-    if (!s->process->exited() || !s->controlDone) {
+    if ((s->process != nullptr && !s->process->exited()) || !s->controlDone) {
       return;
     }
   }

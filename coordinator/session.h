@@ -17,7 +17,8 @@ namespace crpipe {
 // One stage process of a session and what the session learned about it.
 struct Stage {
   std::string name;  // "collector", "serializer", "restorer 1234"
-  std::unique_ptr<StageProcess> process;
+  std::unique_ptr<StageProcess> process;     // null for a stage crpipe did not start
+                                             // (a restorer forked by another restorer)
   std::unique_ptr<ControlChannel> control;  // null if the stage has none
   std::optional<std::string> failure;       // the first Failure message it sent
   std::optional<std::string> channelError;  // its control channel broke
@@ -33,6 +34,8 @@ class SessionEvents {
   virtual void onMessage(Stage& stage, proto::Message::Reader msg) = 0;
   virtual void onExit(Stage& stage) = 0;
   virtual void onSignal(int signo) = 0;
+  // The stage's control channel ended (EOF or error, already recorded on the stage).
+  virtual void onChannelClosed(Stage&) {}
 };
 
 // The stages of one command on one libuv loop, joined to crpipe by their control
@@ -50,6 +53,15 @@ class Session {
                        const std::vector<std::string>& args, const std::vector<ChildFd>& fds,
                        UniqueFd control);
 
+  // Like start(), with the process started with a chosen pid (StageProcess::spawnWithPid).
+  Result<Stage*> startWithPid(const std::string& name, const std::string& binary,
+                              const std::vector<std::string>& args,
+                              const std::vector<ChildFd>& fds, UniqueFd control, pid_t pid);
+
+  // A stage whose process another stage starts (the restorers of non-root tasks): only
+  // its control channel is crpipe's. It counts as finished when the channel ends.
+  Result<Stage*> attach(const std::string& name, UniqueFd control);
+
   // Runs until every stage has exited and every control channel has ended.
   void run();
 
@@ -58,6 +70,7 @@ class Session {
 
  private:
   void maybeFinished();
+  Status openControl(Stage* s, UniqueFd control);
 
   // Declared first so that it is destroyed last, after every handle owner.
   UvLoop loop_;

@@ -126,22 +126,38 @@ void StageProcess::onExitCb(uv_process_t* p, int64_t status, int sig) {
   if (self == nullptr) {
     return;
   }
-  self->exited_ = true;
-  self->exit_ = StageExit{status, sig};
-  if (self->onExit_) {
-    self->onExit_(self->exit_);
+  self->exited(StageExit{status, sig});
+}
+
+void StageProcess::exited(const StageExit& e) {
+  exited_ = true;
+  exit_ = e;
+  if (onExit_) {
+    onExit_(exit_);
   }
 }
 
-pid_t StageProcess::pid() const { return handle_ != nullptr ? handle_->proc.pid : -1; }
+pid_t StageProcess::pid() const {
+  if (pidfdHandle_ != nullptr) {
+    return pidfdPid();
+  }
+  return handle_ != nullptr ? handle_->proc.pid : -1;
+}
 
 void StageProcess::signal(int sig) {
+  if (pidfdHandle_ != nullptr && !exited_) {
+    pidfdSignal(sig);
+    return;
+  }
   if (handle_ != nullptr && !exited_) {
     uv_process_kill(&handle_->proc, sig);
   }
 }
 
 StageProcess::~StageProcess() {
+  if (pidfdHandle_ != nullptr) {
+    closePidfdHandle();
+  }
   if (handle_ == nullptr) {
     return;
   }

@@ -44,6 +44,15 @@ class StageProcess {
                                                      const std::vector<std::string>& args,
                                                      const std::vector<ChildFd>& fds,
                                                      ExitFn onExit);
+  // Like spawn(), but the child gets the pid `pid` (clone3 with set_tid; root in the
+  // initial pid namespace) and RLIMIT_NOFILE raised to its hard limit, so that fds can be
+  // placed high. For the root restorer of a restore, which must carry the root's pid.
+  // Watched through a pidfd on the loop and reaped with waitid(P_PIDFD).
+  static Result<std::unique_ptr<StageProcess>> spawnWithPid(uv_loop_t* loop, std::string name,
+                                                            const std::string& path,
+                                                            const std::vector<std::string>& args,
+                                                            const std::vector<ChildFd>& fds,
+                                                            pid_t pid, ExitFn onExit);
   ~StageProcess();
   StageProcess(const StageProcess&) = delete;
   StageProcess& operator=(const StageProcess&) = delete;
@@ -56,11 +65,18 @@ class StageProcess {
 
  private:
   struct Handle;
+  struct PidfdHandle;
   StageProcess() = default;
   static void onExitCb(uv_process_t* p, int64_t status, int sig);
+  static void onPidfd(uv_poll_t* p, int status, int events);
+  void exited(const StageExit& e);
+  void closePidfdHandle();
+  pid_t pidfdPid() const;
+  void pidfdSignal(int sig);
 
   std::string name_;
   Handle* handle_ = nullptr;
+  PidfdHandle* pidfdHandle_ = nullptr;
   ExitFn onExit_;
   bool exited_ = false;
   StageExit exit_;

@@ -1,0 +1,423 @@
+#include "coordinator/restore_command.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <map>
+#include <set>
+
+#include "common/restore_phase.h"
+#include "common/stage_stream.h"
+#include "coordinator/pid_wait.h"
+#include "coordinator/restore_images.h"
+#include "coordinator/restore_plan.h"
+#include "coordinator/restore_verify.h"
+#include "coordinator/session.h"
+
+namespace crpipe {
+
+namespace {
+
+constexpr int kDataFd = 3;
+constexpr int kZombieWaitMs = 5000;
+// The last phase this build can carry out; memory and registers are issue 4.
+constexpr RestorePhase kLastPhase = RestorePhase::SHARE_FDS;
+
+double nowMs() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<double>(ts.tv_sec) * 1e3 + static_cast<double>(ts.tv_nsec) / 1e6;
+}
+
+// The restore policy on the session: every restorer gets its TaskOrder, then the phases
+// one after the other, each sent to all once all answered PhaseDone for the one before.
+// Any failure, any restorer that goes away, Ctrl-C: everything restored is killed.
+class RestoreEvents : public SessionEvents {
+ public:
+  RestoreEvents(const RestoreOptions& opts, const RestorePlan& plan, ProgressView& view, Log& log)
+      : opts_(opts), plan_(plan), view_(view), log_(log) {}
+
+  void addTask(Stage* s, pid_t pid) { tasks_[s] = pid; }
+  void setRoot(Stage* root) { root_ = root; }
+
+  Status start(const std::string& token, const std::vector<std::pair<pid_t, int>>& rootChannels) {
+    for (size_t i = 0; i < plan_.tasks.size(); ++i) {
+      Stage* s = stageOf(plan_.tasks[i].pid);
+      capnp::MallocMessageBuilder mb;
+      plan_.fillOrder(i, token, i == 0 ? rootChannels : std::vector<std::pair<pid_t, int>>{},
+                      mb.initRoot<proto::Message>().initTaskOrder());
+      CRPIPE_TRY(s->control->send(mb));
+    }
+    return enter(RestorePhase::FORK_TREE);
+  }
+
+  void onMessage(Stage& s, proto::Message::Reader m) override {
+    pid_t pid = tasks_.count(&s) != 0 ? tasks_.at(&s) : 0;
+    switch (m.which()) {
+      case proto::Message::HELLO:
+        if (m.getHello().getRootPid() != pid) {
+          abort("restorer on the channel of pid " + std::to_string(pid) + " says it is pid " +
+                std::to_string(m.getHello().getRootPid()));
+          return;
+        }
+        if (&s != root_) {
+          // Its parent restorer never reaps it, so the pid cannot be reused under us.
+          UniqueFd fd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+          if (fd.valid()) {
+            pidfds_[pid] = std::move(fd);
+          }
+        }
+        log_.debug("restorer %d is up", pid);
+        return;
+      case proto::Message::PHASE_DONE: {
+        auto d = m.getPhaseDone();
+        if (d.getPhase() != current_ || finishing_) {
+          return;
+        }
+        auto& svc = serviceFds_[pid];
+        svc.clear();
+        for (int32_t fd : d.getServiceFds()) {
+          svc.push_back(fd);
+        }
+        done_.insert(pid);
+        if (done_.size() == plan_.tasks.size()) {
+          phaseComplete();
+        }
+        return;
+      }
+      case proto::Message::FAILURE:
+        abort(m.getFailure().getMessage().cStr());
+        return;
+      default:
+        abort("restorer of pid " + std::to_string(pid) + " sent an unexpected " +
+              describeMessage(m));
+        return;
+    }
+  }
+
+  void onExit(Stage& s) override {
+    if (&s == root_ && !finishing_) {
+      abort("the restorer of pid " + std::to_string(plan_.tasks[0].pid) + " " +
+                s.process->exit().describe(),
+            false);
+    }
+  }
+
+  void onChannelClosed(Stage& s) override {
+    if (finishing_ || tasks_.count(&s) == 0) {
+      return;
+    }
+    pid_t pid = tasks_.at(&s);
+    abort(s.channelError ? *s.channelError
+                         : "the restorer of pid " + std::to_string(pid) + " went away",
+          false);
+  }
+
+  void onSignal(int signo) override {
+    abort(std::string("interrupted by ") + strsignal(signo), !finishing_);
+  }
+
+  const std::string& report() const { return check_.report; }
+
+  Outcome outcome() const {
+    Outcome o;
+    if (!failure_.empty() || !fallback_.empty()) {
+      o.exitCode = 1;
+      o.messages.push_back("crpipe: restore failed: " +
+                           (failure_.empty() ? fallback_ : failure_));
+      o.messages.push_back(
+          "crpipe: every process the restore created was killed; the images are unchanged");
+      return o;
+    }
+    if (opts_.checkOnly) {
+      if (!check_.problems.empty()) {
+        o.exitCode = 1;
+        for (const auto& p : check_.problems) {
+          o.messages.push_back("crpipe: check: " + p);
+        }
+        o.messages.push_back("crpipe: check-only: the restored tree differs from the images");
+        return o;
+      }
+      o.messages.push_back("crpipe: check-only: " + std::to_string(plan_.tasks.size()) +
+                           " tasks restored up to " + phaseName(kLastPhase) +
+                           " match the images; the tree was killed");
+      return o;
+    }
+    o.exitCode = 1;
+    o.messages.push_back("crpipe: the tree's processes and fds were restored, but memory "
+                         "restore is not implemented yet (issue 4); the restored tree was "
+                         "killed");
+    return o;
+  }
+
+ private:
+  Stage* stageOf(pid_t pid) {
+    for (auto& [s, p] : tasks_) {
+      if (p == pid) {
+        return s;
+      }
+    }
+    return nullptr;
+  }
+
+  Status enter(RestorePhase p) {
+    current_ = p;
+    done_.clear();
+    phaseStart_ = nowMs();
+    view_.update("restore", phaseName(p), 0, plan_.tasks.size(), "");
+    capnp::MallocMessageBuilder mb;
+    mb.initRoot<proto::Message>().initPhase().setPhase(p);
+    for (auto& [s, pid] : tasks_) {
+      if (s->control) {
+        CRPIPE_TRY(s->control->send(mb));
+      }
+    }
+    return {};
+  }
+
+  void phaseComplete() {
+    log_.info("phase %s: %zu tasks in %.3f ms", phaseName(current_), plan_.tasks.size(),
+              nowMs() - phaseStart_);
+    if (current_ == kLastPhase) {
+      if (opts_.checkOnly) {
+        // Every restorer is blocked on its channel now: /proc shows the tree as it stands
+        // before memory restore.
+        check_ = checkRestoredTree(plan_, serviceFds_);
+      }
+      killAll();
+      return;
+    }
+    auto next = nextPhase(current_);
+    auto st = enter(*next);
+    if (!st) {
+      abort(st.error().str());
+    }
+  }
+
+  // A restorer's own Failure says what went wrong; a channel that ends or a restorer that
+  // dies is only a consequence when another restorer failed first (children die with
+  // their parent), so it is the reason only when nothing better arrives.
+  void abort(const std::string& why, bool cause = true) {
+    if (cause && failure_.empty()) {
+      failure_ = why;
+    } else if (!cause && fallback_.empty() && !finishing_) {
+      fallback_ = why;
+    }
+    log_.debug("aborting: %s", why.c_str());
+    killAll();
+  }
+
+  void killAll() {
+    if (finishing_) {
+      return;
+    }
+    finishing_ = true;
+    view_.clear();
+    if (root_ != nullptr && root_->process) {
+      root_->process->signal(SIGKILL);
+    }
+    for (auto& [pid, fd] : pidfds_) {
+      ::syscall(SYS_pidfd_send_signal, fd.get(), SIGKILL, nullptr, 0);
+    }
+    // Restorers that never said hello die with their parents (PR_SET_PDEATHSIG).
+    for (auto& [s, pid] : tasks_) {
+      if (s->control) {
+        s->control->shutdownWrite();
+      }
+    }
+  }
+
+  const RestoreOptions& opts_;
+  const RestorePlan& plan_;
+  ProgressView& view_;
+  Log& log_;
+  std::map<Stage*, pid_t> tasks_;
+  Stage* root_ = nullptr;
+  std::map<pid_t, UniqueFd> pidfds_;
+  std::map<pid_t, std::vector<int>> serviceFds_;
+  RestorePhase current_ = RestorePhase::FORK_TREE;
+  std::set<pid_t> done_;
+  double phaseStart_ = 0;
+  bool finishing_ = false;
+  std::string failure_;
+  std::string fallback_;
+  TreeCheck check_;
+};
+
+// Stage events while only the serializer runs (reading images).
+class ReaderEvents : public SessionEvents {
+ public:
+  void onMessage(Stage&, proto::Message::Reader) override {}
+  void onExit(Stage&) override {}
+  void onSignal(int) override {}
+};
+
+Outcome failed(const std::string& msg) { return Outcome{1, {"crpipe: " + msg}}; }
+
+std::vector<std::string> logArgs(const LogOptions& log) {
+  std::vector<std::string> a = {"-v", std::to_string(log.verbosity)};
+  if (!log.file.empty()) {
+    a.push_back("--log");
+    a.push_back(log.file);
+  }
+  return a;
+}
+
+// The images, front to back: through `crpipe-serializer read` from DIR, or the stream.
+Status loadImages(const RestoreOptions& opts, RestoreImages& images, Log& log) {
+  if (opts.stream) {
+    if (*opts.stream == "-") {
+      return readRestoreImages(STDIN_FILENO, "stdin", images);
+    }
+    UniqueFd in(::open(opts.stream->c_str(), O_RDONLY | O_CLOEXEC));
+    if (!in.valid()) {
+      return failSys("open stream " + *opts.stream);
+    }
+    return readRestoreImages(in.get(), *opts.stream, images);
+  }
+  auto bin = findStageBinary("crpipe-serializer");
+  if (!bin) {
+    return fail(std::move(bin).error());
+  }
+  ReaderEvents events;
+  Session session(events);
+  auto data = makeSocketPair();
+  if (!data) {
+    return fail(std::move(data).error());
+  }
+  std::vector<std::string> args = {"read", "-D", opts.dir, "--out", "-", "--out-fd",
+                                   std::to_string(kDataFd)};
+  for (auto& a : logArgs(opts.log)) {
+    args.push_back(a);
+  }
+  auto s = session.start("serializer", *bin, args, {{kDataFd, data->second.get()}}, UniqueFd());
+  if (!s) {
+    return fail(std::move(s).error());
+  }
+  data->second.reset();
+  log.debug("reading %s through %s", opts.dir.c_str(), bin->c_str());
+  auto st = readRestoreImages(data->first.get(), "images of " + opts.dir, images);
+  data->first.reset();
+  session.run();  // the serializer's exit
+  const Stage& ser = *session.stages().front();
+  if (!ser.process->exit().ok() && st) {
+    return failMsg("crpipe-serializer read " + ser.process->exit().describe());
+  }
+  return st;
+}
+
+// Reaps, in tree order, the restorers that became crpipe's children when their parents
+// died (crpipe is their subreaper during a restore). Each is dead or dying: killed, or
+// PR_SET_PDEATHSIG. waitpid() of a pid that is not our child returns at once.
+void reapTree(const RestorePlan& plan) {
+  for (size_t i = 1; i < plan.tasks.size(); ++i) {
+    int status = 0;
+    while (::waitpid(plan.tasks[i].pid, &status, __WALL) < 0 && errno == EINTR) {
+    }
+  }
+}
+
+}  // namespace
+
+Outcome runRestore(const RestoreOptions& opts, ProgressView& view, Log& log,
+                   std::string& report) {
+  RestoreImages images;
+  auto loaded = loadImages(opts, images, log);
+  if (!loaded) {
+    return failed(loaded.error().str());
+  }
+  PlanOptions po;
+  po.shellJob = opts.shellJob;
+  po.callerSid = ::getsid(0);
+  po.callerPgid = ::getpgid(0);
+  auto plan = makeRestorePlan(images, po);
+  if (!plan) {
+    return failed(plan.error().str() + "; nothing was restored");
+  }
+  std::vector<pid_t> pids;
+  for (const auto& t : plan->tasks) {
+    pids.push_back(t.pid);
+  }
+  auto free = waitPidsFree(pids, kZombieWaitMs, log);
+  if (!free) {
+    return failed(free.error().str() + "; nothing was restored");
+  }
+  auto restorerBin = findStageBinary("crpipe-restorer");
+  if (!restorerBin) {
+    return failed(restorerBin.error().str());
+  }
+  // Restorers whose parents die become ours, to be reaped here, not left to init.
+  ::prctl(PR_SET_CHILD_SUBREAPER, 1);
+
+  RestoreEvents events(opts, *plan, view, log);
+  Outcome result;
+  {
+    Session session(events);
+    // One channel per task. The root's restorer gets every restorer-side end, placed at
+    // and above the service fd base, and passes each down the tree as it forks.
+    const int base = plan->serviceFdBase;
+    std::vector<UniqueFd> theirEnds;
+    std::vector<ChildFd> fds;
+    std::vector<std::pair<pid_t, int>> rootChannels;
+    UniqueFd rootControl;
+    for (size_t i = 0; i < plan->tasks.size(); ++i) {
+      auto pair = makeSocketPair();
+      if (!pair) {
+        return failed(pair.error().str());
+      }
+      const pid_t pid = plan->tasks[i].pid;
+      int childFd = i == 0 ? base : base + 1 + static_cast<int>(i);
+      fds.push_back({childFd, pair->second.get()});
+      if (i == 0) {
+        rootControl = std::move(pair->first);
+      } else {
+        rootChannels.emplace_back(pid, childFd);
+        auto s = session.attach("restorer " + std::to_string(pid), std::move(pair->first));
+        if (!s) {
+          return failed(s.error().str());
+        }
+        events.addTask(*s, pid);
+      }
+      theirEnds.push_back(std::move(pair->second));
+    }
+    fds.push_back({base + 1, STDERR_FILENO});  // the restorers' log
+    std::vector<std::string> args = {"--control-fd", std::to_string(base), "--log-fd",
+                                     std::to_string(base + 1), "-v",
+                                     std::to_string(opts.log.verbosity)};
+    const pid_t rootPid = plan->tasks[0].pid;
+    auto root = session.startWithPid("restorer " + std::to_string(rootPid), *restorerBin, args,
+                                     fds, std::move(rootControl), rootPid);
+    theirEnds.clear();  // the root holds them now; a restorer that dies is EOF to us
+    if (!root) {
+      session.run();
+      return failed(root.error().str() + "; nothing was restored");
+    }
+    events.addTask(*root, rootPid);
+    events.setRoot(*root);
+    char token[64];
+    snprintf(token, sizeof(token), "%d-%ld", ::getpid(), static_cast<long>(nowMs() * 1000));
+    log.info("restoring %zu tasks (root %d) from %s", plan->tasks.size(), rootPid,
+             opts.stream ? opts.stream->c_str() : opts.dir.c_str());
+    auto st = events.start(token, rootChannels);
+    if (!st) {
+      events.onSignal(SIGTERM);  // kills what exists
+    }
+    session.run();
+    reapTree(*plan);
+    result = events.outcome();
+    report = events.report();
+    if (!st) {
+      result = failed(st.error().str());
+    }
+  }
+  ::prctl(PR_SET_CHILD_SUBREAPER, 0);
+  view.clear();
+  return result;
+}
+
+}  // namespace crpipe

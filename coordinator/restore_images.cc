@@ -1,0 +1,98 @@
+#include "coordinator/restore_images.h"
+
+#include "common/stage_stream.h"
+
+namespace crpipe {
+
+Result<bool> RestoreImages::consume(proto::Message::Reader msg, const std::string& where) {
+  switch (msg.which()) {
+    case proto::Message::HELLO:
+      if (msg.getHello().getProtocolVersion() != proto::PROTOCOL_VERSION) {
+        return failMsg(where + ": stage protocol " +
+                       std::to_string(msg.getHello().getProtocolVersion()) + ", crpipe speaks " +
+                       std::to_string(proto::PROTOCOL_VERSION));
+      }
+      hello_ = true;
+      return false;
+    case proto::Message::IMAGE_OPEN: {
+      auto o = msg.getImageOpen();
+      std::string name = o.getName();
+      names_[o.getImage()] = name;
+      images_[name];
+      return false;
+    }
+    case proto::Message::ENTRY: {
+      auto e = msg.getEntry();
+      auto it = names_.find(e.getImage());
+      if (it == names_.end()) {
+        return failMsg(where + ": entry for image #" + std::to_string(e.getImage()) +
+                       " that was never opened");
+      }
+      auto p = e.getPayload();
+      images_[it->second].push_back(
+          {std::string(reinterpret_cast<const char*>(p.begin()), p.size()), {}});
+      ++entryCount_;
+      return false;
+    }
+    case proto::Message::RAW: {
+      auto r = msg.getRaw();
+      auto it = names_.find(r.getImage());
+      if (it == names_.end() || images_[it->second].empty()) {
+        return failMsg(where + ": raw data for image #" + std::to_string(r.getImage()) +
+                       " with no entry before it");
+      }
+      auto d = r.getData();
+      images_[it->second].back().trailing.append(reinterpret_cast<const char*>(d.begin()),
+                                                 d.size());
+      rawBytes_ += d.size();
+      return false;
+    }
+    case proto::Message::FAILURE:
+      return failMsg(where + ": the stream ends with a failure: " +
+                     std::string(msg.getFailure().getMessage().cStr()));
+    case proto::Message::END: {
+      auto e = msg.getEnd();
+      if (e.getImages() != names_.size() || e.getEntries() != entryCount_ ||
+          e.getRawBytes() != rawBytes_) {
+        return failMsg(where + ": End counts (" + std::to_string(e.getImages()) + " images, " +
+                       std::to_string(e.getEntries()) + " entries) do not match what came (" +
+                       std::to_string(names_.size()) + ", " + std::to_string(entryCount_) + ")");
+      }
+      if (!hello_) {
+        return failMsg(where + ": no Hello before End");
+      }
+      return true;
+    }
+    default:
+      return failMsg(where + ": unexpected " + describeMessage(msg));
+  }
+}
+
+const std::vector<ImageEntryData>& RestoreImages::entries(const std::string& name) const {
+  static const std::vector<ImageEntryData> kNone;
+  auto it = images_.find(name);
+  return it == images_.end() ? kNone : it->second;
+}
+
+Status readRestoreImages(int fd, const std::string& name, RestoreImages& images) {
+  StageReader reader(fd, name);
+  for (;;) {
+    uint64_t at = reader.offset();
+    auto msg = reader.next();
+    if (!msg) {
+      return fail(std::move(msg).error());
+    }
+    if (!msg->has_value()) {
+      return failMsg(name + " at offset " + std::to_string(at) + ": the stream ends before End");
+    }
+    auto done = images.consume(**msg, name + " at offset " + std::to_string(at));
+    if (!done) {
+      return fail(std::move(done).error());
+    }
+    if (*done) {
+      return {};
+    }
+  }
+}
+
+}  // namespace crpipe

@@ -1,0 +1,40 @@
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+#include "protos/stage.capnp.h"
+
+namespace crpipe {
+
+// The image entries of a dump as they arrive on a stage stream (from `crpipe-serializer
+// read` or straight from a collector), taken front to back, never seeked: each image file
+// by name, each entry with the raw bytes that followed it (pipe data).
+struct ImageEntryData {
+  std::string payload;
+  std::string trailing;
+};
+
+class RestoreImages {
+ public:
+  // Takes one message; true once End arrived and the counts matched.
+  Result<bool> consume(proto::Message::Reader msg, const std::string& where);
+
+  // The entries of one image file ("pstree.img"); empty if the dump has none.
+  const std::vector<ImageEntryData>& entries(const std::string& name) const;
+  bool has(const std::string& name) const { return images_.contains(name); }
+
+ private:
+  std::map<uint32_t, std::string> names_;
+  std::map<std::string, std::vector<ImageEntryData>> images_;
+  bool hello_ = false;
+  uint64_t entryCount_ = 0;
+  uint64_t rawBytes_ = 0;
+};
+
+// Reads a whole stage stream from fd (blocking, front to back) into `images`.
+Status readRestoreImages(int fd, const std::string& name, RestoreImages& images);
+
+}  // namespace crpipe

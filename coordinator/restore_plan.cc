@@ -1,0 +1,303 @@
+#include "coordinator/restore_plan.h"
+
+#include <algorithm>
+#include <set>
+
+#include "restorer/kinds/registry.h"
+
+namespace crpipe {
+
+namespace {
+
+template <typename Msg>
+Result<Msg> parse(const std::string& bytes, const std::string& what) {
+  Msg m;
+  if (!m.ParseFromString(bytes)) {
+    return failMsg(what + ": malformed entry");
+  }
+  return m;
+}
+
+std::string fdWhere(pid_t pid, uint32_t fd) {
+  return "pid " + std::to_string(pid) + " fd " + std::to_string(fd);
+}
+
+Status planSessions(RestorePlan& plan, const PlanOptions& opts) {
+  std::map<pid_t, TaskPlan*> byPid;
+  for (auto& t : plan.tasks) {
+    byPid[t.pid] = &t;
+  }
+  TaskPlan& root = plan.tasks.front();
+  const pid_t outsideSid = static_cast<pid_t>(root.pstree.sid());
+  const pid_t outsidePgid = static_cast<pid_t>(root.pstree.pgid());
+  for (auto& t : plan.tasks) {
+    pid_t sid = static_cast<pid_t>(t.pstree.sid());
+    pid_t pgid = static_cast<pid_t>(t.pstree.pgid());
+    t.setsid = sid == t.pid;
+    if (!t.setsid && !byPid.contains(sid)) {
+      if (!opts.shellJob || sid != outsideSid) {
+        return failMsg("pid " + std::to_string(t.pid) + " is in session " + std::to_string(sid) +
+                       ", whose leader is not in the dump" +
+                       (&t == &root ? "; use --shell-job to restore it into crpipe's session"
+                                    : ""));
+      }
+      sid = opts.callerSid;
+    }
+    if (pgid != t.pid && !byPid.contains(pgid)) {
+      if (!opts.shellJob || pgid != outsidePgid) {
+        return failMsg("pid " + std::to_string(t.pid) + " is in process group " +
+                       std::to_string(pgid) + ", whose leader is not in the dump" +
+                       (&t == &root ? "; use --shell-job to restore it into crpipe's group"
+                                    : ""));
+      }
+      pgid = opts.callerPgid;
+    }
+    t.sid = sid;
+    t.pgid = pgid;
+  }
+  for (auto& t : plan.tasks) {
+    // A task that is not a session leader inherits its session at fork: its parent must
+    // be in it by then (parents call setsid() before forking). A session left by the
+    // parent later, or a session whose leader is a sibling, needs helper tasks.
+    if (!t.setsid && t.ppid != 0 && byPid.at(t.ppid)->sid != t.sid) {
+      return failMsg("pid " + std::to_string(t.pid) + " is in session " + std::to_string(t.sid) +
+                     " but its parent " + std::to_string(t.ppid) + " is in session " +
+                     std::to_string(byPid.at(t.ppid)->sid) +
+                     "; restoring such a tree needs helper tasks, not implemented yet");
+    }
+    auto leader = byPid.find(t.pgid);
+    if (leader != byPid.end() && leader->second != &t) {
+      if (leader->second->pgid != t.pgid || leader->second->sid != t.sid) {
+        return failMsg("pid " + std::to_string(t.pid) + " is in process group " +
+                       std::to_string(t.pgid) + " whose leader left it or is in another session;"
+                       " restoring that needs helper tasks, not implemented yet");
+      }
+    }
+  }
+  return {};
+}
+
+}  // namespace
+
+const TaskPlan* RestorePlan::task(pid_t pid) const {
+  for (const auto& t : tasks) {
+    if (t.pid == pid) {
+      return &t;
+    }
+  }
+  return nullptr;
+}
+
+Result<RestorePlan> makeRestorePlan(const RestoreImages& images, const PlanOptions& opts) {
+  RestorePlan plan;
+  const auto& pstree = images.entries("pstree.img");
+  if (pstree.empty()) {
+    return failMsg("the dump has no pstree.img entries: nothing to restore");
+  }
+  std::map<pid_t, size_t> index;
+  for (const auto& e : pstree) {
+    auto ps = parse<images::PstreeEntry>(e.payload, "pstree.img");
+    if (!ps) {
+      return fail(std::move(ps).error());
+    }
+    TaskPlan t;
+    t.pid = static_cast<pid_t>(ps->pid());
+    t.ppid = plan.tasks.empty() ? 0 : static_cast<pid_t>(ps->ppid());
+    t.pstree = std::move(*ps);
+    if (t.pid <= 0 || index.contains(t.pid)) {
+      return failMsg("pstree.img: bad or repeated pid " + std::to_string(t.pid));
+    }
+    if (t.ppid != 0) {
+      auto parent = index.find(t.ppid);
+      if (parent == index.end()) {
+        return failMsg("pstree.img: the parent " + std::to_string(t.ppid) + " of pid " +
+                       std::to_string(t.pid) + " comes after it or is not in the dump");
+      }
+      plan.tasks[parent->second].children.push_back(t.pid);
+    }
+    index[t.pid] = plan.tasks.size();
+    plan.tasks.push_back(std::move(t));
+  }
+  // Descendants, children first: walk the list backwards (children come after parents).
+  for (size_t i = plan.tasks.size(); i-- > 1;) {
+    TaskPlan& t = plan.tasks[i];
+    TaskPlan& parent = plan.tasks[index.at(t.ppid)];
+    parent.descendants.push_back(t.pid);
+    parent.descendants.insert(parent.descendants.end(), t.descendants.begin(),
+                              t.descendants.end());
+  }
+  CRPIPE_TRY(planSessions(plan, opts));
+
+  for (const auto& e : images.entries("files.img")) {
+    auto fe = parse<images::FileEntry>(e.payload, "files.img");
+    if (!fe) {
+      return fail(std::move(fe).error());
+    }
+    uint32_t id = fe->id();
+    plan.files.emplace(id, std::move(*fe));
+  }
+  for (const char* name : {"pipes-data.img", "fifo-data.img"}) {
+    for (const auto& e : images.entries(name)) {
+      auto pd = parse<images::PipeDataEntry>(e.payload, name);
+      if (!pd) {
+        return fail(std::move(pd).error());
+      }
+      (std::string(name) == "pipes-data.img" ? plan.pipeData : plan.fifoData)[pd->pipe_id()] = e;
+    }
+  }
+
+  // Unix sockets first: whatever else an image holds, this is the refusal to see.
+  for (const auto& t : plan.tasks) {
+    const std::string img = "fdinfo-" + std::to_string(t.pid) + ".img";
+    for (const auto& e : images.entries(img)) {
+      images::FdinfoEntry fd;
+      if (fd.ParseFromString(e.payload) && fd.type() == images::UNIXSK) {
+        auto file = plan.files.find(fd.id());
+        uint32_t ino = file != plan.files.end() ? file->second.usk().ino() : 0;
+        return failMsg(fdWhere(t.pid, fd.fd()) + ": unix socket (ino " + std::to_string(ino) +
+                       "): restoring unix sockets is not implemented yet (issue 5)");
+      }
+    }
+  }
+
+  auto kinds = restorer::makeRestoreKinds();
+  // Every description of one group (a pipe's ends, a FIFO's opens, else one description)
+  // is created by the first task that holds any of them, in pstree and fd order.
+  std::map<std::string, pid_t> groupOwner;
+  std::map<uint32_t, pid_t> creator;
+  int maxFd = 2;
+  for (auto& t : plan.tasks) {
+    const std::string img = "fdinfo-" + std::to_string(t.pid) + ".img";
+    for (const auto& e : images.entries(img)) {
+      auto fd = parse<images::FdinfoEntry>(e.payload, img);
+      if (!fd) {
+        return fail(std::move(fd).error());
+      }
+      const std::string where = fdWhere(t.pid, fd->fd());
+      auto file = plan.files.find(fd->id());
+      if (file == plan.files.end()) {
+        return failMsg(where + ": file id " + std::to_string(fd->id()) + " is not in files.img");
+      }
+      const images::FileEntry& fe = file->second;
+      if (fe.type() == images::UNIXSK) {
+        return failMsg(where + ": unix socket (ino " + std::to_string(fe.usk().ino()) +
+                       "): restoring unix sockets is not implemented yet (issue 5)");
+      }
+      restorer::RestoreKind* kind = restorer::findKind(kinds, fe.type());
+      if (kind == nullptr) {
+        return failMsg(where + ": files of type " + images::FdTypes_Name(fe.type()) +
+                       " cannot be restored yet");
+      }
+      auto ok = kind->check(fe);
+      if (!ok) {
+        return fail(std::move(ok).error().context(where));
+      }
+      maxFd = std::max(maxFd, static_cast<int>(fd->fd()));
+      auto [owner, fresh] = groupOwner.try_emplace(kind->groupKey(fe), t.pid);
+      (void)fresh;
+      creator.try_emplace(fe.id(), owner->second);
+      t.fds.push_back(std::move(*fd));
+    }
+  }
+  // Who creates what, who sends what to whom.
+  std::map<pid_t, TaskPlan*> byPid;
+  for (auto& t : plan.tasks) {
+    byPid[t.pid] = &t;
+  }
+  for (const auto& [id, pid] : creator) {
+    byPid.at(pid)->creates.push_back(id);
+  }
+  for (auto& t : plan.tasks) {
+    std::set<uint32_t> seen;
+    for (const auto& fd : t.fds) {
+      pid_t c = creator.at(fd.id());
+      if (c != t.pid && seen.insert(fd.id()).second) {
+        t.receives.emplace_back(fd.id(), c);
+        byPid.at(c)->sends.emplace_back(fd.id(), t.pid);
+      }
+    }
+  }
+  plan.serviceFdBase = std::max(maxFd + 1, 10);
+  return plan;
+}
+
+void RestorePlan::fillOrder(size_t i, const std::string& token,
+                            const std::vector<std::pair<pid_t, int>>& channels,
+                            proto::TaskOrder::Builder out) const {
+  const TaskPlan& t = tasks[i];
+  std::string bytes = t.pstree.SerializeAsString();
+  out.setPstree(kj::arrayPtr(reinterpret_cast<const kj::byte*>(bytes.data()), bytes.size()));
+  out.setSetsid(t.setsid);
+  out.setPgid(t.pgid);
+  auto ch = out.initChildren(static_cast<unsigned>(t.children.size()));
+  for (size_t k = 0; k < t.children.size(); ++k) {
+    ch.set(static_cast<unsigned>(k), t.children[k]);
+  }
+  auto de = out.initDescendants(static_cast<unsigned>(t.descendants.size()));
+  for (size_t k = 0; k < t.descendants.size(); ++k) {
+    de.set(static_cast<unsigned>(k), t.descendants[k]);
+  }
+  auto cf = out.initChannels(static_cast<unsigned>(channels.size()));
+  for (size_t k = 0; k < channels.size(); ++k) {
+    cf[static_cast<unsigned>(k)].setPid(channels[k].first);
+    cf[static_cast<unsigned>(k)].setFd(channels[k].second);
+  }
+  out.setServiceFdBase(serviceFdBase);
+  out.setToken(token);
+  auto fds = out.initFds(static_cast<unsigned>(t.fds.size()));
+  for (size_t k = 0; k < t.fds.size(); ++k) {
+    std::string b = t.fds[k].SerializeAsString();
+    fds.set(static_cast<unsigned>(k),
+            kj::arrayPtr(reinterpret_cast<const kj::byte*>(b.data()), b.size()));
+  }
+  // The descriptions this task creates, then what they refer to (a FIFO's path entry).
+  std::vector<uint32_t> ids = t.creates;
+  for (uint32_t id : t.creates) {
+    const auto& fe = files.at(id);
+    if (fe.type() == images::FIFO && fe.fifo().has_regf_id()) {
+      ids.push_back(fe.fifo().regf_id());
+    }
+  }
+  std::vector<std::pair<bool, const ImageEntryData*>> data;
+  std::set<std::pair<bool, uint32_t>> dataSeen;
+  for (uint32_t id : t.creates) {
+    const auto& fe = files.at(id);
+    bool fifo = fe.type() == images::FIFO;
+    if (fe.type() != images::PIPE && !fifo) {
+      continue;
+    }
+    uint32_t pipeId = fifo ? fe.fifo().pipe_id() : fe.pipe().pipe_id();
+    const auto& src = fifo ? fifoData : pipeData;
+    auto it = src.find(pipeId);
+    if (it != src.end() && dataSeen.insert({fifo, pipeId}).second) {
+      data.emplace_back(fifo, &it->second);
+    }
+  }
+  auto fl = out.initFiles(static_cast<unsigned>(ids.size()));
+  for (size_t k = 0; k < ids.size(); ++k) {
+    auto it = files.find(ids[k]);
+    std::string b = it != files.end() ? it->second.SerializeAsString() : std::string();
+    fl.set(static_cast<unsigned>(k),
+           kj::arrayPtr(reinterpret_cast<const kj::byte*>(b.data()), b.size()));
+  }
+  auto pd = out.initPipeData(static_cast<unsigned>(data.size()));
+  for (size_t k = 0; k < data.size(); ++k) {
+    auto d = pd[static_cast<unsigned>(k)];
+    d.setFifo(data[k].first);
+    const auto& e = *data[k].second;
+    d.setEntry(kj::arrayPtr(reinterpret_cast<const kj::byte*>(e.payload.data()), e.payload.size()));
+    d.setData(kj::arrayPtr(reinterpret_cast<const kj::byte*>(e.trailing.data()), e.trailing.size()));
+  }
+  auto se = out.initSends(static_cast<unsigned>(t.sends.size()));
+  for (size_t k = 0; k < t.sends.size(); ++k) {
+    se[static_cast<unsigned>(k)].setFileId(t.sends[k].first);
+    se[static_cast<unsigned>(k)].setPeer(t.sends[k].second);
+  }
+  auto re = out.initReceives(static_cast<unsigned>(t.receives.size()));
+  for (size_t k = 0; k < t.receives.size(); ++k) {
+    re[static_cast<unsigned>(k)].setFileId(t.receives[k].first);
+    re[static_cast<unsigned>(k)].setPeer(t.receives[k].second);
+  }
+}
+
+}  // namespace crpipe

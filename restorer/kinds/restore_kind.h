@@ -1,0 +1,96 @@
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "common/log.h"
+#include "common/restore_phase.h"
+#include "common/result.h"
+#include "common/unique_fd.h"
+#include "protos/fdinfo.pb.h"
+#include "protos/pipe.pb.h"
+
+namespace crpipe::restorer {
+
+// What an opener answers: the description is created (its fd, CLOEXEC, at a temporary
+// number), or it cannot be created before a later phase (a unix socket that connects to a
+// listener bound in bindListen: issue 5). The restorer calls open() again in that phase.
+class OpenResult {
+ public:
+  static OpenResult done(UniqueFd fd) { return OpenResult(std::move(fd), std::nullopt); }
+  static OpenResult waitFor(RestorePhase p) { return OpenResult(UniqueFd(), p); }
+
+  bool isDone() const { return !waitFor_.has_value(); }
+  RestorePhase phase() const { return *waitFor_; }
+  UniqueFd takeFd() { return std::move(fd_); }
+
+ private:
+  OpenResult(UniqueFd fd, std::optional<RestorePhase> p) : fd_(std::move(fd)), waitFor_(p) {}
+  UniqueFd fd_;
+  std::optional<RestorePhase> waitFor_;
+};
+
+// A pipe this task created: both ends, until every description of it is made.
+struct CreatedPipe {
+  UniqueFd read;
+  UniqueFd write;
+  bool readGiven = false;
+  bool writeGiven = false;
+};
+
+// What an opener may use: the task's file entries by id, the data of its pipes, and
+// state shared by the descriptions of one object (the two ends of a pipe). Lives for the
+// openFiles phase of one task.
+struct OpenContext {
+  pid_t pid = 0;
+  RestorePhase phase = RestorePhase::OPEN_FILES;
+  const std::map<uint32_t, images::FileEntry>& files;
+  // pipe_id -> (entry, data); FIFOs and pipes apart (their ids are inodes of different
+  // file systems and may coincide).
+  const std::map<uint32_t, std::pair<images::PipeDataEntry, std::string>>& pipeData;
+  const std::map<uint32_t, std::pair<images::PipeDataEntry, std::string>>& fifoData;
+  std::map<uint32_t, CreatedPipe> pipes;  // by pipe_id
+  std::map<uint32_t, UniqueFd> fifoHelpers;  // by pipe_id: an O_RDWR open kept while opening
+  Log& log;
+  int fdBase = 0;  // new descriptions are moved at or above this number (moveAbove)
+};
+
+// One kind of file on the restore side, the mirror of collector/kinds/. An opener creates
+// one open file description from its FileEntry; the restorer puts it at its fd numbers
+// (dup3), hands it to other tasks (SCM_RIGHTS) and applies nothing else: everything a
+// description carries (flags, position, owner, data) is the kind's job.
+class RestoreKind {
+ public:
+  virtual ~RestoreKind() = default;
+  virtual std::string_view name() const = 0;
+  virtual images::FdTypes type() const = 0;
+
+  // Descriptions with the same key are created by one task, in file-id order: both ends
+  // and every other description of one pipe, every open of one FIFO. Default: the id.
+  virtual std::string groupKey(const images::FileEntry& e) const {
+    return "file " + std::to_string(e.id());
+  }
+
+  // The phase in which the restorer first calls open(): files are opened in openFiles;
+  // unix sockets (issue 5) start in bindListen.
+  virtual RestorePhase firstPhase() const { return RestorePhase::OPEN_FILES; }
+
+  // Refuses, at plan time and before anything is created, an entry this kind cannot
+  // restore; the message names the resource and why.
+  virtual Status check(const images::FileEntry&) const { return {}; }
+
+  // Creates the description of `e` with its flags, position, owner and data.
+  virtual Result<OpenResult> open(OpenContext& ctx, const images::FileEntry& e) = 0;
+};
+
+// F_SETOWN_EX / F_SETSIG from a recorded owner; nothing when none was set.
+Status applyFown(int fd, const images::FownEntry& fown);
+
+// Moves a new fd above the restorer's reserved range so it collides with no fd number
+// of the restored task (they are all below `base`): F_DUPFD_CLOEXEC.
+Result<UniqueFd> moveAbove(UniqueFd fd, int base);
+
+}  // namespace crpipe::restorer

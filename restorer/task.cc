@@ -1,0 +1,455 @@
+#include "restorer/task.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/sched.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "restorer/fd_transport.h"
+
+namespace crpipe::restorer {
+
+namespace {
+
+// The fd numbers this process has open, read from /proc/self/fd (without the fd used to
+// read the directory).
+Result<std::vector<int>> openFds() {
+  DIR* d = ::opendir("/proc/self/fd");
+  if (d == nullptr) {
+    return failSys("opendir /proc/self/fd");
+  }
+  std::vector<int> out;
+  int self = ::dirfd(d);
+  while (dirent* e = ::readdir(d)) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') {
+      continue;
+    }
+    int fd = std::atoi(e->d_name);
+    if (fd != self) {
+      out.push_back(fd);
+    }
+  }
+  ::closedir(d);
+  return out;
+}
+
+template <typename Keep>
+Status closeFdsExcept(Keep keep) {
+  auto fds = openFds();
+  if (!fds) {
+    return fail(std::move(fds).error());
+  }
+  for (int fd : *fds) {
+    if (!keep(fd)) {
+      ::close(fd);
+    }
+  }
+  return {};
+}
+
+template <typename Msg>
+Result<Msg> parseEntry(capnp::Data::Reader bytes, const char* what) {
+  Msg m;
+  if (!m.ParseFromArray(bytes.begin(), static_cast<int>(bytes.size()))) {
+    return failMsg(std::string("task order: malformed ") + what);
+  }
+  return m;
+}
+
+}  // namespace
+
+Task::Task(TaskStart start) : start_(std::move(start)), pid_(::getpid()) {
+  log_ = Log(start_.logSink, start_.verbosity, "restorer " + std::to_string(pid_) + ": ");
+  reader_ = std::make_unique<StageReader>(start_.control.get(),
+                                          "control channel of restorer " + std::to_string(pid_));
+  writer_ = std::make_unique<StageWriter>(start_.control.get());
+  kinds_ = makeRestoreKinds();
+}
+
+Task::~Task() = default;
+
+Status Task::send(capnp::MessageBuilder& mb) {
+  CRPIPE_TRY(writer_->write(mb));
+  return writer_->flush();
+}
+
+void Task::sendFailure(const Error& e, RestorePhase p) {
+  log_.debug("failed in %s: %s", phaseName(p), e.str().c_str());
+  capnp::MallocMessageBuilder mb;
+  auto f = mb.initRoot<proto::Message>().initFailure();
+  // Errors that name an fd already start with "pid P fd N"; others get the pid here.
+  const std::string msg = e.str();
+  f.setMessage(msg.starts_with("pid ") ? msg : "pid " + std::to_string(pid_) + ": " + msg);
+  f.setErrnoValue(e.err());
+  f.setPid(pid_);
+  f.setPhase(p);
+  (void)send(mb);  // a coordinator that is gone cannot hear it; we exit either way
+}
+
+std::string Task::where(uint32_t fileId) const {
+  for (const auto& fd : fds_) {
+    if (fd.id() == fileId) {
+      return "pid " + std::to_string(pid_) + " fd " + std::to_string(fd.fd());
+    }
+  }
+  for (const auto& [pid, ids] : sends_) {
+    if (std::find(ids.begin(), ids.end(), fileId) != ids.end()) {
+      return "pid " + std::to_string(pid_) + " file " + std::to_string(fileId) + " (for pid " +
+             std::to_string(pid) + ")";
+    }
+  }
+  return "pid " + std::to_string(pid_) + " file " + std::to_string(fileId);
+}
+
+int Task::run() {
+  {
+    capnp::MallocMessageBuilder mb;
+    auto h = mb.initRoot<proto::Message>().initHello();
+    h.setRole(proto::Hello::Role::RESTORER);
+    h.setProtocolVersion(proto::PROTOCOL_VERSION);
+    h.setToolVersion(CRPIPE_VERSION);
+    h.setRootPid(pid_);
+    if (!send(mb)) {
+      return 1;
+    }
+  }
+  auto st = readOrder();
+  if (!st) {
+    sendFailure(st.error(), current_);
+    return 1;
+  }
+  for (;;) {
+    auto msg = reader_->next();
+    if (!msg) {
+      log_.error("%s", msg.error().str().c_str());
+      return 1;
+    }
+    if (!msg->has_value()) {
+      // The coordinator ended the restore (or died): nothing restored may stay behind.
+      return 0;
+    }
+    if ((*msg)->which() != proto::Message::PHASE) {
+      sendFailure(Error::plain("unexpected " + describeMessage(**msg) + " on the control channel"),
+                  current_);
+      return 1;
+    }
+    current_ = (*msg)->getPhase().getPhase();
+    log_.debug("phase %s", phaseName(current_));
+    auto done = phase(current_);
+    if (!done) {
+      sendFailure(done.error(), current_);
+      return 1;
+    }
+    capnp::MallocMessageBuilder mb;
+    auto d = mb.initRoot<proto::Message>().initPhaseDone();
+    d.setPid(pid_);
+    d.setPhase(current_);
+    auto svc = d.initServiceFds(2);
+    svc.set(0, start_.control.get());
+    svc.set(1, ::fileno(start_.logSink));
+    if (!send(mb)) {
+      return 1;
+    }
+  }
+}
+
+Status Task::readOrder() {
+  auto msg = reader_->next();
+  if (!msg) {
+    return fail(std::move(msg).error());
+  }
+  if (!msg->has_value() || (*msg)->which() != proto::Message::TASK_ORDER) {
+    return failMsg("expected a task order first");
+  }
+  auto o = (*msg)->getTaskOrder();
+  auto ps = parseEntry<images::PstreeEntry>(o.getPstree(), "pstree entry");
+  if (!ps) {
+    return fail(std::move(ps).error());
+  }
+  pstree_ = std::move(*ps);
+  if (static_cast<pid_t>(pstree_.pid()) != pid_) {
+    return failMsg("task order for pid " + std::to_string(pstree_.pid()) + " reached pid " +
+                   std::to_string(pid_));
+  }
+  setsid_ = o.getSetsid();
+  pgid_ = o.getPgid();
+  for (int32_t c : o.getChildren()) {
+    children_.push_back(c);
+  }
+  for (int32_t d : o.getDescendants()) {
+    descendants_.insert(d);
+  }
+  for (auto c : o.getChannels()) {
+    start_.channels.emplace(c.getPid(), UniqueFd(c.getFd()));
+  }
+  fdBase_ = o.getServiceFdBase();
+  token_ = o.getToken();
+  for (auto b : o.getFds()) {
+    auto e = parseEntry<images::FdinfoEntry>(b, "fdinfo entry");
+    if (!e) {
+      return fail(std::move(e).error());
+    }
+    fds_.push_back(std::move(*e));
+  }
+  for (auto b : o.getFiles()) {
+    auto e = parseEntry<images::FileEntry>(b, "file entry");
+    if (!e) {
+      return fail(std::move(e).error());
+    }
+    uint32_t id = e->id();
+    files_.emplace(id, std::move(*e));
+  }
+  for (auto pd : o.getPipeData()) {
+    auto e = parseEntry<images::PipeDataEntry>(pd.getEntry(), "pipe data entry");
+    if (!e) {
+      return fail(std::move(e).error());
+    }
+    auto data = pd.getData();
+    uint32_t id = e->pipe_id();
+    (pd.getFifo() ? fifoData_ : pipeData_)
+        .emplace(id, std::make_pair(std::move(*e),
+                                    std::string(reinterpret_cast<const char*>(data.begin()),
+                                                data.size())));
+  }
+  for (auto s : o.getSends()) {
+    sends_[s.getPeer()].push_back(s.getFileId());
+  }
+  for (auto r : o.getReceives()) {
+    receives_.emplace(r.getFileId(), r.getPeer());
+  }
+
+  // What this task creates: the descriptions it holds and does not receive, and those it
+  // creates for others. Each starts in its kind's first phase.
+  std::set<uint32_t> create;
+  for (const auto& fd : fds_) {
+    if (!receives_.contains(fd.id())) {
+      create.insert(fd.id());
+    }
+  }
+  for (const auto& [pid, ids] : sends_) {
+    create.insert(ids.begin(), ids.end());
+  }
+  for (uint32_t id : create) {
+    auto it = files_.find(id);
+    if (it == files_.end()) {
+      return failMsg(where(id) + ": file id " + std::to_string(id) + " is not in the task order");
+    }
+    RestoreKind* kind = findKind(kinds_, it->second.type());
+    if (kind == nullptr) {
+      return failMsg(where(id) + ": no restore kind for files of type " +
+                     images::FdTypes_Name(it->second.type()));
+    }
+    pending_[kind->firstPhase()].push_back(id);
+  }
+
+  if (setsid_ && ::setsid() < 0) {
+    return failSys("setsid");
+  }
+  // Channels of tasks outside this subtree were inherited from the parent; they are not
+  // ours to hold (their own restorers must see EOF when the coordinator goes away).
+  for (auto it = start_.channels.begin(); it != start_.channels.end();) {
+    it = descendants_.contains(it->first) ? std::next(it) : start_.channels.erase(it);
+  }
+  auto t = openTransport(token_, pid_);
+  if (!t) {
+    return fail(std::move(t).error());
+  }
+  auto moved = moveAbove(std::move(*t), fdBase_);
+  if (!moved) {
+    return fail(std::move(moved).error());
+  }
+  transport_ = std::move(*moved);
+  log_.debug("order: %zu children, %zu fds, %zu to create, %zu to send, %zu to receive",
+             children_.size(), fds_.size(), create.size(), sends_.size(), receives_.size());
+  return {};
+}
+
+Status Task::phase(RestorePhase p) {
+  switch (p) {
+    case RestorePhase::FORK_TREE:
+      return forkTree();
+    case RestorePhase::GROUP_LEADERS:
+      return setGroup(true);
+    case RestorePhase::GROUP_MEMBERS:
+      return setGroup(false);
+    case RestorePhase::BIND_LISTEN:
+    case RestorePhase::CONNECT:
+    case RestorePhase::ACCEPT:
+    case RestorePhase::REFILL_QUEUES:
+      // Issue 5: the unix socket kind opens its sockets in these phases (firstPhase and
+      // WaitFor); no kind of this build asks for them.
+      return openDescriptions(p);
+    case RestorePhase::OPEN_FILES:
+      return openDescriptions(p);
+    case RestorePhase::SHARE_FDS:
+      return shareAndInstall();
+    case RestorePhase::MEMORY:
+    case RestorePhase::RESUME:
+      return failMsg(std::string(phaseName(p)) +
+                     ": memory restore is not implemented yet (issue 4)");
+  }
+  return failMsg("unknown phase");
+}
+
+Status Task::forkTree() {
+  for (pid_t child : children_) {
+    auto ch = start_.channels.find(child);
+    if (ch == start_.channels.end()) {
+      return failMsg("no control channel for child " + std::to_string(child));
+    }
+    pid_t tid[1] = {child};
+    clone_args args{};
+    args.exit_signal = SIGCHLD;
+    args.set_tid = reinterpret_cast<uint64_t>(tid);
+    args.set_tid_size = 1;
+    // A raw clone3 is a fork with the pid chosen: the child runs on a copy of this
+    // stack and never returns through it (becomeChild ends in _exit).
+    long r = ::syscall(SYS_clone3, &args, sizeof(args));
+    if (r < 0) {
+      if (errno == EEXIST) {
+        return failSys("clone3 child " + std::to_string(child) +
+                       ": the pid is taken by another process");
+      }
+      return failSys("clone3 child " + std::to_string(child));
+    }
+    if (r == 0) {
+      becomeChild(child);
+    }
+    log_.debug("child %d created", child);
+  }
+  // The children hold their channels (and their subtrees'); ours go.
+  start_.channels.clear();
+  return {};
+}
+
+void Task::becomeChild(pid_t pid) {
+  // The coordinator owns the restore: a restorer whose parent dies goes too, so a
+  // failed restore leaves nothing behind. Issue 4 clears this before the tree resumes.
+  if (::prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || ::getppid() != pid_) {
+    _exit(1);
+  }
+  TaskStart start;
+  start.logSink = start_.logSink;
+  start.verbosity = start_.verbosity;
+  std::set<int> keep = {::fileno(start_.logSink)};
+  for (auto& [p, fd] : start_.channels) {
+    if (p == pid) {
+      start.control = std::move(fd);
+    } else {
+      keep.insert(fd.get());
+      start.channels.emplace(p, std::move(fd));
+    }
+  }
+  keep.insert(start.control.get());
+  // Everything else (the parent's channel, its transport socket) belongs to the parent.
+  // The parent's objects in this copy of memory are never destroyed: we _exit below.
+  if (!closeFdsExcept([&keep](int fd) { return fd <= 2 || keep.contains(fd); })) {
+    _exit(1);
+  }
+  int rc = 1;
+  try {
+    Task child(std::move(start));
+    rc = child.run();
+  } catch (...) {
+    rc = 1;
+  }
+  _exit(rc);
+}
+
+Status Task::setGroup(bool leaders) {
+  const bool leader = pgid_ == pid_;
+  if (leader != leaders || ::getpgid(0) == pgid_) {
+    return {};
+  }
+  if (::setpgid(0, leader ? 0 : pgid_) < 0) {
+    return failSys("setpgid(0, " + std::to_string(pgid_) + ")");
+  }
+  return {};
+}
+
+Status Task::openDescriptions(RestorePhase p) {
+  auto list = std::move(pending_[p]);
+  pending_.erase(p);
+  if (list.empty()) {
+    return {};
+  }
+  // Lives for this phase: the spare ends of pipes and the helper opens of FIFOs close
+  // when it ends.
+  OpenContext ctx{pid_, p, files_, pipeData_, fifoData_, {}, {}, log_, fdBase_};
+  for (uint32_t id : list) {
+    const images::FileEntry& e = files_.at(id);
+    RestoreKind* kind = findKind(kinds_, e.type());
+    auto r = kind->open(ctx, e);
+    if (!r) {
+      return fail(std::move(r).error().context(where(id)));
+    }
+    if (r->isDone()) {
+      made_.emplace(id, r->takeFd());
+      continue;
+    }
+    auto later = r->phase();
+    if (static_cast<int>(later) <= static_cast<int>(p) ||
+        static_cast<int>(later) > static_cast<int>(RestorePhase::SHARE_FDS)) {
+      return failMsg(where(id) + ": " + std::string(kind->name()) + " asks to wait for phase " +
+                     phaseName(later) + " from phase " + phaseName(p));
+    }
+    pending_[later].push_back(id);
+  }
+  return {};
+}
+
+Status Task::shareAndInstall() {
+  if (!pending_.empty()) {
+    return failMsg(where(pending_.begin()->second.front()) + ": still waiting for phase " +
+                   phaseName(pending_.begin()->first));
+  }
+  std::map<pid_t, std::vector<Outgoing>> out;
+  for (const auto& [pid, ids] : sends_) {
+    for (uint32_t id : ids) {
+      auto it = made_.find(id);
+      if (it == made_.end()) {
+        return failMsg(where(id) + ": was not created");
+      }
+      out[pid].push_back({id, it->second.get()});
+    }
+  }
+  std::map<uint32_t, UniqueFd> received;
+  auto ex = exchangeFds(transport_.get(), token_, out, receives_, fdBase_, received);
+  if (!ex) {
+    return fail(std::move(ex).error().context("hand over fds"));
+  }
+  for (auto& [id, fd] : received) {
+    made_.emplace(id, std::move(fd));
+  }
+  // Every fd at its number. The sources all live at or above fdBase_, above every fd
+  // number of the task, so no dup3 overwrites a source another fd still needs.
+  std::set<int> restored;
+  for (const auto& fd : fds_) {
+    auto it = made_.find(fd.id());
+    if (it == made_.end()) {
+      return failMsg("fd " + std::to_string(fd.fd()) + ": file id " + std::to_string(fd.id()) +
+                     " was neither created nor received");
+    }
+    int target = static_cast<int>(fd.fd());
+    int cloexec = (fd.flags() & FD_CLOEXEC) != 0 ? O_CLOEXEC : 0;
+    if (::dup3(it->second.get(), target, cloexec) < 0) {
+      return failSys("fd " + std::to_string(target) + ": dup3");
+    }
+    restored.insert(target);
+  }
+  made_.clear();
+  transport_.reset();
+  // What the restorer inherited below the service range (crpipe's stdio) and the task
+  // did not have goes; the restorer's own fds stay above it.
+  const int base = fdBase_;
+  return closeFdsExcept(
+      [&restored, base](int fd) { return fd >= base || restored.contains(fd); });
+}
+
+}  // namespace crpipe::restorer
