@@ -12,6 +12,7 @@ namespace {
 enum LongOnly {
   kExtUnixSk = 256,
   kExternal,
+  kNoBpf,
   kStream,
   kReverse,
   kJson,
@@ -81,6 +82,9 @@ bool collectorOption(int c, CollectorOptions& o, Result<void>& err) {
     case kExternal:
       o.external.push_back(optarg);
       return true;
+    case kNoBpf:
+      o.noBpf = true;
+      return true;
     default:
       return false;
   }
@@ -91,6 +95,7 @@ const option kCollectorLong[] = {
     {"leave-running", no_argument, nullptr, 'R'},
     {"ext-unix-sk", optional_argument, nullptr, kExtUnixSk},
     {"external", required_argument, nullptr, kExternal},
+    {"no-bpf", no_argument, nullptr, kNoBpf},
 };
 
 std::vector<option> withCollector(std::initializer_list<option> more) {
@@ -352,6 +357,9 @@ std::vector<std::string> CollectorOptions::passThrough() const {
     out.push_back("--external");
     out.push_back(e);
   }
+  if (noBpf) {
+    out.push_back("--no-bpf");
+  }
   return out;
 }
 
@@ -446,6 +454,7 @@ options:
                           clients, or the socket INO of any type); repeatable
   --external RES          treat RES as external: unix[INO], pipe[INO],
                           file[MNT_ID:INODE]; repeatable
+  --no-bpf                read every fd with syscalls, not through the BPF fast path
   -v[N], -v N             log level as CRIU's (0 errors .. 4 everything; default 2)
   -o, --log-file LOG      every stage logs into LOG (truncated first); a relative
                           LOG is relative to DIR, as with CRIU

@@ -16,6 +16,7 @@ struct CollectorOptions {
   bool leaveRunning = false;
   std::vector<std::string> extUnixSk;  // "" for a bare --ext-unix-sk, else the inode
   std::vector<std::string> external;   // unix[INO], pipe[INO], file[MNT_ID:INODE]
+  bool noBpf = false;                  // --no-bpf: the collector's syscall path only
   // The collector's command-line arguments for these options (not -t, --out, fds).
   std::vector<std::string> passThrough() const;
 };
