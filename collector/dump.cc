@@ -2,16 +2,22 @@
 
 #include <fcntl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/sysmacros.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
+#include <map>
+#include <memory>
 #include <set>
 
+#include "collector/fast/fast_snapshot.h"
 #include "collector/file_table.h"
 #include "collector/kinds/registry.h"
 #include "collector/process_tree.h"
+#include "collector/task/task_state.h"
 #include "common/image_stream.h"
 #include "common/proc.h"
 #include "protos/inventory.pb.h"
@@ -136,43 +142,90 @@ Result<OpenFile> grabFd(int pidfd, const TaskProcDirs& dirs, pid_t pid, int fd) 
   return f;
 }
 
-Status collectFds(DumpContext& ctx, const FrozenProcess& p, ProgressSink& progress,
-                  uint64_t& done) {
-  UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, p.pid, 0)));
-  if (!pidfd.valid()) {
-    return fail(Error::sys("pidfd_open pid " + std::to_string(p.pid)));
+// A unix socket the fast path described: everything grabFd would read, without a syscall.
+// The unix kind takes a duplicate itself if it needs one (a bound name, a queue to peek).
+OpenFile openFileFromFast(const FastFd& r, int pidfd, pid_t pid) {
+  OpenFile f;
+  f.pid = pid;
+  f.fd = static_cast<int>(r.fd);
+  f.fast = &r;
+  f.pidfd = pidfd;
+  f.st.st_mode = r.mode;
+  f.st.st_ino = r.ino;
+  // The kernel's dev_t is MAJOR << 20 | MINOR; stat(2) encodes it for user space.
+  f.st.st_dev = makedev(r.dev >> 20, r.dev & 0xfffff);
+  f.link = "socket:[" + std::to_string(r.ino) + "]";
+  // What /proc/PID/fdinfo/N would print: f_flags with O_CLOEXEC from the fd table.
+  f.fdinfo.pos = r.pos;
+  f.fdinfo.flags = r.f_flags | ((r.flags & CRP_FD_CLOEXEC) != 0 ? O_CLOEXEC : 0);
+  f.fdinfo.mntId = r.mnt_id;
+  f.fdinfo.ino = r.ino;
+  return f;
+}
+
+bool fastUnixSocket(const FastFd& r) {
+  return (r.flags & CRP_FD_SOCKET) != 0 && r.sk_family == AF_UNIX;
+}
+
+Status collectOneFd(DumpContext& ctx, uint32_t imgIdx, OpenFile f) {
+  const int fd = f.fd;
+  const bool cloexec = (f.fdinfo.flags & O_CLOEXEC) != 0;
+  auto known = ctx.files.add(ctx, std::move(f));
+  if (!known) {
+    return fail(std::move(known).error());
   }
+  images::FdinfoEntry fe;
+  fe.set_id(known->id);
+  fe.set_flags(cloexec ? FD_CLOEXEC : 0);
+  fe.set_type(known->type);
+  fe.set_fd(static_cast<uint32_t>(fd));
+  return ctx.out.entry(imgIdx, fe);
+}
+
+Status collectFds(DumpContext& ctx, const FrozenProcess& p, int pidfd, ProgressSink& progress,
+                  uint64_t& done) {
   auto dirs = openTaskProcDirs(p.pid);
   if (!dirs) {
     return fail(std::move(dirs).error());
-  }
-  auto fds = listNumericDir("/proc/" + std::to_string(p.pid) + "/fd");
-  if (!fds) {
-    return fail(std::move(fds).error());
   }
   auto img = ctx.out.image("fdinfo-" + std::to_string(p.pid) + ".img");
   if (!img) {
     return fail(std::move(img).error());
   }
-  for (int fd : *fds) {
-    auto f = grabFd(pidfd.get(), *dirs, p.pid, fd);
-    if (!f) {
-      return fail(std::move(f).error());
-    }
-    const bool cloexec = (f->fdinfo.flags & O_CLOEXEC) != 0;
-    auto known = ctx.files.add(ctx, std::move(*f));
-    if (!known) {
-      return fail(std::move(known).error());
-    }
-    images::FdinfoEntry fe;
-    fe.set_id(known->id);
-    fe.set_flags(cloexec ? FD_CLOEXEC : 0);
-    fe.set_type(known->type);
-    fe.set_fd(static_cast<uint32_t>(fd));
-    CRPIPE_TRY(ctx.out.entry(*img, fe));
+  auto tick = [&]() {
     if (++done % 1024 == 0) {
       progress.progress("fds", done, 0, "pid " + std::to_string(p.pid));
     }
+  };
+  if (const auto* fast = ctx.fast != nullptr ? ctx.fast->fdsOf(p.pid) : nullptr) {
+    // The fast path listed every fd; unix sockets need nothing more here, other kinds are
+    // read the syscall way (they need a duplicate and the link text anyway).
+    for (const FastFd& r : *fast) {
+      if (fastUnixSocket(r)) {
+        CRPIPE_TRY(collectOneFd(ctx, *img, openFileFromFast(r, pidfd, p.pid)));
+      } else {
+        auto f = grabFd(pidfd, *dirs, p.pid, static_cast<int>(r.fd));
+        if (!f) {
+          return fail(std::move(f).error());
+        }
+        f->pidfd = pidfd;
+        CRPIPE_TRY(collectOneFd(ctx, *img, std::move(*f)));
+      }
+      tick();
+    }
+    return {};
+  }
+  auto fds = listNumericDir("/proc/" + std::to_string(p.pid) + "/fd");
+  if (!fds) {
+    return fail(std::move(fds).error());
+  }
+  for (int fd : *fds) {
+    auto f = grabFd(pidfd, *dirs, p.pid, fd);
+    if (!f) {
+      return fail(std::move(f).error());
+    }
+    CRPIPE_TRY(collectOneFd(ctx, *img, std::move(*f)));
+    tick();
   }
   return {};
 }
@@ -218,11 +271,33 @@ Result<FrozenTree> collectTree(const DumpOptions& opts, Log& log, StageWriter& d
 
   FileTable files(makeFdKinds());
   DumpContext ctx{opts, log, out, files, pids};
+  std::unique_ptr<FastSnapshot> fast;
+  if (opts.useBpf) {
+    auto snap = FastSnapshot::take(pids, log);
+    if (snap) {
+      fast = std::move(*snap);
+      ctx.fast = fast.get();
+      log.debug("fast path: %zu unix sockets read through BPF", fast->socketCount());
+    } else {
+      log.info("fast path off, reading every fd with syscalls: %s", snap.error().str().c_str());
+    }
+  }
   CRPIPE_TRY(files.prepareAll(ctx));
+  // One pidfd per process for the whole dump: a kind may take a duplicate of a file the
+  // fast path described at any time (OpenFile::ensureDup).
+  std::map<pid_t, UniqueFd> pidfds;
+  for (const auto& p : tree->processes()) {
+    UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, p.pid, 0)));
+    if (!pidfd.valid()) {
+      return fail(Error::sys("pidfd_open pid " + std::to_string(p.pid)));
+    }
+    pidfds.emplace(p.pid, std::move(pidfd));
+  }
   uint64_t done = 0;
   for (const auto& p : tree->processes()) {
-    CRPIPE_TRY(collectFds(ctx, p, progress, done));
+    CRPIPE_TRY(collectFds(ctx, p, pidfds.at(p.pid).get(), progress, done));
   }
+  CRPIPE_TRY(task::collectTaskState(ctx, *tree, progress));
   CRPIPE_TRY(files.finishAll(ctx));
   progress.progress("fds", done, done, std::to_string(files.size()) + " open files");
   CRPIPE_TRY(out.end());

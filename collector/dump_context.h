@@ -3,6 +3,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <optional>
 #include <set>
 
 #include "collector/open_file.h"
@@ -15,6 +16,7 @@
 namespace crpipe::collector {
 
 class FileTable;
+class FastSnapshot;
 
 // Everything an fd kind may use while collecting. Owned by the dump, passed by reference;
 // nothing here is global.
@@ -25,11 +27,15 @@ struct DumpContext {
   FileTable& files;
   // Pids of every process of the dumped tree (threads not included).
   const std::set<pid_t>& pids;
+  // The BPF fast path's view of the tree; nullptr with --no-bpf or where BPF is unavailable.
+  const FastSnapshot* fast = nullptr;
 
   bool inTree(pid_t pid) const { return pids.count(pid) != 0; }
 };
 
 // Fown of an open file description, read from the collector's duplicate.
 Result<images::FownEntry> readFown(int fd);
+// The same from the fast path's record, or nothing when only the syscall can tell.
+std::optional<images::FownEntry> fownFromFast(const FastFd& r);
 
 }  // namespace crpipe::collector

@@ -1,6 +1,7 @@
 #include "collector/file_table.h"
 
 #include <linux/kcmp.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -28,6 +29,11 @@ FdKind* FileTable::kindFor(const OpenFile& f) const {
 Result<FileTable::Known> FileTable::add(DumpContext& ctx, OpenFile f) {
   auto key = std::make_pair(f.st.st_dev, f.st.st_ino);
   auto& same = byInode_[key];
+  // A socket inode has exactly one struct file (sock_alloc_file), so for sockets the inode
+  // alone names the open file description; neither side needs a duplicate for kcmp.
+  if (S_ISSOCK(f.st.st_mode) && !same.empty()) {
+    return entries_[same.front()].known;
+  }
   for (size_t idx : same) {
     int r = kcmpSameFile(entries_[idx].file.dup.get(), f.dup.get());
     if (r == 0) {

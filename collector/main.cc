@@ -28,7 +28,9 @@ constexpr const char* kUsage =
     "      --ext-unix-sk[=INO] allow connected unix sockets with a peer outside the tree\n"
     "      --external RES      unix[INO], pipe[INO] or file[MNT_ID:INODE]\n"
     "  -v N                    verbosity 0..4 (default 2)\n"
-    "      --log FILE          log to FILE instead of stderr\n";
+    "      --log FILE          log to FILE instead of stderr\n"
+    "      --bpf               read fds and unix sockets through the BPF fast path\n"
+    "      --no-bpf            read every fd with syscalls (the default)\n";
 
 struct Args {
   DumpOptions dump;
@@ -41,7 +43,7 @@ struct Args {
 };
 
 bool parseArgs(int argc, char** argv, Args& a) {
-  enum { kOut = 256, kOutFd, kControlFd, kExtUnixSk, kExternal, kLog };
+  enum { kOut = 256, kOutFd, kControlFd, kExtUnixSk, kExternal, kLog, kNoBpf, kBpf };
   static const option longOpts[] = {
       {"tree", required_argument, nullptr, 't'},
       {"out", required_argument, nullptr, kOut},
@@ -51,6 +53,8 @@ bool parseArgs(int argc, char** argv, Args& a) {
       {"ext-unix-sk", optional_argument, nullptr, kExtUnixSk},
       {"external", required_argument, nullptr, kExternal},
       {"log", required_argument, nullptr, kLog},
+      {"no-bpf", no_argument, nullptr, kNoBpf},
+      {"bpf", no_argument, nullptr, kBpf},
       {"help", no_argument, nullptr, 'h'},
       {nullptr, 0, nullptr, 0},
   };
@@ -87,6 +91,12 @@ bool parseArgs(int argc, char** argv, Args& a) {
         break;
       case kLog:
         a.logFile = optarg;
+        break;
+      case kNoBpf:
+        a.dump.useBpf = false;
+        break;
+      case kBpf:
+        a.dump.useBpf = true;
         break;
       case 'h':
         fputs(kUsage, stdout);

@@ -18,6 +18,11 @@ struct DumpOptions {
   std::set<uint32_t> extUnixSkInodes;
   // --external RES: "unix[INO]", "pipe[INO]", "file[MNT_ID:INODE]" (hex, as in CRIU).
   std::set<std::string> externals;
+  // --bpf: read fds and unix sockets through the BPF fast path (collector/fast/) where it
+  // can answer; --no-bpf (the default for now: the fast path's fixed cost of loading and
+  // verifying its programs, ~100 ms, outweighs what it saves on most dumps) reads everything
+  // with syscalls. Both give the same images.
+  bool useBpf = false;
 
   bool isExternal(const std::string& key) const { return externals.count(key) != 0; }
 };

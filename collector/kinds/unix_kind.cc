@@ -9,7 +9,9 @@
 
 #include <cstring>
 
+#include "collector/fast/fast_snapshot.h"
 #include "collector/file_table.h"
+#include "collector/kinds/unix_fast.h"
 #include "collector/kinds/unix_name.h"
 #include "collector/kinds/unix_queue.h"
 #include "collector/kinds/unix_sockopts.h"
@@ -66,6 +68,9 @@ bool UnixSocketKind::matches(const OpenFile& f) const {
   if (!S_ISSOCK(f.st.st_mode)) {
     return false;
   }
+  if (f.fast != nullptr && (f.fast->flags & CRP_FD_SOCKET) != 0) {
+    return f.fast->sk_family == AF_UNIX;
+  }
   int domain = 0;
   socklen_t len = sizeof(domain);
   if (::getsockopt(f.dup.get(), SOL_SOCKET, SO_DOMAIN, &domain, &len) != 0) {
@@ -119,15 +124,18 @@ Status UnixSocketKind::prepare(DumpContext& ctx) {
   return {};
 }
 
-Result<const UnixDiagTable::Known*> UnixSocketKind::lookup(DumpContext& ctx,
-                                                          const OpenFile& f) {
+Result<const UnixDiagTable::Known*> UnixSocketKind::lookup(DumpContext& ctx, OpenFile& f) {
   auto ino = static_cast<uint32_t>(f.st.st_ino);
   if (const auto* k = table_.find(ino)) {
     return k;
   }
   // A socket of a namespace no task of the tree is in (it came in a queued message, or
   // was created before a setns): SIOCGSKNS names its namespace, which is dumped once.
-  UniqueFd ns(::ioctl(f.dup.get(), SIOCGSKNS));
+  auto dup = f.ensureDup();
+  if (!dup) {
+    return fail(std::move(dup).error());
+  }
+  UniqueFd ns(::ioctl(*dup, SIOCGSKNS));
   if (!ns.valid()) {
     return fail(Error::sys("ioctl(SIOCGSKNS)"));
   }
@@ -143,9 +151,18 @@ Result<const UnixDiagTable::Known*> UnixSocketKind::lookup(DumpContext& ctx,
                  std::to_string(st.st_ino));
 }
 
-Status UnixSocketKind::recordQueue(DumpContext& ctx, const OpenFile& f, uint32_t id, int type,
-                                   int peekOff, bool passCred) {
-  auto msgs = peekUnixQueue(f.dup.get(), type, peekOff, passCred, scratch_);
+Status UnixSocketKind::recordQueue(DumpContext& ctx, OpenFile& f, uint32_t id, int type,
+                                   int peekOff, bool passCred, const FastUnix* fast) {
+  Result<std::vector<PeekedMessage>> msgs = std::vector<PeekedMessage>{};
+  if (fast != nullptr && fast->queueRead) {
+    *msgs = unixQueueFromFast(*fast, type);
+  } else {
+    auto dup = f.ensureDup();
+    if (!dup) {
+      return fail(std::move(dup).error());
+    }
+    msgs = peekUnixQueue(*dup, type, peekOff, passCred, scratch_);
+  }
   if (!msgs) {
     return fail(std::move(msgs).error().context("receive queue"));
   }
@@ -196,12 +213,16 @@ Status UnixSocketKind::recordQueue(DumpContext& ctx, const OpenFile& f, uint32_t
   return {};
 }
 
-Status UnixSocketKind::notePendingListener(const OpenFile& f, uint32_t ino, uint64_t netnsIno) {
+Status UnixSocketKind::notePendingListener(OpenFile& f, uint32_t ino, uint64_t netnsIno) {
   pendingListeners_[netnsIno].insert(ino);
   if (netnsIno == selfNetns_ || pendingNetns_.count(netnsIno) != 0) {
     return {};
   }
-  UniqueFd ns(::ioctl(f.dup.get(), SIOCGSKNS));
+  auto dup = f.ensureDup();
+  if (!dup) {
+    return fail(std::move(dup).error());
+  }
+  UniqueFd ns(::ioctl(*dup, SIOCGSKNS));
   if (!ns.valid()) {
     return fail(Error::sys("ioctl(SIOCGSKNS)"));
   }
@@ -220,11 +241,36 @@ Status UnixSocketKind::collect(DumpContext& ctx, OpenFile& f, uint32_t id) {
   if (sk.type != SOCK_STREAM && sk.type != SOCK_DGRAM && sk.type != SOCK_SEQPACKET) {
     return failMsg(where + ": socket type " + std::to_string(sk.type) + " is not supported");
   }
-  auto opts = readUnixSockOpts(f.dup.get());
+  // The fast path's records where they answer exactly; a duplicate and syscalls otherwise.
+  const FastUnix* fast = ctx.fast != nullptr && f.fast != nullptr ? ctx.fast->unixSocket(ino)
+                                                                   : nullptr;
+  std::optional<UnixSockOpts> fastOpts = fast != nullptr ? unixSockOptsFromFast(*fast)
+                                                         : std::nullopt;
+  Result<UnixSockOpts> opts = UnixSockOpts{};
+  if (fastOpts) {
+    *opts = std::move(*fastOpts);
+  } else {
+    auto dup = f.ensureDup();
+    if (!dup) {
+      return fail(std::move(dup).error().context(where));
+    }
+    opts = readUnixSockOpts(*dup);
+  }
   if (!opts) {
     return fail(std::move(opts).error().context(where));
   }
-  auto fown = readFown(f.dup.get());
+  std::optional<images::FownEntry> fastFown =
+      f.fast != nullptr ? fownFromFast(*f.fast) : std::nullopt;
+  Result<images::FownEntry> fown = images::FownEntry{};
+  if (fastFown) {
+    *fown = std::move(*fastFown);
+  } else {
+    auto dup = f.ensureDup();
+    if (!dup) {
+      return fail(std::move(dup).error().context(where));
+    }
+    fown = readFown(*dup);
+  }
   if (!fown) {
     return fail(std::move(fown).error().context(where));
   }
@@ -279,7 +325,11 @@ Status UnixSocketKind::collect(DumpContext& ctx, OpenFile& f, uint32_t id) {
         x->set_autobound(true);
       }
     } else {
-      auto bound = resolveBoundFile(f.dup.get(), pathOf(*sk.name), f.pid);
+      auto dup = f.ensureDup();
+      if (!dup) {
+        return fail(std::move(dup).error().context(where));
+      }
+      auto bound = resolveBoundFile(*dup, pathOf(*sk.name), f.pid);
       if (!bound) {
         return fail(std::move(bound).error().context(where + " bound to '" +
                                                      pathOf(*sk.name) + "'"));
@@ -301,7 +351,7 @@ Status UnixSocketKind::collect(DumpContext& ctx, OpenFile& f, uint32_t id) {
   // The entry is kept before the queue is read: a queued message may carry this very
   // socket's peer, and finish() needs to see every socket anyway.
   if (sk.state != TCP_LISTEN) {
-    auto st = recordQueue(ctx, f, id, sk.type, opts->peekOff, opts->opts.so_passcred());
+    auto st = recordQueue(ctx, f, id, sk.type, opts->peekOff, opts->opts.so_passcred(), fast);
     if (!st) {
       return fail(std::move(st).error().context(where));
     }

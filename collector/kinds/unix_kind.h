@@ -34,10 +34,11 @@ class UnixSocketKind : public FdKind {
   };
 
   Status addNamespace(DumpContext& ctx, uint64_t netnsIno, int netnsFd);
-  Result<const UnixDiagTable::Known*> lookup(DumpContext& ctx, const OpenFile& f);
-  Status recordQueue(DumpContext& ctx, const OpenFile& f, uint32_t id, int type, int peekOff,
-                     bool passCred);
-  Status notePendingListener(const OpenFile& f, uint32_t ino, uint64_t netnsIno);
+  Result<const UnixDiagTable::Known*> lookup(DumpContext& ctx, OpenFile& f);
+  // The queue from the fast path's records when it read it whole, else peeked.
+  Status recordQueue(DumpContext& ctx, OpenFile& f, uint32_t id, int type, int peekOff,
+                     bool passCred, const FastUnix* fast);
+  Status notePendingListener(OpenFile& f, uint32_t ino, uint64_t netnsIno);
   Status settlePeer(DumpContext& ctx, Recorded& r);
   Status markExternal(DumpContext& ctx, Recorded& r, uint32_t peerIno);
   void recordEmbryos(DumpContext& ctx, const Recorded& listener);

@@ -1,0 +1,469 @@
+// SPDX-License-Identifier: GPL-2.0
+/* The collector's fast path: two BPF iterators that read in one pass what the syscall path
+ * reads with a dozen syscalls per fd. Records: fast_bpf_abi.h; reader: fast_snapshot.cc.
+ *
+ *  - iter/task_file (one link per process, pid filter): per fd its number, CLOEXEC, f_flags,
+ *    f_pos, inode, device, mount id, owner and a per-dump id of the open file description
+ *    (a hash map from the struct file pointer, so no kernel pointer reaches user space and
+ *    kcmp is not needed); for sockets the family and type.
+ *    For a unix socket, right after its fd: the SOL_SOCKET state getsockopt would report,
+ *    the peer's credentials, and the receive queue skb by skb with its data, credentials
+ *    and the sender's address. (Not an iter/unix pass: that iterator drops the rest of a
+ *    hash bucket whenever one read()'s 32 KiB buffer fills, and walks every socket of the
+ *    namespace; task_file resumes exactly and walks only the tree's fds.)
+ *
+ * Like the embryo reader (unix_embryo_bpf.bpf.c, whose locking notes apply), everything is
+ * read lock-free with bpf_probe_read_kernel while the owners are frozen: queues shrink only
+ * by recvmsg of the frozen owner; an append by a peer outside the tree links a fully built
+ * skb at the tail. A torn read yields a "not read" verdict (the syscall path then peeks),
+ * never an oops; nothing in the kernel is written. */
+#include "../kinds/unix_skb_bpf.h"
+#include "fast_bpf_abi.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+#define LONG_MAX_ ((long)(~0UL >> 1))
+
+extern unsigned int CONFIG_HZ __kconfig __weak;
+
+/* Kernel types only this program uses. */
+struct crp_vfsmount { void *mnt_root; } PAI;
+struct mount { struct crp_vfsmount mnt; int mnt_id; } PAI;
+struct path { struct crp_vfsmount *mnt; } PAI;
+struct super_block { __u32 s_dev; } PAI;
+struct inode___fast { unsigned long i_ino; unsigned short i_mode; struct super_block *i_sb; } PAI;
+enum pid_type { PIDTYPE_PID };
+struct fown_struct { void *pid; enum pid_type pid_type; int signum; } PAI;
+struct file {
+  struct inode___fast *f_inode;
+  unsigned int f_flags;
+  void *private_data;
+  struct path f_path;
+  long long f_pos;
+  struct fown_struct *f_owner; /* 6.12+: a pointer, NULL until F_SETOWN/F_SETSIG */
+} PAI;
+struct file___old { struct fown_struct f_owner; } PAI; /* before 6.12: embedded */
+struct fdtable { unsigned long *close_on_exec; } PAI;
+struct files_struct { struct fdtable *fdt; } PAI;
+struct task_struct { struct files_struct *files; int tgid; struct pid *thread_pid; } PAI;
+struct bpf_iter__task_file {
+  struct bpf_iter_meta *meta;
+  struct task_struct *task;
+  __u32 fd;
+  struct file *file;
+} PAI;
+enum sock_flags {
+  SOCK_URGINLINE = 2, SOCK_KEEPOPEN = 3, SOCK_LINGER = 4, SOCK_BROADCAST = 6,
+  SOCK_LOCALROUTE = 13,
+};
+
+/* Both hash maps are preallocated (sized by user space from the tree's fd tables before
+ * loading): without preallocation an iterator that inserts thousands of elements in one
+ * read() drains the allocator's per-cpu cache, whose refill waits for irq work, and inserts
+ * start failing. */
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, 1);
+  __type(key, __u64);  /* struct file * */
+  __type(value, __u32);
+} file_ids SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, 1);
+  __type(key, __u32); /* inode of a unix socket already reported */
+  __type(value, __u32);
+} reported SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, struct crp_emb_config);
+} fast_cfg SEC(".maps");
+
+struct crp_fast_buf { __u8 b[CRP_FAST_CHUNK]; };
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, 2); /* 0: scratch for copies, 1: never written (zeros for padding) */
+  __type(key, __u32);
+  __type(value, struct crp_fast_buf);
+} fast_scratch SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, struct crp_fast_skb);
+} fast_skb_rec SEC(".maps"); /* an skb record is too big for the stack with the rest */
+
+__u32 next_file_id = 0;
+
+/* pid_vnr() as the reading task (the collector) sees it: the pid's number in the reader's
+ * active pid namespace, 0 if the pid is not visible there. */
+static __always_inline __u32 pid_vnr(struct pid *p) {
+  if (!p) return 0;
+  struct task_struct *cur = (void *)bpf_get_current_task();
+  struct pid *mine = BPF_CORE_READ(cur, thread_pid);
+  if (!mine) return 0;
+  __u32 level = BPF_CORE_READ(mine, level), plevel = BPF_CORE_READ(p, level);
+  if (plevel < level || level > 32) return 0;
+  __u64 off = bpf_core_field_offset(struct pid, numbers);
+  __u64 usz = bpf_core_type_size(struct upid);
+  __u64 nr_off = bpf_core_field_offset(struct upid, nr), ns_off = bpf_core_field_offset(struct upid, ns);
+  __u64 my_ns = rd64((char *)mine + off + level * usz + ns_off);
+  __u64 p_ns = rd64((char *)p + off + level * usz + ns_off);
+  if (!my_ns || my_ns != p_ns) return 0;
+  int nr = 0;
+  bpf_probe_read_kernel(&nr, sizeof(nr), (char *)p + off + level * usz + nr_off);
+  return (__u32)nr;
+}
+
+/* ---- unix sockets -------------------------------------------------------------------- */
+
+/* Checks the queue and counts what it holds; 0 = CRP_QW_NONE when it can be emitted whole. */
+struct qscan {
+  __u64 head, skb;
+  struct unix_sock *u;
+  struct crp_calib *cal;
+  __u32 n, bytes, why, oob;
+};
+
+static long scan_skb(__u32 i, void *ctx) {
+  struct qscan *q = ctx;
+  struct sk_buff *skb = (void *)rd64(q->skb ? (void *)&((struct sk_buff *)q->skb)->next
+                                            : (void *)&((struct sk_buff_head *)q->head)->next);
+  if (!skb) { q->why = CRP_QW_READ; return 1; }
+  if ((__u64)skb == q->head) return 1;
+  q->skb = (__u64)skb;
+  if (++q->n > CRP_FAST_MAX_SKBS) { q->why = CRP_QW_BIG; return 1; }
+  struct unix_skb_parms *cb = (void *)&skb->cb;
+  if (BPF_CORE_READ(cb, fp)) { q->why = CRP_QW_RIGHTS; return 1; }
+  __u32 len = BPF_CORE_READ(skb, len), consumed = BPF_CORE_READ(cb, consumed);
+  __u32 data_len = BPF_CORE_READ(skb, data_len);
+  if (consumed > len || data_len > len) { q->why = CRP_QW_READ; return 1; }
+  q->bytes += len - consumed;
+  if (q->bytes + q->n * sizeof(struct crp_fast_skb) > CRP_FAST_SOCK_BYTES - 512) {
+    q->why = CRP_QW_BIG;
+    return 1;
+  }
+  if (data_len) {
+    struct skb_shared_info *si =
+        (void *)((__u64)BPF_CORE_READ(skb, head) + BPF_CORE_READ(skb, end));
+    if (BPF_CORE_READ(si, frag_list) || !q->cal || !q->cal->ok) { q->why = CRP_QW_LAYOUT; return 1; }
+  }
+  return 0;
+}
+
+struct qemit {
+  struct seq_file *seq;
+  struct crp_fast_buf *buf, *zeros;
+  struct crp_fast_skb *rec;
+  struct crp_calib *cal;
+  __u64 head, skb, prev_pid;
+  __u32 prev_uid, prev_gid, prev_secid, have_prev, ino, sk_type, failed, left;
+  /* the skb being copied */
+  __u64 data, shinfo;
+  __u32 linear, consumed, remaining, pos, seg, seg_start, nr_frags, copying;
+};
+
+static __always_inline void put_skb_header(struct qemit *e, struct sk_buff *skb) {
+  struct crp_fast_skb *rp = e->rec;
+  __builtin_memset(rp, 0, sizeof(*rp));
+  rp->type = CRP_FAST_SKB;
+  rp->size = sizeof(*rp);
+  rp->ino = e->ino;
+  struct unix_skb_parms *cb = (void *)&skb->cb;
+  __u32 len = BPF_CORE_READ(skb, len);
+  e->consumed = BPF_CORE_READ(cb, consumed);
+  rp->len = len - e->consumed;
+  struct pid *p = BPF_CORE_READ(cb, pid);
+  __u32 uid = BPF_CORE_READ(cb, uid.val), gid = BPF_CORE_READ(cb, gid.val);
+  __u32 secid = bpf_core_field_exists(cb->secid) ? BPF_CORE_READ(cb, secid) : 0;
+  if (p) {
+    rp->flags |= CRP_SKB_CREDS;
+    rp->pid = pid_vnr(p);
+    rp->uid = uid;
+    rp->gid = gid;
+  }
+  /* unix_skb_scm_eq() against the last non-empty skb: a stream peek skips empty ones */
+  if (e->have_prev && e->prev_pid == (__u64)p && e->prev_uid == uid && e->prev_gid == gid &&
+      e->prev_secid == secid)
+    rp->flags |= CRP_SKB_SAME;
+  if (rp->len) {
+    e->have_prev = 1;
+    e->prev_pid = (__u64)p;
+    e->prev_uid = uid;
+    e->prev_gid = gid;
+    e->prev_secid = secid;
+  }
+  if (BPF_CORE_READ_BITFIELD_PROBED(skb, peeked)) rp->flags |= CRP_SKB_PEEKED;
+  if (e->sk_type == 2 /* SOCK_DGRAM */) {
+    struct unix_sock *from = (void *)BPF_CORE_READ(skb, sk);
+    struct unix_address *a = from ? BPF_CORE_READ(from, addr) : 0;
+    if (a) {
+      int alen = BPF_CORE_READ(a, len);
+      if (alen > 2 && alen <= 110) {
+        rp->flags |= CRP_SKB_ADDR;
+        rp->addr_len = alen - 2;
+        bpf_probe_read_kernel(rp->addr, sizeof(rp->addr),
+                              (char *)a + bpf_core_field_offset(struct unix_address, name) + 2);
+      }
+    }
+  }
+  bpf_seq_write(e->seq, rp, sizeof(*rp));
+  e->data = (__u64)BPF_CORE_READ(skb, data);
+  e->shinfo = (__u64)BPF_CORE_READ(skb, head) + BPF_CORE_READ(skb, end);
+  e->linear = len - BPF_CORE_READ(skb, data_len);
+  struct skb_shared_info *si = (void *)e->shinfo;
+  e->nr_frags = BPF_CORE_READ(si, nr_frags);
+  e->remaining = rp->len;
+  e->pos = e->consumed; /* offset from skb->data */
+  e->seg = 0;
+  e->seg_start = 0;
+}
+
+/* After a failed read the rest of the skb's announced bytes are written as zeros, so the
+ * stream stays parseable; the END record then says the queue is not to be trusted. */
+static __always_inline long pad_step(struct qemit *e) {
+  __u64 cnt = e->remaining > CRP_FAST_CHUNK ? CRP_FAST_CHUNK : e->remaining;
+  asm volatile("" : "+r"(cnt));
+  if (cnt == 0 || cnt > CRP_FAST_CHUNK) return 1;
+  bpf_seq_write(e->seq, e->zeros->b, cnt);
+  e->remaining -= cnt;
+  return e->remaining == 0;
+}
+
+static __always_inline long fail_step(struct qemit *e) {
+  e->failed = 1;
+  return e->remaining == 0;
+}
+
+/* One step: start the next skb, or copy one chunk of the current one. */
+static long emit_step(__u32 i, void *ctx) {
+  struct qemit *e = ctx;
+  if (e->failed) return pad_step(e);
+  if (!e->copying) {
+    if (!e->left) return 1;
+    struct sk_buff *skb = (void *)rd64(e->skb ? (void *)&((struct sk_buff *)e->skb)->next
+                                              : (void *)&((struct sk_buff_head *)e->head)->next);
+    if (!skb || (__u64)skb == e->head) { e->failed = 1; return 1; } /* shrank under us */
+    e->left--;
+    put_skb_header(e, skb);
+    e->skb = (__u64)skb;
+    e->copying = e->remaining > 0;
+    return 0;
+  }
+  __u64 src;
+  __u32 seg_len;
+  if (e->seg == 0) {
+    src = e->data;
+    seg_len = e->linear;
+  } else {
+    __u32 fi = e->seg - 1;
+    if (fi >= e->nr_frags || fi >= 17) return fail_step(e);
+    struct crp_frag f = {};
+    __u64 fa = e->shinfo + bpf_core_field_offset(struct skb_shared_info, frags) +
+               (__u64)fi * sizeof(struct crp_frag);
+    if (bpf_probe_read_kernel(&f, sizeof(f), (void *)fa)) return fail_step(e);
+    src = frag_addr(e->cal, &f);
+    if (!src) return fail_step(e);
+    seg_len = f.len;
+  }
+  if (e->pos >= e->seg_start + seg_len) {
+    e->seg_start += seg_len;
+    e->seg++;
+    return 0;
+  }
+  __u32 n = e->seg_start + seg_len - e->pos;
+  if (n > e->remaining) n = e->remaining;
+  if (n > CRP_FAST_CHUNK) n = CRP_FAST_CHUNK;
+  __u64 cnt = n;
+  asm volatile("" : "+r"(cnt));
+  if (cnt == 0 || cnt > CRP_FAST_CHUNK) return fail_step(e);
+  if (bpf_probe_read_kernel(e->buf->b, cnt, (void *)(src + e->pos - e->seg_start)))
+    return fail_step(e);
+  bpf_seq_write(e->seq, e->buf->b, cnt);
+  e->pos += n;
+  e->remaining -= n;
+  if (!e->remaining) e->copying = 0;
+  return 0;
+}
+
+static __always_inline int sk_flag(struct sock *sk, unsigned long flags, int bit) {
+  return (flags >> bit) & 1;
+}
+
+/* Everything about one unix socket: its USK record and, when it can be read whole, its
+ * queue as SKB records closed by END. Reported once per socket (`reported`), even when
+ * several fds hold it. */
+static __always_inline void emit_unix(struct seq_file *seq, struct sock *sk) {
+  __u32 zero = 0;
+  __u64 sk_addr = (__u64)sk;
+  __u32 ino = sock_ino(sk);
+  if (!ino || bpf_map_lookup_elem(&reported, &ino)) return;
+  struct crp_fast_usk r = {.type = CRP_FAST_USK, .size = sizeof(r), .ino = ino};
+  unsigned long flags = BPF_CORE_READ(sk, __sk_common.skc_flags);
+  if (sk_flag(sk, flags, bpf_core_enum_value(enum sock_flags, SOCK_LINGER))) r.flags |= CRP_USK_LINGER;
+  if (sk_flag(sk, flags, bpf_core_enum_value(enum sock_flags, SOCK_KEEPOPEN))) r.flags |= CRP_USK_KEEPALIVE;
+  if (sk_flag(sk, flags, bpf_core_enum_value(enum sock_flags, SOCK_BROADCAST))) r.flags |= CRP_USK_BROADCAST;
+  if (sk_flag(sk, flags, bpf_core_enum_value(enum sock_flags, SOCK_LOCALROUTE))) r.flags |= CRP_USK_DONTROUTE;
+  if (sk_flag(sk, flags, bpf_core_enum_value(enum sock_flags, SOCK_URGINLINE))) r.flags |= CRP_USK_OOBINLINE;
+  if (BPF_CORE_READ_BITFIELD_PROBED(sk, sk_no_check_tx)) r.flags |= CRP_USK_NO_CHECK;
+  if (BPF_CORE_READ_BITFIELD_PROBED(sk, __sk_common.skc_reuseport)) r.flags |= CRP_USK_REUSEPORT;
+  r.reuse = BPF_CORE_READ_BITFIELD_PROBED(sk, __sk_common.skc_reuse);
+  if (bpf_core_field_exists(sk->sk_scm_credentials)) {
+    if (BPF_CORE_READ_BITFIELD_PROBED(sk, sk_scm_credentials)) r.flags |= CRP_USK_PASSCRED;
+    if (BPF_CORE_READ_BITFIELD_PROBED(sk, sk_scm_security)) r.flags |= CRP_USK_PASSSEC;
+  } else {
+    /* before 6.16: SOCK_PASSCRED (3) and SOCK_PASSSEC (4) in socket->flags */
+    unsigned long sf = BPF_CORE_READ(sk, sk_socket, flags);
+    if ((sf >> 3) & 1) r.flags |= CRP_USK_PASSCRED;
+    if ((sf >> 4) & 1) r.flags |= CRP_USK_PASSSEC;
+  }
+  if (BPF_CORE_READ(sk, sk_filter)) r.flags |= CRP_USK_FILTER;
+  r.sk_type = BPF_CORE_READ_BITFIELD_PROBED(sk, sk_type);
+  r.sndbuf = BPF_CORE_READ(sk, sk_sndbuf);
+  r.rcvbuf = BPF_CORE_READ(sk, sk_rcvbuf);
+  r.userlocks = BPF_CORE_READ_BITFIELD_PROBED(sk, sk_userlocks);
+  r.sndtimeo = BPF_CORE_READ(sk, sk_sndtimeo);
+  r.rcvtimeo = BPF_CORE_READ(sk, sk_rcvtimeo);
+  r.lingertime = BPF_CORE_READ(sk, sk_lingertime);
+  r.priority = BPF_CORE_READ(sk, sk_priority);
+  r.mark = BPF_CORE_READ(sk, sk_mark);
+  r.rcvlowat = BPF_CORE_READ(sk, sk_rcvlowat);
+  r.peek_off = BPF_CORE_READ(sk, sk_peek_off);
+  r.bound_dev_if = BPF_CORE_READ(sk, __sk_common.skc_bound_dev_if);
+  r.hz = CONFIG_HZ;
+  struct pid *peer = BPF_CORE_READ(sk, sk_peer_pid);
+  if (peer) {
+    r.flags |= CRP_USK_PEER_PID;
+    r.peer_pid = pid_vnr(peer);
+    const struct cred *c = BPF_CORE_READ(sk, sk_peer_cred);
+    r.peer_uid = c ? BPF_CORE_READ(c, euid.val) : (__u32)-1;
+    r.peer_gid = c ? BPF_CORE_READ(c, egid.val) : (__u32)-1;
+  }
+
+  struct unix_sock *u = (void *)sk;
+  struct qscan q = {.head = sk_addr + bpf_core_field_offset(struct sock, sk_receive_queue),
+                    .u = u, .cal = bpf_map_lookup_elem(&calib, &zero)};
+  if (BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_LISTEN) {
+    q.why = CRP_QW_LISTEN;
+  } else if (bpf_core_field_exists(u->oob_skb) && BPF_CORE_READ(u, oob_skb)) {
+    q.why = CRP_QW_OOB;
+  } else {
+    bpf_loop(CRP_FAST_MAX_SKBS + 1, scan_skb, &q, 0);
+  }
+  r.queue_why = q.why;
+  if (q.why == CRP_QW_NONE) {
+    r.flags |= CRP_USK_QUEUE;
+    r.nskbs = q.n;
+    r.qbytes = q.bytes;
+  }
+  long wr = bpf_seq_write(seq, &r, sizeof(r));
+  if (q.why != CRP_QW_NONE) {
+    if (!wr) bpf_map_update_elem(&reported, &ino, &zero, BPF_ANY);
+    return;
+  }
+
+  struct qemit e = {.seq = seq, .cal = q.cal, .head = q.head, .ino = ino,
+                   .sk_type = r.sk_type, .left = q.n};
+  __u32 one = 1;
+  e.buf = bpf_map_lookup_elem(&fast_scratch, &zero);
+  e.zeros = bpf_map_lookup_elem(&fast_scratch, &one);
+  e.rec = bpf_map_lookup_elem(&fast_skb_rec, &zero);
+  if (e.buf && e.zeros && e.rec) {
+    /* steps: one per skb plus one per chunk or fragment; the byte budget bounds the chunks */
+    bpf_loop(CRP_FAST_MAX_SKBS * 24 + 64, emit_step, &e, 0);
+  } else {
+    e.failed = 1;
+  }
+  /* the queue ends with END: a failure (or a queue that changed) makes user space peek that
+   * socket with syscalls instead */
+  struct crp_fast_end end = {.type = CRP_FAST_END, .size = sizeof(end), .ino = ino,
+                             .ok = !e.failed && !e.copying && e.left == 0};
+  /* A read() gives the iterator a 32 KiB buffer; an fd whose output does not fit is shown
+   * again at the start of the next read, its first output discarded. So the socket counts
+   * as reported only once its last write fit (after a write that does not fit every later
+   * one fails too: the seq file stays overflowed). */
+  if (!bpf_seq_write(seq, &end, sizeof(end))) bpf_map_update_elem(&reported, &ino, &zero, BPF_ANY);
+}
+
+SEC("iter/task_file")
+int fast_task_file(struct bpf_iter__task_file *ctx) {
+  struct seq_file *seq = ctx->meta->seq;
+  struct task_struct *task = ctx->task;
+  struct file *file = ctx->file;
+  if (!task || !file) return 0;
+  __u32 zero = 0;
+  struct crp_emb_config *cfg = bpf_map_lookup_elem(&fast_cfg, &zero);
+  if (!cfg) return 0;
+  if (cfg->mode == CRP_MODE_CALIB) {
+    /* the probe socket is an fd of the collector itself: a pass over the collector finds it */
+    struct inode___fast *pi = BPF_CORE_READ(file, f_inode);
+    if ((__u32)BPF_CORE_READ(pi, i_ino) == cfg->probe_ino) {
+      struct socket *psock = BPF_CORE_READ(file, private_data);
+      struct sock *psk = BPF_CORE_READ(psock, sk);
+      if (psk) calibrate(seq, psk, (__u64)psk, cfg);
+    }
+    return 0;
+  }
+  struct crp_fast_fd r = {.type = CRP_FAST_FD, .size = sizeof(r)};
+  r.pid = BPF_CORE_READ(task, tgid);
+  r.fd = ctx->fd;
+
+  __u64 key = (__u64)file;
+  __u32 *known = bpf_map_lookup_elem(&file_ids, &key);
+  if (known) {
+    r.file_id = *known;
+  } else {
+    /* one reader at a time (the collector reads its iterators one after another) */
+    __u32 id = ++next_file_id;
+    /* a full map (more fds than the fd tables had room for) leaves the id 0: unknown */
+    r.file_id = bpf_map_update_elem(&file_ids, &key, &id, BPF_NOEXIST) ? 0 : id;
+  }
+
+  unsigned long *coe = BPF_CORE_READ(task, files, fdt, close_on_exec);
+  if (coe && (rd64(coe + r.fd / 64) >> (r.fd % 64)) & 1) r.flags |= CRP_FD_CLOEXEC;
+  r.f_flags = BPF_CORE_READ(file, f_flags);
+  r.pos = BPF_CORE_READ(file, f_pos);
+  struct inode___fast *inode = BPF_CORE_READ(file, f_inode);
+  r.ino = BPF_CORE_READ(inode, i_ino);
+  r.mode = BPF_CORE_READ(inode, i_mode);
+  r.dev = BPF_CORE_READ(inode, i_sb, s_dev);
+  struct crp_vfsmount *vm = BPF_CORE_READ(file, f_path.mnt);
+  if (vm) {
+    struct mount *m = (void *)((char *)vm - bpf_core_field_offset(struct mount, mnt));
+    r.mnt_id = BPF_CORE_READ(m, mnt_id);
+  }
+
+  struct fown_struct *own = 0;
+  if (bpf_core_field_size(struct file, f_owner) == sizeof(void *))
+    own = BPF_CORE_READ(file, f_owner);
+  else
+    own = (void *)((char *)file + bpf_core_field_offset(struct file___old, f_owner));
+  if (own) {
+    if (BPF_CORE_READ(own, pid)) r.flags |= CRP_FD_OWNER_PID;
+    r.own_pid_type = BPF_CORE_READ(own, pid_type);
+    r.own_signum = BPF_CORE_READ(own, signum);
+  }
+
+  if ((r.mode & S_IFMT) == S_IFSOCK) {
+    struct socket *sock = BPF_CORE_READ(file, private_data);
+    struct sock *sk = sock ? BPF_CORE_READ(sock, sk) : 0;
+    if (sk) {
+      r.flags |= CRP_FD_SOCKET;
+      r.sk_family = BPF_CORE_READ(sk, __sk_common.skc_family);
+      r.sk_type = BPF_CORE_READ_BITFIELD_PROBED(sk, sk_type);
+    }
+  }
+  bpf_seq_write(seq, &r, sizeof(r));
+  if ((r.flags & CRP_FD_SOCKET) && r.sk_family == 1 /* AF_UNIX */) {
+    struct socket *sock = BPF_CORE_READ(file, private_data);
+    struct sock *sk = BPF_CORE_READ(sock, sk);
+    if (sk) emit_unix(seq, sk);
+  }
+  return 0;
+}

@@ -1,0 +1,245 @@
+#include "collector/fast/fast_snapshot.h"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+
+#include "collector/kinds/unix_embryo_probe.h"
+#include "common/proc.h"
+#include "common/unique_fd.h"
+
+namespace crpipe::collector {
+
+extern const unsigned char kFastBpfObject[];  // generated from fast_bpf.bpf.o at build time
+extern const std::size_t kFastBpfObjectSize;
+
+namespace {
+
+const std::string kUnavailable = "BPF unavailable: ";
+
+struct ObjectCloser {
+  void operator()(bpf_object* o) const { bpf_object__close(o); }
+};
+struct LinkDestroyer {
+  void operator()(bpf_link* l) const { bpf_link__destroy(l); }
+};
+using LinkPtr = std::unique_ptr<bpf_link, LinkDestroyer>;
+
+// libbpf prints through one process-wide callback; while the fast path loads, its last
+// warning is kept to explain a failure (the verifier's complaint) instead of being printed.
+std::string* gFastLibbpfLog = nullptr;
+int keepLastLine(libbpf_print_level level, const char* fmt, va_list ap) {
+  if (gFastLibbpfLog != nullptr && level != LIBBPF_DEBUG) {
+    char line[512];
+    vsnprintf(line, sizeof line, fmt, ap);
+    std::string s(line);
+    while (!s.empty() && s.back() == '\n') {
+      s.pop_back();
+    }
+    if (!s.empty() && s.find("failed to load object") == std::string::npos) {
+      *gFastLibbpfLog = s;
+    }
+  }
+  return 0;
+}
+
+class LibbpfQuiet {
+ public:
+  explicit LibbpfQuiet(std::string* sink) {
+    gFastLibbpfLog = sink;
+    old_ = libbpf_set_print(keepLastLine);
+  }
+  ~LibbpfQuiet() {
+    libbpf_set_print(old_);
+    gFastLibbpfLog = nullptr;
+  }
+  LibbpfQuiet(const LibbpfQuiet&) = delete;
+  LibbpfQuiet& operator=(const LibbpfQuiet&) = delete;
+
+ private:
+  libbpf_print_fn_t old_;
+};
+
+// Reads an iterator to its end, appending to `out` (never zero-filling: a read returns at
+// most one 32 KiB seq buffer, and the output can be tens of MiB).
+Status readIter(int linkFd, std::string& out) {
+  UniqueFd fd(bpf_iter_create(linkFd));
+  if (!fd.valid()) {
+    return failSys("bpf_iter_create");
+  }
+  constexpr size_t kStep = 64 * 1024;
+  for (;;) {
+    ssize_t n = 0;
+    int err = 0;
+    if (out.capacity() - out.size() < kStep) {
+      out.reserve(2 * out.capacity() + 4 * kStep);
+    }
+    out.resize_and_overwrite(out.size() + kStep, [&](char* p, size_t len) {
+      size_t have = len - kStep;
+      n = ::read(fd.get(), p + have, kStep);
+      err = errno;
+      return have + (n > 0 ? static_cast<size_t>(n) : 0);
+    });
+    if (n < 0 && err == EINTR) {
+      continue;
+    }
+    if (n < 0) {
+      return fail(Error::sys(err, "read of a fast path iterator"));
+    }
+    if (n == 0) {
+      return {};
+    }
+  }
+}
+
+// Credentials the iterator reports are the kernel's values; getsockopt maps them into the
+// caller's user namespace. Only in the initial one are the two the same.
+bool inInitialUserNamespace() {
+  for (const char* map : {"/proc/self/uid_map", "/proc/self/gid_map"}) {
+    auto text = readProcFile(map);
+    if (!text) {
+      return false;
+    }
+    unsigned long a = 1, b = 1, n = 0;
+    if (std::sscanf(text->c_str(), "%lu %lu %lu", &a, &b, &n) != 3 || a != 0 || b != 0 ||
+        n != 4294967295UL) {
+      return false;
+    }
+  }
+  return true;
+}
+
+struct Loaded {
+  std::unique_ptr<bpf_object, ObjectCloser> obj;
+  bpf_program* taskFile = nullptr;
+  int cfgFd = -1;
+};
+
+// Room for every fd of the tree: the sum of the fd table sizes (FDSize in status).
+size_t fdTableRoom(const std::set<pid_t>& pids) {
+  size_t room = 64;
+  for (pid_t pid : pids) {
+    auto status = readProcFile("/proc/" + std::to_string(pid) + "/status");
+    size_t at = status ? status->find("\nFDSize:") : std::string::npos;
+    if (at != std::string::npos) {
+      room += std::strtoul(status->c_str() + at + 8, nullptr, 10);
+    }
+  }
+  return room;
+}
+
+Result<Loaded> loadObject(size_t room) {
+  if (!inInitialUserNamespace()) {
+    return failMsg(kUnavailable + "the collector is not in the initial user namespace");
+  }
+  if (::access("/sys/kernel/btf/vmlinux", R_OK) != 0) {
+    return failSys(kUnavailable + "the kernel has no BTF (/sys/kernel/btf/vmlinux)");
+  }
+  std::string last;
+  LibbpfQuiet quiet(&last);
+  Loaded l;
+  l.obj.reset(bpf_object__open_mem(kFastBpfObject, kFastBpfObjectSize, nullptr));
+  if (!l.obj) {
+    return failSys(kUnavailable + "cannot open the embedded BPF object (" + last + ")");
+  }
+  l.taskFile = bpf_object__find_program_by_name(l.obj.get(), "fast_task_file");
+  bpf_map* cfg = bpf_object__find_map_by_name(l.obj.get(), "fast_cfg");
+  bpf_map* fileIds = bpf_object__find_map_by_name(l.obj.get(), "file_ids");
+  bpf_map* reported = bpf_object__find_map_by_name(l.obj.get(), "reported");
+  if (l.taskFile == nullptr || cfg == nullptr || fileIds == nullptr || reported == nullptr) {
+    return failMsg("the embedded fast path BPF object lacks its programs or maps");
+  }
+  bpf_map__set_max_entries(fileIds, static_cast<uint32_t>(room));
+  bpf_map__set_max_entries(reported, static_cast<uint32_t>(room));
+  if (int err = bpf_object__load(l.obj.get()); err != 0) {
+    std::string why = (err == -EPERM || err == -EACCES)
+                          ? "loading BPF iterators needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN)"
+                          : "the kernel refused the fast path iterators (they need Linux >= 5.19 "
+                            "with BTF)";
+    return fail(Error::sys(-err, kUnavailable + why + (last.empty() ? "" : " (" + last + ")")));
+  }
+  l.cfgFd = bpf_map__fd(cfg);
+  return l;
+}
+
+}  // namespace
+
+const std::vector<FastFd>* FastSnapshot::fdsOf(pid_t pid) const {
+  auto it = fds_.find(pid);
+  return it == fds_.end() ? nullptr : &it->second;
+}
+
+const FastUnix* FastSnapshot::unixSocket(uint32_t ino) const {
+  auto it = unix_.find(ino);
+  return it == unix_.end() ? nullptr : &it->second;
+}
+
+Result<std::unique_ptr<FastSnapshot>> FastSnapshot::take(const std::set<pid_t>& pids, Log& log) {
+  auto loaded = loadObject(fdTableRoom(pids));
+  if (!loaded) {
+    return fail(std::move(loaded).error());
+  }
+  log.debug("fast path: BPF object loaded");
+  auto snap = std::make_unique<FastSnapshot>();
+  int cfgFd = loaded->cfgFd;
+  bpf_program* prog = loaded->taskFile;
+  // One task_file pass over one process, with the given config.
+  auto pass = [cfgFd, prog](pid_t pid, const crp_emb_config& cfg,
+                            std::string& out) -> Status {
+    uint32_t zero = 0;
+    if (bpf_map_update_elem(cfgFd, &zero, &cfg, BPF_ANY) != 0) {
+      return failSys("bpf_map_update_elem(fast_cfg)");
+    }
+    DECLARE_LIBBPF_OPTS(bpf_iter_attach_opts, opts);
+    bpf_iter_link_info info{};
+    info.task.pid = static_cast<__u32>(pid);
+    opts.link_info = &info;
+    opts.link_info_len = sizeof(info);
+    LinkPtr link(bpf_program__attach_iter(prog, &opts));
+    if (!link) {
+      return failSys(kUnavailable + "cannot attach the iter/task_file program to pid " +
+                     std::to_string(pid));
+    }
+    return readIter(bpf_link__fd(link.get()), out);
+  };
+
+  // Page fragments hold the bulk of any write past ~3.5 KiB; their addresses need the
+  // calibration the embryo reader uses (the calib map lives in this object). The probe
+  // socket is the collector's own, so a pass over the collector finds it.
+  std::string calib = calibrateEmbryoIterator([&](const crp_emb_config& cfg) -> Result<std::string> {
+    std::string out;
+    CRPIPE_TRY(pass(::getpid(), cfg, out));
+    return out;
+  });
+  if (!calib.empty()) {
+    log.debug("fast path: paged socket data will be peeked with syscalls: %s", calib.c_str());
+  }
+
+  log.debug("fast path: calibrated");
+  // Every fd of every process, and right after each unix socket's fd the socket itself.
+  crp_emb_config dump{};
+  dump.mode = CRP_MODE_DUMP;
+  for (pid_t pid : pids) {
+    std::string& buf = snap->buffers_.emplace_back();
+    CRPIPE_TRY_CTX(pass(pid, dump, buf), "fast path, pid " + std::to_string(pid));
+    std::vector<FastFd> fds;
+    CRPIPE_TRY_CTX(parseFastRecords(buf, fds, snap->unix_), "pid " + std::to_string(pid));
+    for (const FastFd& f : fds) {
+      if (f.pid != static_cast<uint32_t>(pid)) {
+        return failMsg("fast path: pid " + std::to_string(pid) + " iterator reported pid " +
+                       std::to_string(f.pid));
+      }
+    }
+    snap->fds_[pid] = std::move(fds);
+  }
+  return snap;
+}
+
+}  // namespace crpipe::collector
