@@ -25,6 +25,15 @@ const std::vector<ImageKind>& imageKinds() {
       {"sk-queues", kImgCommonMagic, 0x56264026, Trailing::SkQueue,
        "crpipe.images.SkPacketEntry"},
       {"pages-%u", 0, 0, Trailing::None, ""},
+      // task state (issue 4). pagemap-shmem-%u shares PAGEMAP_MAGIC with pagemap-%u; the
+      // first entry of both is a PagemapHead (see protos/pagemap.proto).
+      {"core-%u", kImgCommonMagic, 0x55053847, Trailing::None, "crpipe.images.CoreEntry"},
+      {"mm-%u", kImgCommonMagic, 0x57492820, Trailing::None, "crpipe.images.MmEntry"},
+      {"pagemap-%u", kImgCommonMagic, 0x56084025, Trailing::None,
+       "crpipe.images.PagemapEntry"},
+      {"pagemap-shmem-%u", kImgCommonMagic, 0x56084025, Trailing::None,
+       "crpipe.images.PagemapEntry"},
+      {"fs-%u", kImgCommonMagic, 0x51403912, Trailing::None, "crpipe.images.FsEntry"},
   };
   return kinds;
 }

@@ -3,8 +3,12 @@
 #include <google/protobuf/descriptor.h>
 #include <google/protobuf/text_format.h>
 
+#include "protos/core.pb.h"
 #include "protos/fdinfo.pb.h"
+#include "protos/fs.pb.h"
 #include "protos/inventory.pb.h"
+#include "protos/mm.pb.h"
+#include "protos/pagemap.pb.h"
 #include "protos/pstree.pb.h"
 
 namespace crpipe {
@@ -19,6 +23,11 @@ void linkImageDescriptors() {
   (void)images::PstreeEntry::descriptor();
   (void)images::FdinfoEntry::descriptor();
   (void)images::FileEntry::descriptor();
+  // task state (issue 4); core.proto imports creds, sa, siginfo, rlimit, timer, core_x86.
+  (void)images::CoreEntry::descriptor();
+  (void)images::MmEntry::descriptor();
+  (void)images::PagemapEntry::descriptor();
+  (void)images::FsEntry::descriptor();
 }
 
 }  // namespace

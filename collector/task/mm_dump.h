@@ -1,0 +1,37 @@
+#pragma once
+
+#include <sys/types.h>
+
+#include <set>
+#include <utility>
+
+#include "collector/dump_context.h"
+#include "collector/task/page_writer.h"
+#include "collector/task/task_files.h"
+#include "collector/task/thread_state.h"
+#include "common/result.h"
+
+namespace crpipe::collector::task {
+
+// State shared by the memory dumps of every process of the tree.
+struct MmDumpState {
+  TaskFiles& files;
+  PageWriter::Buffer buffer;
+  uint32_t nextPagesId = 1;
+  uint64_t zeroPfn = 0;  // the shared zero page's frame (0: unknown)
+  std::set<std::pair<dev_t, ino_t>> shmemDone;  // shared anonymous objects already dumped
+  uint64_t pagesDumped = 0;
+
+  explicit MmDumpState(TaskFiles& f) : files(f) {}
+};
+
+// The frame number of the kernel's shared zero page, which a read fault maps into private
+// anonymous memory: such pages need no dump. 0 if pagemap hides frame numbers (no
+// CAP_SYS_ADMIN).
+uint64_t findZeroPfn();
+
+// mm-PID.img (MmEntry with every VMA), pagemap-PID.img + pages-N.img, and, for shared
+// anonymous memory not seen in an earlier process, pagemap-shmem-SHMID.img + pages-N.img.
+Status dumpMm(DumpContext& ctx, MmDumpState& st, pid_t pid, const ProcessState& proc);
+
+}  // namespace crpipe::collector::task

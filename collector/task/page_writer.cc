@@ -1,0 +1,136 @@
+#include "collector/task/page_writer.h"
+
+#include <unistd.h>
+
+#include <climits>
+#include <cstdio>
+
+#include "common/ptrace/remote_mem.h"
+#include "protos/pagemap.pb.h"
+
+namespace crpipe::collector::task {
+
+namespace {
+// PE_PRESENT of CRIU's pagemap.h: the pages are in pages-N.img.
+constexpr uint32_t kPePresent = 1 << 2;
+
+std::string hexAddr(uint64_t a) {
+  char b[32];
+  snprintf(b, sizeof(b), "0x%llx", static_cast<unsigned long long>(a));
+  return b;
+}
+}  // namespace
+
+Result<PageWriter> PageWriter::open(ImageEmitter& out, Buffer& buf,
+                                    const std::string& pagemapName, uint32_t pagesId) {
+  auto pm = out.image(pagemapName);
+  if (!pm) {
+    return fail(std::move(pm).error());
+  }
+  // Announced even when no page follows: a restore opens the pages image the head names.
+  auto pages = out.image("pages-" + std::to_string(pagesId) + ".img");
+  if (!pages) {
+    return fail(std::move(pages).error());
+  }
+  images::PagemapHead head;
+  head.set_pages_id(pagesId);
+  CRPIPE_TRY(out.entry(*pm, head));
+  if (buf.bytes.size() < kBatchBytes) {
+    buf.bytes.resize(kBatchBytes);
+  }
+  return PageWriter(out, buf, *pm, *pages);
+}
+
+Status PageWriter::entry(uint64_t vaddr, uint64_t nPages) {
+  images::PagemapEntry e;
+  e.set_vaddr(vaddr);
+  // CRIU reads nr_pages when set and falls back to the 32-bit compat field.
+  e.set_compat_nr_pages(static_cast<uint32_t>(std::min<uint64_t>(nPages, UINT32_MAX)));
+  e.set_nr_pages(nPages);
+  e.set_flags(kPePresent);
+  pages_ += nPages;
+  return out_->entry(pagemap_, e);
+}
+
+Status PageWriter::addRemote(pid_t pid, uint64_t vaddr, uint64_t nPages) {
+  if (pid_ != pid && !queued_.empty()) {
+    CRPIPE_TRY(flush());
+  }
+  pid_ = pid;
+  CRPIPE_TRY(entry(vaddr, nPages));
+  uint64_t len = nPages * kPageSize;
+  while (len > 0) {
+    size_t room = kBatchBytes - queuedBytes_;
+    size_t take = static_cast<size_t>(std::min<uint64_t>(len, room));
+    queued_.push_back({reinterpret_cast<void*>(vaddr), take});
+    queuedBytes_ += take;
+    vaddr += take;
+    len -= take;
+    // Full buffer, or as many ranges as a few process_vm_readv calls take.
+    if (queuedBytes_ == kBatchBytes || queued_.size() >= 8 * IOV_MAX) {
+      CRPIPE_TRY(flush());
+    }
+  }
+  return {};
+}
+
+Status PageWriter::flush() {
+  if (queued_.empty()) {
+    return {};
+  }
+  auto n = inject::readRemoteV(pid_, queued_, buf_->bytes.data(), queuedBytes_);
+  if (!n) {
+    return fail(std::move(n).error());
+  }
+  if (*n != queuedBytes_) {
+    // Find the range that failed, for the message.
+    size_t at = *n;
+    uint64_t addr = 0;
+    for (const auto& v : queued_) {
+      if (at < v.iov_len) {
+        addr = reinterpret_cast<uint64_t>(v.iov_base) + at;
+        break;
+      }
+      at -= v.iov_len;
+    }
+    return failMsg("pid " + std::to_string(pid_) + ": cannot read the page at " +
+                   hexAddr(addr) + " (process_vm_readv)");
+  }
+  CRPIPE_TRY(out_->raw(pagesImg_, std::string_view(buf_->bytes.data(), queuedBytes_)));
+  queued_.clear();
+  queuedBytes_ = 0;
+  return {};
+}
+
+Status PageWriter::addFromFd(int fd, uint64_t offset, uint64_t vaddr, uint64_t nPages) {
+  CRPIPE_TRY(flush());  // keep the data in entry order
+  CRPIPE_TRY(entry(vaddr, nPages));
+  uint64_t len = nPages * kPageSize;
+  while (len > 0) {
+    size_t take = static_cast<size_t>(std::min<uint64_t>(len, kBatchBytes));
+    size_t got = 0;
+    while (got < take) {
+      ssize_t r = ::pread(fd, buf_->bytes.data() + got, take - got,
+                          static_cast<off_t>(offset + got));
+      if (r < 0) {
+        if (errno == EINTR) {
+          continue;
+        }
+        return fail(Error::sys("read pages at " + hexAddr(vaddr)));
+      }
+      if (r == 0) {
+        // Past the end of a shmem object: the pages read as zeroes.
+        std::fill(buf_->bytes.data() + got, buf_->bytes.data() + take, '\0');
+        break;
+      }
+      got += static_cast<size_t>(r);
+    }
+    CRPIPE_TRY(out_->raw(pagesImg_, std::string_view(buf_->bytes.data(), take)));
+    offset += take;
+    vaddr += take;
+    len -= take;
+  }
+  return {};
+}
+
+}  // namespace crpipe::collector::task
