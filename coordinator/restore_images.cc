@@ -1,5 +1,6 @@
 #include "coordinator/restore_images.h"
 
+#include "common/image_format.h"
 #include "common/stage_stream.h"
 
 namespace crpipe {
@@ -37,6 +38,13 @@ Result<bool> RestoreImages::consume(proto::Message::Reader msg, const std::strin
     case proto::Message::RAW: {
       auto r = msg.getRaw();
       auto it = names_.find(r.getImage());
+      // A raw image (pages-N.img) is data only: it goes in one entry with no payload.
+      if (it != names_.end() && images_[it->second].empty()) {
+        auto kind = imageKindForFile(it->second);
+        if (kind && kind->magic == 0 && kind->headMagic == 0) {
+          images_[it->second].push_back({std::string(), {}});
+        }
+      }
       if (it == names_.end() || images_[it->second].empty()) {
         return failMsg(where + ": raw data for image #" + std::to_string(r.getImage()) +
                        " with no entry before it");
