@@ -9,6 +9,7 @@
 #include "collector/task/mm_dump.h"
 #include "collector/task/task_files.h"
 #include "collector/task/thread_state.h"
+#include "common/proc.h"
 #include "common/ptrace/regs.h"
 #include "common/ptrace/syscall_session.h"
 #include "protos/fs.pb.h"
@@ -39,6 +40,12 @@ Status writeFs(DumpContext& ctx, TaskFiles& files, pid_t pid, const ThreadState&
 Status collectProcess(DumpContext& ctx, KobjIds& kobj, MmDumpState& mmState,
                       const FrozenProcess& p) {
   const std::string where = "pid " + std::to_string(p.pid);
+  // /proc/PID/timers lists the POSIX timers (timer_create) of the process, one "ID:" each.
+  auto timers = readProcFile("/proc/" + std::to_string(p.pid) + "/timers");
+  if (timers && timers->find("ID:") != std::string::npos) {
+    return failMsg(where + " has POSIX timers (timer_create); crpipe cannot dump them yet, "
+                           "nothing was dumped");
+  }
   ProcessState proc;
   std::vector<ThreadState> threads;
   uint64_t insn = 0;
