@@ -18,7 +18,6 @@
 #include "collector/kinds/registry.h"
 #include "collector/process_tree.h"
 #include "collector/task/task_state.h"
-#include "collector/task/task_state.h"
 #include "common/image_stream.h"
 #include "common/proc.h"
 #include "protos/inventory.pb.h"
@@ -298,7 +297,6 @@ Result<FrozenTree> collectTree(const DumpOptions& opts, Log& log, StageWriter& d
   for (const auto& p : tree->processes()) {
     CRPIPE_TRY(collectFds(ctx, p, pidfds.at(p.pid).get(), progress, done));
   }
-  CRPIPE_TRY(task::collectTaskState(ctx, *tree, progress));
   CRPIPE_TRY(task::collectTaskState(ctx, *tree, progress));
   CRPIPE_TRY(files.finishAll(ctx));
   progress.progress("fds", done, done, std::to_string(files.size()) + " open files");
