@@ -59,10 +59,19 @@ Status ImageEmitter::entryBytes(uint32_t image, std::string_view payload) {
 Status ImageEmitter::raw(uint32_t image, std::string_view data) {
   while (!data.empty()) {
     auto chunk = data.substr(0, kRawBatch);
-    capnp::MallocMessageBuilder mb(wordsFor(chunk.size()));
+    auto bytes = kj::arrayPtr(reinterpret_cast<const kj::byte*>(chunk.data()), chunk.size());
+    capnp::MallocMessageBuilder mb(16);
     auto r = mb.initRoot<proto::Message>().initRaw();
     r.setImage(image);
-    r.setData(kj::arrayPtr(reinterpret_cast<const kj::byte*>(chunk.data()), chunk.size()));
+    if (reinterpret_cast<uintptr_t>(chunk.data()) % sizeof(capnp::word) == 0 &&
+        chunk.size() % sizeof(capnp::word) == 0) {
+      // Whole words (page batches): the message points at the caller's buffer, which is
+      // written to the stream as it is, without a copy into the message first.
+      r.adoptData(capnp::Orphanage::getForMessageContaining(r).referenceExternalData(
+          capnp::Data::Reader(bytes)));
+    } else {
+      r.setData(bytes);
+    }
     CRPIPE_TRY(out_.write(mb));
     rawBytes_ += chunk.size();
     data.remove_prefix(chunk.size());
