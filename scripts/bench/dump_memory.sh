@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Dump of random anonymous memory (issue 4's benchmark, dump half): 64 MiB, 512 MiB and
+# 2 GiB in one process, and a 64-process tree of 8 MiB each. Prints wall time (median of
+# RUNS), collector CPU and peak memory, time frozen, and throughput as a fraction of this
+# machine's memcpy bandwidth and of the image directory's (tmpfs) write bandwidth, both
+# measured in the same run, plus the first-touch rate a restore cannot beat.
+# Usage: scripts/bench/dump_memory.sh [RUNS]
+set -euo pipefail
+here=$(cd "$(dirname "$0")/../.." && pwd)
+build=${BUILD_DIR:-$here/build}
+crpipe=$build/coordinator/crpipe
+collector=$build/collector/crpipe-collector
+workload=$build/scripts/bench/crpipe-bench-memory
+runs=${1:-3}
+work=$(mktemp -d /dev/shm/crpipe-bench-mem.XXXXXX)
+trap 'rm -rf "$work"; [ -n "${wpid:-}" ] && kill -9 -- -"$wpid" 2>/dev/null; true' EXIT
+
+limits=$("$build/scripts/bench/crpipe-bench-limits")
+memcpy_mbs=$(awk '/memcpy_mbs/ {print $2}' <<<"$limits")
+touch_mbs=$(awk '/touch_mbs/ {print $2}' <<<"$limits")
+write_mbs=$(dd if=/dev/zero of="$work/ddtest" bs=1M count=1024 conv=fsync 2>&1 |
+            awk '/copied/ {print $(NF-1) * ($NF == "GB/s" ? 1000 : 1)}')
+rm -f "$work/ddtest"
+echo "machine: memcpy ${memcpy_mbs} MB/s, first touch ${touch_mbs} MB/s, tmpfs write ${write_mbs} MB/s, $(nproc) cores"
+printf "%-14s %9s %9s %11s %11s %10s %9s %8s %8s\n" workload "MB" "dump ms" "coll. cpu" "coll. MiB" "frozen ms" "MB/s" "%memcpy" "%write"
+
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+bench() {  # name MiB procs
+  local name=$1 mib=$2 procs=$3
+  setsid "$workload" "$mib" "$procs" > "$work/ready" 2>&1 < /dev/null &
+  wpid=$!
+  until grep -q READY "$work/ready" 2>/dev/null; do sleep 0.05; done
+  local walls=() r s e
+  for r in $(seq "$runs"); do
+    rm -rf "$work/img"; mkdir "$work/img"
+    s=$(date +%s%N)
+    "$crpipe" run dump -t "$wpid" -D "$work/img" --leave-running >/dev/null 2>&1
+    e=$(date +%s%N)
+    walls+=($(( (e - s) / 1000 )))
+  done
+  local wall_us bytes
+  wall_us=$(printf "%s\n" "${walls[@]}" | median)
+  bytes=$(du -sb "$work/img" | cut -f1)
+  /usr/bin/time -f "%U %S %M" -o "$work/tc" "$collector" -t "$wpid" --out /dev/null -R -v 3 \
+      --log "$work/clog" >/dev/null 2>&1
+  read -r cu cs cm < "$work/tc"
+  local frozen
+  frozen=$(awk '/frozen for/ {for (i=1;i<=NF;i++) if ($i=="for") print $(i+1)}' "$work/clog" | tail -1)
+  awk -v n="$name" -v b="$bytes" -v w="$wall_us" -v cu="$cu" -v cs="$cs" -v cm="$cm" \
+      -v fr="${frozen:-?}" -v mc="$memcpy_mbs" -v wr="$write_mbs" 'BEGIN {
+    mbs = b / (w / 1e6) / 1e6
+    printf "%-14s %9.1f %9.1f %11.3f %11.1f %10s %9.0f %7.1f%% %7.1f%%\n", n, b/1e6, w/1000,
+      cu+cs, cm/1024, fr, mbs, mbs/mc*100, mbs/wr*100 }'
+  kill -9 -- -"$wpid" 2>/dev/null || true
+  wait "$wpid" 2>/dev/null || true
+  wpid=
+  rm -rf "$work/img" "$work/clog"
+}
+
+bench "64 MiB"  64 1
+bench "512 MiB" 512 1
+bench "2 GiB"   2048 1
+bench "64 procs" 8 64
