@@ -1,6 +1,8 @@
 #include "collector/file_table.h"
 
 #include <linux/kcmp.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -13,6 +15,30 @@ namespace {
 int kcmpSameFile(int a, int b) {
   pid_t self = ::getpid();
   return static_cast<int>(::syscall(SYS_kcmp, self, self, KCMP_FILE, a, b));
+}
+
+// "anon_inode:[eventfd]", or for a socket its family: "socket:[4711], an AF_INET socket".
+std::string describeUnsupported(const OpenFile& f) {
+  if (!S_ISSOCK(f.st.st_mode)) {
+    return f.link;
+  }
+  int domain = -1;
+  socklen_t len = sizeof(domain);
+  if (f.dup.valid() && ::getsockopt(f.dup.get(), SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0) {
+    switch (domain) {
+      case AF_INET:
+        return f.link + ", an AF_INET socket";
+      case AF_INET6:
+        return f.link + ", an AF_INET6 socket";
+      case AF_NETLINK:
+        return f.link + ", a netlink socket";
+      case AF_PACKET:
+        return f.link + ", a packet socket";
+      default:
+        return f.link + ", a socket of family " + std::to_string(domain);
+    }
+  }
+  return f.link;
 }
 
 }  // namespace
@@ -45,7 +71,7 @@ Result<FileTable::Known> FileTable::add(DumpContext& ctx, OpenFile f) {
   }
   FdKind* kind = kindFor(f);
   if (kind == nullptr) {
-    return failMsg(f.where() + ": unsupported file kind (" + f.link +
+    return failMsg(f.where() + ": unsupported file kind (" + describeUnsupported(f) +
                    "); crpipe cannot dump it yet, nothing was dumped");
   }
   Known known{nextId_++, kind->typeFor(f)};

@@ -349,8 +349,10 @@ Status UnixSocketKind::collect(DumpContext& ctx, OpenFile& f, uint32_t id) {
   }
 
   // The entry is kept before the queue is read: a queued message may carry this very
-  // socket's peer, and finish() needs to see every socket anyway.
-  if (sk.state != TCP_LISTEN) {
+  // socket's peer, and finish() needs to see every socket anyway. A stream or seqpacket
+  // socket has a queue only once connected (recvmsg on an unconnected one is EINVAL; a
+  // connection whose peer closed stays established, with its data).
+  if (sk.type == SOCK_DGRAM || sk.state == TCP_ESTABLISHED) {
     auto st = recordQueue(ctx, f, id, sk.type, opts->peekOff, opts->opts.so_passcred(), fast);
     if (!st) {
       return fail(std::move(st).error().context(where));

@@ -131,3 +131,16 @@ def test_peer_outside_refused_then_external():
               "external peer name")
         check(entries[stream]["crpipe"].get("ext_inherit") is True, "stream end not inherited")
         w.verify()
+
+
+def test_unconnected_stream_sockets():
+    with Workload("unix_unconnected") as w:
+        r = w.wait_ready()
+        img = images_dir(w)
+        dump(w.pid, img)
+        entries = unix_entries(img)
+        for key, typ in (("stream", STREAM), ("seqpacket", SEQPACKET), ("bound", STREAM)):
+            e = entries[r[key]]
+            check(e["type"] == typ and e["state"] == 7, f"{key}: type {e['type']} state {e['state']}")
+        check(entries[r["bound"]]["name"].rstrip("\0") == "bound-unconnected.sock", "bound name")
+        w.verify()
