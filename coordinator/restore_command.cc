@@ -13,6 +13,7 @@
 
 #include "common/restore_phase.h"
 #include "common/stage_stream.h"
+#include "coordinator/inject/tree_injector.h"
 #include "coordinator/pid_wait.h"
 #include "coordinator/restore_images.h"
 #include "coordinator/restore_plan.h"
@@ -25,8 +26,10 @@ namespace {
 
 constexpr int kDataFd = 3;
 constexpr int kZombieWaitMs = 5000;
-// The last phase this build can carry out; memory and registers are issue 4.
-constexpr RestorePhase kLastPhase = RestorePhase::SHARE_FDS;
+// The last phase: resume, which only the coordinator carries out. --check-only stops after
+// share-fds, where every restorer still blocks on its channel.
+constexpr RestorePhase kLastPhase = RestorePhase::RESUME;
+constexpr RestorePhase kCheckOnlyLastPhase = RestorePhase::SHARE_FDS;
 
 double nowMs() {
   timespec ts{};
@@ -39,8 +42,11 @@ double nowMs() {
 // Any failure, any restorer that goes away, Ctrl-C: everything restored is killed.
 class RestoreEvents : public SessionEvents {
  public:
-  RestoreEvents(const RestoreOptions& opts, const RestorePlan& plan, ProgressView& view, Log& log)
-      : opts_(opts), plan_(plan), view_(view), log_(log) {}
+  RestoreEvents(const RestoreOptions& opts, const RestorePlan& plan,
+                inject::TreeInjector* injector, ProgressView& view, Log& log)
+      : opts_(opts), plan_(plan), injector_(injector), view_(view), log_(log) {}
+
+  bool resumed() const { return resumed_; }
 
   void addTask(Stage* s, pid_t pid) { tasks_[s] = pid; }
   void setRoot(Stage* root) { root_ = root; }
@@ -101,6 +107,11 @@ class RestoreEvents : public SessionEvents {
   }
 
   void onExit(Stage& s) override {
+    if (&s == root_ && resumed_) {
+      rootExit_ = s.process->exit();
+      log_.info("the restored root %d %s", plan_.tasks[0].pid, rootExit_.describe().c_str());
+      return;
+    }
     if (&s == root_ && !finishing_) {
       abort("the restorer of pid " + std::to_string(plan_.tasks[0].pid) + " " +
                 s.process->exit().describe(),
@@ -109,7 +120,8 @@ class RestoreEvents : public SessionEvents {
   }
 
   void onChannelClosed(Stage& s) override {
-    if (finishing_ || tasks_.count(&s) == 0) {
+    // From the memory phase on, the tasks close the restorers' channels themselves.
+    if (finishing_ || injecting_ || tasks_.count(&s) == 0) {
       return;
     }
     pid_t pid = tasks_.at(&s);
@@ -119,6 +131,13 @@ class RestoreEvents : public SessionEvents {
   }
 
   void onSignal(int signo) override {
+    if (resumed_) {
+      // The tree is restored and runs: crpipe only waits for its root, which gets the signal.
+      if (root_ != nullptr && root_->process) {
+        root_->process->signal(signo);
+      }
+      return;
+    }
     abort(std::string("interrupted by ") + strsignal(signo), !finishing_);
   }
 
@@ -134,6 +153,18 @@ class RestoreEvents : public SessionEvents {
           "crpipe: every process the restore created was killed; the images are unchanged");
       return o;
     }
+    if (resumed_) {
+      if (opts_.detach) {
+        o.messages.push_back("crpipe: restored " + std::to_string(plan_.tasks.size()) +
+                             " tasks (root " + std::to_string(plan_.tasks[0].pid) +
+                             "); they run on");
+        return o;
+      }
+      // Like a shell: the root's exit status, or 128 + the signal that killed it.
+      o.exitCode = rootExit_.signal != 0 ? 128 + rootExit_.signal
+                                         : static_cast<int>(rootExit_.status);
+      return o;
+    }
     if (opts_.checkOnly) {
       if (!check_.problems.empty()) {
         o.exitCode = 1;
@@ -144,14 +175,12 @@ class RestoreEvents : public SessionEvents {
         return o;
       }
       o.messages.push_back("crpipe: check-only: " + std::to_string(plan_.tasks.size()) +
-                           " tasks restored up to " + phaseName(kLastPhase) +
+                           " tasks restored up to " + phaseName(kCheckOnlyLastPhase) +
                            " match the images; the tree was killed");
       return o;
     }
     o.exitCode = 1;
-    o.messages.push_back("crpipe: the tree's processes and fds were restored, but memory "
-                         "restore is not implemented yet (issue 4); the restored tree was "
-                         "killed");
+    o.messages.push_back("crpipe: restore failed: the restore ended before the tree resumed");
     return o;
   }
 
@@ -183,13 +212,15 @@ class RestoreEvents : public SessionEvents {
   void phaseComplete() {
     log_.info("phase %s: %zu tasks in %.3f ms", phaseName(current_), plan_.tasks.size(),
               nowMs() - phaseStart_);
-    if (current_ == kLastPhase) {
-      if (opts_.checkOnly) {
-        // Every restorer is blocked on its channel now: /proc shows the tree as it stands
-        // before memory restore.
-        check_ = checkRestoredTree(plan_, serviceFds_);
-      }
+    if (opts_.checkOnly && current_ == kCheckOnlyLastPhase) {
+      // Every restorer is blocked on its channel now: /proc shows the tree as it stands
+      // before memory restore.
+      check_ = checkRestoredTree(plan_, serviceFds_);
       killAll();
+      return;
+    }
+    if (current_ == RestorePhase::MEMORY) {
+      runMemoryAndResume();
       return;
     }
     auto next = nextPhase(current_);
@@ -197,6 +228,55 @@ class RestoreEvents : public SessionEvents {
     if (!st) {
       abort(st.error().str());
     }
+  }
+
+  // The memory and resume phases are the coordinator's own: every restorer answered
+  // PhaseDone{memory} and blocks on its channel; the injector seizes each and makes it
+  // its task, then resume gives every thread its registers and lets all go at once. The
+  // loop waits meanwhile (a few ms per task plus the page copy).
+  void runMemoryAndResume() {
+    injecting_ = true;
+    auto st = injector_->restoreMemory();
+    if (!st) {
+      abort(st.error().str());
+      return;
+    }
+    log_.info("phase memory: %zu tasks, %llu threads, %.1f MiB of pages in %.3f ms",
+              plan_.tasks.size(), static_cast<unsigned long long>(injector_->threadCount()),
+              static_cast<double>(injector_->bytesFilled()) / (1 << 20), nowMs() - phaseStart_);
+    current_ = kLastPhase;
+    phaseStart_ = nowMs();
+    st = injector_->resume();
+    if (!st) {
+      abort(st.error().str());
+      return;
+    }
+    resumed_ = true;
+    log_.info("phase resume: %zu tasks in %.3f ms", plan_.tasks.size(), nowMs() - phaseStart_);
+    view_.clear();
+    // Tasks orphaned from now on are not crpipe's to reap.
+    ::prctl(PR_SET_CHILD_SUBREAPER, 0);
+    if (!opts_.pidfile.empty()) {
+      auto w = writePidfile(opts_.pidfile, plan_.tasks[0].pid);
+      if (!w) {
+        log_.warn("%s", w.error().str().c_str());
+      }
+    }
+    if (opts_.detach && root_ != nullptr && root_->process) {
+      root_->process->release();
+    }
+  }
+
+  static Status writePidfile(const std::string& path, pid_t pid) {
+    UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+    if (!fd.valid()) {
+      return failSys("--pidfile " + path);
+    }
+    std::string text = std::to_string(pid) + "\n";
+    if (::write(fd.get(), text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
+      return failSys("--pidfile " + path + ": write");
+    }
+    return {};
   }
 
   // A restorer's own Failure says what went wrong; a channel that ends or a restorer that
@@ -234,6 +314,7 @@ class RestoreEvents : public SessionEvents {
 
   const RestoreOptions& opts_;
   const RestorePlan& plan_;
+  inject::TreeInjector* injector_;
   ProgressView& view_;
   Log& log_;
   std::map<Stage*, pid_t> tasks_;
@@ -244,6 +325,9 @@ class RestoreEvents : public SessionEvents {
   std::set<pid_t> done_;
   double phaseStart_ = 0;
   bool finishing_ = false;
+  bool injecting_ = false;  // the coordinator took the restorers over (memory phase)
+  bool resumed_ = false;    // the tree runs
+  StageExit rootExit_;
   std::string failure_;
   std::string fallback_;
   TreeCheck check_;
@@ -354,7 +438,15 @@ Outcome runRestore(const RestoreOptions& opts, ProgressView& view, Log& log,
   // Restorers whose parents die become ours, to be reaped here, not left to init.
   ::prctl(PR_SET_CHILD_SUBREAPER, 1);
 
-  RestoreEvents events(opts, *plan, view, log);
+  // The process state of every task, parsed and checked before anything is created.
+  inject::TreeInjector injector(images, *plan, log);
+  if (!opts.checkOnly) {
+    auto ok = injector.load();
+    if (!ok) {
+      return failed(ok.error().str() + "; nothing was restored");
+    }
+  }
+  RestoreEvents events(opts, *plan, &injector, view, log);
   Outcome result;
   {
     Session session(events);
@@ -408,7 +500,9 @@ Outcome runRestore(const RestoreOptions& opts, ProgressView& view, Log& log,
       events.onSignal(SIGTERM);  // kills what exists
     }
     session.run();
-    reapTree(*plan);
+    if (!events.resumed()) {
+      reapTree(*plan);
+    }
     result = events.outcome();
     report = events.report();
     if (!st) {

@@ -25,6 +25,14 @@ class RestoreImages {
   // The entries of one image file ("pstree.img"); empty if the dump has none.
   const std::vector<ImageEntryData>& entries(const std::string& name) const;
   bool has(const std::string& name) const { return images_.contains(name); }
+  // Every image file name the dump has, sorted.
+  std::vector<std::string> names() const {
+    std::vector<std::string> out;
+    for (const auto& [name, entries] : images_) {
+      out.push_back(name);
+    }
+    return out;
+  }
 
  private:
   std::map<uint32_t, std::string> names_;

@@ -62,6 +62,9 @@ class StageProcess {
   bool exited() const { return exited_; }
   const StageExit& exit() const { return exit_; }
   void signal(int sig);
+  // Stops watching a child started with spawnWithPid and leaves it running (a restored
+  // tree that `restore -d` leaves behind): it is no longer killed when this goes away.
+  void release();
 
  private:
   struct Handle;

@@ -168,6 +168,21 @@ void StageProcess::closePidfdHandle() {
 
 namespace crpipe {
 
+void StageProcess::release() {
+  if (pidfdHandle_ == nullptr || exited_) {
+    return;
+  }
+  PidfdHandle* h = std::exchange(pidfdHandle_, nullptr);
+  h->owner = nullptr;
+  uv_poll_stop(&h->poll);
+  exited_ = true;
+  uv_close(reinterpret_cast<uv_handle_t*>(&h->poll), [](uv_handle_t* hh) {
+    auto* ph = reinterpret_cast<PidfdHandle*>(hh);
+    ::close(ph->pidfd);
+    delete ph;
+  });
+}
+
 pid_t StageProcess::pidfdPid() const { return pidfdHandle_->pid; }
 
 void StageProcess::pidfdSignal(int sig) {

@@ -77,6 +77,13 @@ class SyscallSession {
   void setRegsOnEnd(const user_regs_struct& regs) { final_ = regs; }
   void setSigmaskOnEnd(uint64_t mask) { finalMask_ = mask; }
 
+  // For the restorer, which replaces the whole address space: run the following syscalls
+  // from this `syscall` instruction (a trampoline it mapped), and forget the rseq area of
+  // the old one (unregistered and unmapped: end() must not write rseq_cs back into it).
+  void setSyscallInsn(uint64_t insn) { insn_ = insn; }
+  void forgetRseq() { rseqCsAddr_ = 0; }
+  uint64_t rseqCsAddr() const { return rseqCsAddr_; }
+
   pid_t tid() const { return tid_; }
   uint64_t syscallInsn() const { return insn_; }
 

@@ -1,0 +1,277 @@
+#include "coordinator/inject/tree_injector.h"
+
+#include <linux/sched.h>
+#include <sys/mman.h>
+#include <sys/ptrace.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+
+#include "common/proc.h"
+#include "common/ptrace/regs.h"
+
+namespace crpipe::inject {
+
+namespace {
+
+constexpr uint32_t kVmaAnonShared = 1 << 8;
+
+// Waits for `tid` to be in a PTRACE_EVENT_STOP; signal-delivery stops on the way are
+// swallowed (a restorer ignores or dies of every signal it might get meanwhile).
+Status waitEventStop(pid_t tid, const std::string& what) {
+  for (;;) {
+    int status = 0;
+    pid_t r = ::waitpid(tid, &status, __WALL);
+    if (r < 0) {
+      if (errno == EINTR) {
+        continue;
+      }
+      return fail(Error::sys("tid " + std::to_string(tid) + ": " + what + ": waitpid"));
+    }
+    if (!WIFSTOPPED(status)) {
+      return failMsg("tid " + std::to_string(tid) + ": " + what + ": the restorer ended (status " +
+                     std::to_string(status) + ")");
+    }
+    if ((status >> 16) == PTRACE_EVENT_STOP) {
+      return {};
+    }
+    if (::ptrace(PTRACE_CONT, tid, nullptr, nullptr) < 0) {
+      return fail(Error::sys("tid " + std::to_string(tid) + ": " + what + ": PTRACE_CONT"));
+    }
+  }
+}
+
+}  // namespace
+
+TreeInjector::TreeInjector(const RestoreImages& images, const RestorePlan& plan, Log& log)
+    : images_(images), plan_(plan), log_(log) {}
+
+TreeInjector::~TreeInjector() {
+  // A failed restore: the coordinator killed the tree; the sessions only find dead threads.
+  tasks_.clear();
+  dropShmemObjects();
+}
+
+uint64_t TreeInjector::threadCount() const {
+  uint64_t n = 0;
+  for (const auto& t : taskImages_) {
+    n += t.threads.size();
+  }
+  return n;
+}
+
+Status TreeInjector::load() {
+  for (const auto& tp : plan_.tasks) {
+    auto ti = loadTaskImage(images_, tp.pstree);
+    if (!ti) {
+      return fail(std::move(ti).error().context("pid " + std::to_string(tp.pid)));
+    }
+    taskImages_.push_back(std::move(*ti));
+  }
+  auto sh = loadShmemImages(images_);
+  if (!sh) {
+    return fail(std::move(sh).error());
+  }
+  shmemImages_ = std::move(*sh);
+  return {};
+}
+
+Status TreeInjector::createShmemObjects() {
+  // Each object as large as its largest use (offset + length) in any task.
+  std::map<uint64_t, uint64_t> sizes;
+  for (const auto& t : taskImages_) {
+    for (const auto& v : t.mm.vmas()) {
+      if ((v.status() & kVmaAnonShared) != 0) {
+        uint64_t& sz = sizes[v.shmid()];
+        sz = std::max<uint64_t>(sz, v.pgoff() + (v.end() - v.start()));
+      }
+    }
+  }
+  for (const auto& [shmid, size] : sizes) {
+    void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+      return failSys("shared anonymous object " + std::to_string(shmid) + ": mmap " +
+                     std::to_string(size) + " bytes");
+    }
+    ShmemObject obj;
+    obj.addr = reinterpret_cast<uint64_t>(p);
+    obj.size = size;
+    char path[128];
+    snprintf(path, sizeof(path), "/proc/%d/map_files/%llx-%llx", ::getpid(),
+             static_cast<unsigned long long>(obj.addr),
+             static_cast<unsigned long long>(obj.addr + size));
+    obj.path = path;
+    shmem_.emplace(shmid, obj);
+    auto runs = shmemImages_.find(shmid);
+    if (runs == shmemImages_.end()) {
+      continue;  // never written: zeroes
+    }
+    size_t off = 0;
+    for (const auto& e : runs->second.entries) {
+      size_t len = e.nr_pages() * 4096;
+      if (e.vaddr() + len > size) {
+        return failMsg("pagemap-shmem-" + std::to_string(shmid) + ".img: pages at offset " +
+                       std::to_string(e.vaddr()) + " lie beyond every mapping of the object");
+      }
+      std::memcpy(static_cast<char*>(p) + e.vaddr(), runs->second.pages.data() + off, len);
+      off += len;
+    }
+    bytesFilled_ += off;
+  }
+  return {};
+}
+
+void TreeInjector::dropShmemObjects() {
+  for (const auto& [id, obj] : shmem_) {
+    ::munmap(reinterpret_cast<void*>(obj.addr), obj.size);
+  }
+  shmem_.clear();
+}
+
+Status TreeInjector::seize(pid_t pid) {
+  if (::ptrace(PTRACE_SEIZE, pid, nullptr, reinterpret_cast<void*>(kTraceOptions)) < 0) {
+    return fail(Error::sys("pid " + std::to_string(pid) + ": PTRACE_SEIZE of its restorer"));
+  }
+  seized_.push_back(pid);
+  if (::ptrace(PTRACE_INTERRUPT, pid, nullptr, nullptr) < 0) {
+    return fail(Error::sys("pid " + std::to_string(pid) + ": PTRACE_INTERRUPT"));
+  }
+  return waitEventStop(pid, "stop the restorer");
+}
+
+Status TreeInjector::restoreMemory() {
+  CRPIPE_TRY(createShmemObjects());
+  for (size_t i = 0; i < plan_.tasks.size(); ++i) {
+    auto t = std::make_unique<InjectedTask>();
+    t->pid = plan_.tasks[i].pid;
+    t->image = &taskImages_[i];
+    t->files = &plan_.files;
+    t->shmem = &shmem_;
+    t->serviceFdBase = plan_.serviceFdBase;
+    t->log = &log_;
+    tasks_.push_back(std::move(t));
+    CRPIPE_TRY(restoreTask(*tasks_.back()));
+  }
+  // Every sharer mapped its objects: the coordinator's own mappings can go.
+  dropShmemObjects();
+  return {};
+}
+
+Status TreeInjector::restoreTask(InjectedTask& t) {
+  CRPIPE_TRY(seize(t.pid));
+  auto regs = getRegs(t.pid);
+  if (!regs) {
+    return fail(std::move(regs).error());
+  }
+  auto insn = findSyscallInsn(t.pid, *regs);
+  if (!insn) {
+    return fail(std::move(insn).error());
+  }
+  auto s = SyscallSession::begin(t.pid, *insn, kTraceOptions);
+  if (!s) {
+    return fail(std::move(s).error());
+  }
+  t.threads.push_back({t.pid, &t.image->threads[0], std::move(*s)});
+
+  std::vector<std::pair<uint64_t, uint64_t>> current;
+  {
+    auto maps = readProcFile("/proc/" + std::to_string(t.pid) + "/maps");
+    if (!maps) {
+      return fail(std::move(maps).error());
+    }
+    size_t pos = 0;
+    while (pos < maps->size()) {
+      unsigned long long a = 0, b = 0;
+      if (sscanf(maps->c_str() + pos, "%llx-%llx", &a, &b) == 2) {
+        current.emplace_back(a, b);
+      }
+      size_t nl = maps->find('\n', pos);
+      pos = nl == std::string::npos ? maps->size() : nl + 1;
+    }
+  }
+  CRPIPE_TRY(mapTrampoline(t, current));
+  CRPIPE_TRY(restoreAddressSpace(t, &bytesFilled_));
+  CRPIPE_TRY(restoreProcessState(t));
+  CRPIPE_TRY(createThreads(t));
+  for (auto& th : t.threads) {
+    CRPIPE_TRY(restoreThreadState(t, th));
+  }
+  CRPIPE_TRY(queuePendingSignals(t));
+  for (auto& th : t.threads) {
+    CRPIPE_TRY(restoreCredentials(t, th));
+    setFinalRegisters(th);
+  }
+  return {};
+}
+
+Status TreeInjector::createThreads(InjectedTask& t) {
+  // Each thread with its dumped tid, by clone3 inside the task; PTRACE_O_TRACECLONE gives
+  // it to us stopped before it runs an instruction, so its registers are ours to set.
+  for (size_t i = 1; i < t.image->threads.size(); ++i) {
+    const ThreadImage& ti = t.image->threads[i];
+    const std::string w = t.where() + " thread " + std::to_string(ti.tid);
+    int32_t tid = ti.tid;
+    auto tidAddr = t.put(1024, &tid, sizeof(tid));
+    if (!tidAddr) {
+      return fail(std::move(tidAddr).error());
+    }
+    clone_args args{};
+    args.flags = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD |
+                 CLONE_SYSVSEM;
+    args.set_tid = *tidAddr;
+    args.set_tid_size = 1;
+    auto argsAddr = t.put(0, &args, sizeof(args));
+    if (!argsAddr) {
+      return fail(std::move(argsAddr).error());
+    }
+    auto r = t.leader().callChecked("clone3", SYS_clone3, {*argsAddr, sizeof(args)});
+    if (!r) {
+      if (r.error().err() == EEXIST) {
+        return failMsg(w + ": the tid is taken by another process");
+      }
+      return fail(std::move(r).error().context(w));
+    }
+    if (static_cast<pid_t>(*r) != ti.tid) {
+      return failMsg(w + ": clone3 gave tid " + std::to_string(*r));
+    }
+    CRPIPE_TRY(waitEventStop(ti.tid, "new thread"));
+    auto s = SyscallSession::begin(ti.tid, t.trampoline, kTraceOptions);
+    if (!s) {
+      return fail(std::move(s).error().context(w));
+    }
+    t.threads.push_back({ti.tid, &ti, std::move(*s)});
+  }
+  return {};
+}
+
+Status TreeInjector::resume() {
+  for (auto& t : tasks_) {
+    // Threads first: the leader's last injected syscall unmaps the trampoline they ran on.
+    for (size_t i = t->threads.size(); i-- > 0;) {
+      auto& th = t->threads[i];
+      if (i == 0) {
+        CRPIPE_TRY_CTX(th.session->callChecked("munmap", SYS_munmap,
+                                               {t->trampoline, kTrampolineSize}),
+                       t->where() + ": unmap the trampoline");
+      }
+      CRPIPE_TRY_CTX(th.session->end(), t->where() + ": registers of tid " + std::to_string(th.tid));
+      CRPIPE_TRY_CTX(restoreFpu(th.tid, *th.image), t->where());
+    }
+  }
+  // Every thread of every task is ready: let them all go.
+  for (auto& t : tasks_) {
+    for (auto& th : t->threads) {
+      if (::ptrace(PTRACE_DETACH, th.tid, nullptr, nullptr) < 0) {
+        return fail(Error::sys(t->where() + ": PTRACE_DETACH tid " + std::to_string(th.tid)));
+      }
+    }
+  }
+  tasks_.clear();
+  return {};
+}
+
+}  // namespace crpipe::inject
