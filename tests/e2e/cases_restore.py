@@ -10,7 +10,7 @@ import subprocess
 import time
 
 from harness import (CRPIPE, TestFailure, Workload, check, crpipe, dump, images_dir, reap,
-                     session_pids, show)
+                     session_pids, show, verify_restored)
 
 O_ACCMODE, O_WRONLY, O_RDWR, O_APPEND, O_NONBLOCK = 0o3, 0o1, 0o2, 0o2000, 0o4000
 
@@ -153,14 +153,14 @@ def test_restore_from_stream():
         check_nothing_left([r["pid"], r["child"]])
 
 
-def test_restore_without_check_only_says_issue_4():
+def test_restore_files_pipes_runs_on():
+    """Without --check-only the tree comes back whole and checks its own fds (issue 4)."""
     with Workload("files_pipes", ".") as w:
         r = w.wait_ready()
         img = dump_and_kill(w)
-        rc, _, err = restore(img)
-        check(rc != 0 and "memory restore is not implemented yet (issue 4)" in err,
-              f"expected the issue 4 message:\n{err}")
-        check_nothing_left([r["pid"], r["child"]])
+        rc, _, err = restore(img, "-d")
+        check(rc == 0, f"restore failed:\n{err}")
+        verify_restored(w, r["pid"])
 
 
 def test_restore_onto_taken_pid_refused():

@@ -232,3 +232,37 @@ def compare_unix_with_kernel(images, kernel):
             got = sum(q["length"] for q in queues.get(e["id"], []))
             check(got == k["recvq"], f"socket {ino}: {got} bytes queued in images, "
                                      f"kernel says {k['recvq']}")
+
+
+def pid_alive(pid):
+    """Running or stopped, not a zombie (a zombie is reaped here when it is our child)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    if state == "Z":
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        return False
+    return True
+
+
+def verify_restored(w, pid, timeout=30):
+    """Like Workload.verify for a tree that `crpipe run restore -d` brought back: its root is
+    not the process the harness started (it is the harness's child only once crpipe exited,
+    through the subreaper), so the PASS/FAIL line in the log and the pid disappearing say
+    that it finished."""
+    os.kill(pid, signal.SIGUSR1)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        reap()
+        lines = w.output().splitlines()
+        last = lines[-1] if lines else ""
+        if (last.startswith("PASS") or last.startswith("FAIL")) and not pid_alive(pid):
+            check(last.startswith("PASS"), f"restored workload failed:\n{w.output()}")
+            return
+        time.sleep(0.01)
+    raise TestFailure(f"restored workload did not finish verifying:\n{w.output()}")
