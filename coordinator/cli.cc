@@ -22,6 +22,10 @@ enum LongOnly {
   kPidfile,
   kShellJob,
   kCheckOnly,
+  kStopBefore,
+  kUnixNameMap,
+  kExtUnixSkDead,
+  kInheritFd,
 };
 
 Result<pid_t> parsePid(const char* s) {
@@ -178,6 +182,11 @@ Result<Command> parseRunRestore(int argc, char** argv) {
                                  {"pidfile", required_argument, nullptr, kPidfile},
                                  {"shell-job", no_argument, nullptr, kShellJob},
                                  {"check-only", no_argument, nullptr, kCheckOnly},
+                                 {"stop-before", required_argument, nullptr, kStopBefore},
+                                 {"unix-name-map", required_argument, nullptr, kUnixNameMap},
+                                 {"ext-unix-sk", optional_argument, nullptr, kExtUnixSk},
+                                 {"ext-unix-sk-dead", required_argument, nullptr, kExtUnixSkDead},
+                                 {"inherit-fd", required_argument, nullptr, kInheritFd},
                                  {"log-file", required_argument, nullptr, 'o'},
                                  {"verbosity", optional_argument, nullptr, 'v'},
                                  {"help", no_argument, nullptr, 'h'},
@@ -203,6 +212,65 @@ Result<Command> parseRunRestore(int argc, char** argv) {
       case kCheckOnly:
         r.checkOnly = true;
         break;
+      case kStopBefore:
+        if (std::string(optarg) != "memory") {
+          return failMsg("--stop-before: only 'memory' is supported");
+        }
+        r.stopBeforeMemory = true;
+        break;
+      case kUnixNameMap: {
+        std::string m = optarg;
+        auto eq = m.find('=');
+        if (eq == std::string::npos || eq == 0 || eq + 1 == m.size()) {
+          return failMsg("--unix-name-map " + m + ": expected OLD=NEW");
+        }
+        r.unixNameMap.emplace_back(m.substr(0, eq), m.substr(eq + 1));
+        break;
+      }
+      case kExtUnixSk: {
+        // Bare: reconnect external datagram clients by name. INO[=PATH]: reconnect the
+        // (stream/seqpacket) socket INO to its dump-time peer name, or to PATH.
+        const char* v = optarg != nullptr ? optarg : (optind < argc && argv[optind][0] >= '0' &&
+                                                       argv[optind][0] <= '9')
+                                                          ? argv[optind++]
+                                                          : nullptr;
+        if (v == nullptr) {
+          r.extUnixSk = true;
+          break;
+        }
+        std::string m = v;
+        auto eq = m.find('=');
+        char* end = nullptr;
+        unsigned long ino = std::strtoul(m.c_str(), &end, 10);
+        if (end == m.c_str() || (*end != '\0' && *end != '=')) {
+          return failMsg("--ext-unix-sk " + m + ": expected INO[=PATH]");
+        }
+        r.extUnixSkInodes[static_cast<uint32_t>(ino)] =
+            eq == std::string::npos ? std::string() : m.substr(eq + 1);
+        break;
+      }
+      case kExtUnixSkDead: {
+        char* end = nullptr;
+        unsigned long ino = std::strtoul(optarg, &end, 10);
+        if (end == optarg || *end != '\0') {
+          return failMsg(std::string("--ext-unix-sk-dead ") + optarg + ": expected INO");
+        }
+        r.unixDead.insert(static_cast<uint32_t>(ino));
+        break;
+      }
+      case kInheritFd: {
+        // fd[N]:RESOURCE, as CRIU spells it.
+        std::string m = optarg;
+        auto close = m.find("]:");
+        char* end = nullptr;
+        long n = m.starts_with("fd[") ? std::strtol(m.c_str() + 3, &end, 10) : -1;
+        if (n < 0 || close == std::string::npos || end != m.c_str() + close ||
+            close + 2 == m.size()) {
+          return failMsg("--inherit-fd " + m + ": expected fd[N]:RESOURCE");
+        }
+        r.inheritFds.emplace_back(static_cast<int>(n), m.substr(close + 2));
+        break;
+      }
       case 'o':
         r.log.file = optarg;
         break;
@@ -435,7 +503,9 @@ commands:
 std::string runHelp() {
   return R"(usage: crpipe run dump -t PID (-D DIR | --stream FILE|-) [options]
        crpipe run restore (-D DIR | --stream FILE|-) [-d] [--pidfile FILE] [--shell-job]
-                          [--check-only] [-v N] [-o LOG]
+                          [--check-only | --stop-before memory] [--unix-name-map OLD=NEW]
+                          [--ext-unix-sk[=INO[=PATH]]] [--ext-unix-sk-dead INO]
+                          [--inherit-fd fd[N]:RESOURCE] [-v N] [-o LOG]
 
 run dump starts crpipe-collector and crpipe-serializer joined by unix sockets. The
 collector freezes every thread of the tree under PID and streams its state; the
@@ -479,8 +549,25 @@ options:
                           position, flags, owner, pipe data, shared descriptions), print
                           what was found as JSON on stdout, kill the tree, exit 0 if it
                           all matches the images
+  --stop-before memory    development mode: restore up to share-fds, then leave every
+                          restored task alive, blocked in pause() with only its own fds
+                          (the restorer's channel and log closed), print
+                          "restored root pid N" on stdout and exit 0; the caller dumps or
+                          inspects the tree and kills it
   --shell-job             the root task may belong to a session and group outside the
                           dump: it joins crpipe's
+  --unix-name-map OLD=NEW rewrite a unix socket name on restore (bind, connect and the
+                          sender addresses of queued datagrams); a path or @abstract name,
+                          or a directory prefix ending in '/'; repeatable
+  --ext-unix-sk           reconnect datagram sockets whose peer was outside the tree to
+                          the peer's dump-time name
+  --ext-unix-sk=INO[=PATH] reconnect socket INO (any type) whose peer was outside the tree
+                          to the peer's dump-time name, or to PATH
+  --ext-unix-sk-dead INO  restore socket INO, whose peer was outside the tree, as a
+                          connection whose peer has gone (reads get EOF, writes EPIPE)
+  --inherit-fd fd[N]:RES  take RES from crpipe's fd N instead of creating it:
+                          socket:[INO] (--external unix[INO]), file[MNT_ID:INODE],
+                          pipe:[INO]; an option that matches nothing is an error
   -d, --restore-detached  leave the restored tree running (issue 4)
   --pidfile FILE          write the root's pid there once it runs (issue 4)
   -v[N], -o LOG           as for run dump

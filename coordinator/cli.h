@@ -3,6 +3,8 @@
 #include <sys/types.h>
 
 #include <optional>
+#include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -45,6 +47,13 @@ struct RestoreOptions {
   std::string pidfile;                // --pidfile (written once the tree runs: issue 4)
   bool shellJob = false;              // --shell-job: the root joins crpipe's session/group
   bool checkOnly = false;             // --check-only: development mode, see run --help
+  bool stopBeforeMemory = false;      // --stop-before memory: development mode, see run --help
+  // Unix sockets (issue 5).
+  std::vector<std::pair<std::string, std::string>> unixNameMap;  // --unix-name-map OLD=NEW
+  bool extUnixSk = false;                                        // bare --ext-unix-sk
+  std::map<uint32_t, std::string> extUnixSkInodes;  // --ext-unix-sk=INO[=PATH] ("" = dump-time name)
+  std::set<uint32_t> unixDead;                      // --ext-unix-sk-dead INO
+  std::vector<std::pair<int, std::string>> inheritFds;  // --inherit-fd fd[N]:RESOURCE
 };
 
 struct StageOptions {

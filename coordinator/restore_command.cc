@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <map>
 #include <set>
 
@@ -212,6 +213,9 @@ class RestoreEvents : public SessionEvents {
   void phaseComplete() {
     log_.info("phase %s: %zu tasks in %.3f ms", phaseName(current_), plan_.tasks.size(),
               nowMs() - phaseStart_);
+    if (opts_.stopBeforeMemory && current_ == RestorePhase::SHARE_FDS) {
+      park();
+    }
     if (opts_.checkOnly && current_ == kCheckOnlyLastPhase) {
       // Every restorer is blocked on its channel now: /proc shows the tree as it stands
       // before memory restore.
@@ -277,6 +281,25 @@ class RestoreEvents : public SessionEvents {
       return failSys("--pidfile " + path + ": write");
     }
     return {};
+  }
+
+  // --stop-before memory: every restorer cleared PR_SET_PDEATHSIG before its PhaseDone
+  // and parks (closes its service fds, pause()) when its channel ends. crpipe leaves
+  // without waiting for them: the tree lives on, to be inspected, dumped and killed by
+  // the caller (crpipe's own parent, or the nearest subreaper, reaps it).
+  [[noreturn]] void park() {
+    log_.info("stop before memory: the restored tree (root %d) is left in pause()",
+              plan_.tasks[0].pid);
+    view_.clear();
+    std::printf("restored root pid %d\n", plan_.tasks[0].pid);
+    std::fflush(stdout);
+    for (auto& [s, pid] : tasks_) {
+      if (s->control) {
+        s->control->shutdownWrite();
+      }
+    }
+    std::fflush(stderr);
+    ::_exit(0);
   }
 
   // A restorer's own Failure says what went wrong; a channel that ends or a restorer that
@@ -419,6 +442,19 @@ Outcome runRestore(const RestoreOptions& opts, ProgressView& view, Log& log,
   po.shellJob = opts.shellJob;
   po.callerSid = ::getsid(0);
   po.callerPgid = ::getpgid(0);
+  po.stopBeforeMemory = opts.stopBeforeMemory;
+  po.extUnixSk = opts.extUnixSk;
+  po.extUnixSkInodes = opts.extUnixSkInodes;
+  po.unixDead = opts.unixDead;
+  po.unixNameMap = opts.unixNameMap;
+  if (!opts.inheritFds.empty()) {
+    return failed("--inherit-fd fd[" + std::to_string(opts.inheritFds.front().first) + "]:" +
+                  opts.inheritFds.front().second + ": inheriting fds is not implemented yet");
+  }
+  if (opts.checkOnly && opts.stopBeforeMemory) {
+    return failed("--check-only and --stop-before are two different development modes; "
+                  "choose one");
+  }
   auto plan = makeRestorePlan(images, po);
   if (!plan) {
     return failed(plan.error().str() + "; nothing was restored");

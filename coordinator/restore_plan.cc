@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <set>
 
+#include "coordinator/unix_plan.h"
 #include "restorer/kinds/registry.h"
 
 namespace crpipe {
@@ -146,20 +147,6 @@ Result<RestorePlan> makeRestorePlan(const RestoreImages& images, const PlanOptio
     }
   }
 
-  // Unix sockets first: whatever else an image holds, this is the refusal to see.
-  for (const auto& t : plan.tasks) {
-    const std::string img = "fdinfo-" + std::to_string(t.pid) + ".img";
-    for (const auto& e : images.entries(img)) {
-      images::FdinfoEntry fd;
-      if (fd.ParseFromString(e.payload) && fd.type() == images::UNIXSK) {
-        auto file = plan.files.find(fd.id());
-        uint32_t ino = file != plan.files.end() ? file->second.usk().ino() : 0;
-        return failMsg(fdWhere(t.pid, fd.fd()) + ": unix socket (ino " + std::to_string(ino) +
-                       "): restoring unix sockets is not implemented yet (issue 5)");
-      }
-    }
-  }
-
   auto kinds = restorer::makeRestoreKinds();
   // Every description of one group (a pipe's ends, a FIFO's opens, else one description)
   // is created by the first task that holds any of them, in pstree and fd order.
@@ -179,10 +166,6 @@ Result<RestorePlan> makeRestorePlan(const RestoreImages& images, const PlanOptio
         return failMsg(where + ": file id " + std::to_string(fd->id()) + " is not in files.img");
       }
       const images::FileEntry& fe = file->second;
-      if (fe.type() == images::UNIXSK) {
-        return failMsg(where + ": unix socket (ino " + std::to_string(fe.usk().ino()) +
-                       "): restoring unix sockets is not implemented yet (issue 5)");
-      }
       restorer::RestoreKind* kind = restorer::findKind(kinds, fe.type());
       if (kind == nullptr) {
         return failMsg(where + ": files of type " + images::FdTypes_Name(fe.type()) +
@@ -199,6 +182,9 @@ Result<RestorePlan> makeRestorePlan(const RestoreImages& images, const PlanOptio
       t.fds.push_back(std::move(*fd));
     }
   }
+  // Unix sockets: their own planner decides who makes each (and overrides the above).
+  CRPIPE_TRY(planUnixSockets(images, opts, plan, creator));
+  plan.parkAfterShare = opts.stopBeforeMemory;
   // Who creates what, who sends what to whom.
   std::map<pid_t, TaskPlan*> byPid;
   for (auto& t : plan.tasks) {
@@ -252,6 +238,11 @@ void RestorePlan::fillOrder(size_t i, const std::string& token,
   }
   // The descriptions this task creates, then what they refer to (a FIFO's path entry).
   std::vector<uint32_t> ids = t.creates;
+  for (uint32_t id : t.unixRefs) {
+    if (std::find(ids.begin(), ids.end(), id) == ids.end()) {
+      ids.push_back(id);
+    }
+  }
   for (uint32_t id : t.creates) {
     const auto& fe = files.at(id);
     if (fe.type() == images::FIFO && fe.fifo().has_regf_id()) {
@@ -298,6 +289,30 @@ void RestorePlan::fillOrder(size_t i, const std::string& token,
     re[static_cast<unsigned>(k)].setFileId(t.receives[k].first);
     re[static_cast<unsigned>(k)].setPeer(t.receives[k].second);
   }
+  auto us = out.initUnixSockets(static_cast<unsigned>(t.unixOrders.size()));
+  for (size_t k = 0; k < t.unixOrders.size(); ++k) {
+    const auto& o = t.unixOrders[k];
+    auto u = us[static_cast<unsigned>(k)];
+    u.setFileId(o.fileId);
+    u.setRole(o.role);
+    u.setPartner(o.partner);
+    u.setConnectTo(kj::arrayPtr(reinterpret_cast<const kj::byte*>(o.connectTo.data()),
+                                o.connectTo.size()));
+  }
+  size_t nq = 0;
+  for (uint32_t id : t.queueWrites) {
+    nq += skQueues.at(id).size();
+  }
+  auto sq = out.initSkQueues(static_cast<unsigned>(nq));
+  size_t k = 0;
+  for (uint32_t id : t.queueWrites) {
+    for (const auto& m : skQueues.at(id)) {
+      auto q = sq[static_cast<unsigned>(k++)];
+      q.setEntry(kj::arrayPtr(reinterpret_cast<const kj::byte*>(m.payload.data()), m.payload.size()));
+      q.setData(kj::arrayPtr(reinterpret_cast<const kj::byte*>(m.trailing.data()), m.trailing.size()));
+    }
+  }
+  out.setParkAfterShare(parkAfterShare);
 }
 
 }  // namespace crpipe

@@ -3,6 +3,7 @@
 #include <sys/types.h>
 
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -29,10 +30,27 @@ struct TaskPlan {
   std::vector<uint32_t> creates;                       // file ids this task creates
   std::vector<std::pair<uint32_t, pid_t>> sends;       // (file id, receiver)
   std::vector<std::pair<uint32_t, pid_t>> receives;    // (file id, sender)
+  // Unix sockets (coordinator/unix_plan.cc): how each socket this task creates comes to
+  // be, the entries it needs besides its own, and the queued messages it writes back.
+  struct UnixOrder {
+    uint32_t fileId = 0;
+    proto::UnixRole role = proto::UnixRole::PLAIN;
+    uint32_t partner = 0;
+    std::string connectTo;
+  };
+  std::vector<UnixOrder> unixOrders;
+  std::vector<uint32_t> unixRefs;      // further unix entries this task needs to know
+  std::vector<uint32_t> queueWrites;   // socket ids whose queue this task writes back
 };
 
 struct PlanOptions {
   bool shellJob = false;
+  bool stopBeforeMemory = false;
+  // Unix sockets whose peer was outside the tree (issue 5).
+  bool extUnixSk = false;                           // reconnect dgram clients by name
+  std::map<uint32_t, std::string> extUnixSkInodes;  // ino -> "" (dump-time name) or PATH
+  std::set<uint32_t> unixDead;                      // ino: restore as a dead connection
+  std::vector<std::pair<std::string, std::string>> unixNameMap;
   pid_t callerSid = 0;
   pid_t callerPgid = 0;
 };
@@ -42,6 +60,8 @@ struct RestorePlan {
   std::map<uint32_t, images::FileEntry> files;
   std::map<uint32_t, ImageEntryData> pipeData;  // by pipe_id
   std::map<uint32_t, ImageEntryData> fifoData;
+  std::map<uint32_t, std::vector<ImageEntryData>> skQueues;  // by socket id, in queue order
+  bool parkAfterShare = false;
   int serviceFdBase = 0;
 
   const TaskPlan* task(pid_t pid) const;

@@ -150,6 +150,39 @@ struct TaskOrder {
   pipeData @10 :List(PipeData); # buffered data of the pipes and FIFOs this task creates
   sends @11 :List(FdTransfer);  # descriptions created here that other tasks also hold
   receives @12 :List(FdTransfer); # descriptions this task gets from others
+  unixSockets @13 :List(UnixSocketOrder); # issue 5: how each unix socket this task
+                                # creates comes to be (entries in `files`, with the
+                                # entries of the sockets they refer to)
+  skQueues @14 :List(SkQueue);  # queued messages this task writes back, in queue order
+  parkAfterShare @15 :Bool;     # development mode (--stop-before memory): when the
+                                # channel ends after shareFds, close the service fds and
+                                # wait (pause) instead of exiting
+}
+
+# How a restorer makes one unix socket (planned by coordinator/unix_plan.cc).
+enum UnixRole {
+  plain @0;           # socket(), bind its name, listen if it listened
+  pairFirst @1;       # socketpair() with `partner` (also created here); this end is [0]
+  pairSecond @2;      # the other end of a pairFirst
+  acceptViaTemp @3;   # accepted from a temporary listener bound at this socket's own name
+  connectViaTemp @4;  # connects to `partner`'s name (a temporary listener of another task
+                      # or of this one) and tells which end it is with a 4-byte tag
+  halfClosed @5;      # connected, its peer gone: made with a temporary peer that writes
+                      # the queue and is closed
+  external @6;        # its peer is outside the tree: reconnected by name, or left dead
+}
+
+struct UnixSocketOrder {
+  fileId @0 :UInt32;
+  role @1 :UnixRole;
+  partner @2 :UInt32;           # pair and via-temp roles: the other end's file id
+  connectTo @3 :Data;           # external: the name to connect to (empty: a dead connection)
+}
+
+# One queued message to write back (an SkPacketEntry of sk-queues.img and its bytes).
+struct SkQueue {
+  entry @0 :Data;
+  data @1 :Data;
 }
 
 struct ChannelFd {

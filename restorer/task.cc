@@ -131,6 +131,9 @@ int Task::run() {
       return 1;
     }
     if (!msg->has_value()) {
+      if (parkAfterShare_ && current_ == RestorePhase::SHARE_FDS) {
+        park();
+      }
       // The coordinator ended the restore (or died): nothing restored may stay behind.
       return 0;
     }
@@ -145,6 +148,10 @@ int Task::run() {
     if (!done) {
       sendFailure(done.error(), current_);
       return 1;
+    }
+    if (parkAfterShare_ && current_ == RestorePhase::SHARE_FDS) {
+      // The coordinator leaves once every task is done: nobody may die with it now.
+      ::prctl(PR_SET_PDEATHSIG, 0);
     }
     capnp::MallocMessageBuilder mb;
     auto d = mb.initRoot<proto::Message>().initPhaseDone();
@@ -189,6 +196,7 @@ Status Task::readOrder() {
     start_.channels.emplace(c.getPid(), UniqueFd(c.getFd()));
   }
   fdBase_ = o.getServiceFdBase();
+  parkAfterShare_ = o.getParkAfterShare();
   token_ = o.getToken();
   for (auto b : o.getFds()) {
     auto e = parseEntry<images::FdinfoEntry>(b, "fdinfo entry");
@@ -222,6 +230,10 @@ Status Task::readOrder() {
   }
   for (auto r : o.getReceives()) {
     receives_.emplace(r.getFileId(), r.getPeer());
+  }
+
+  for (auto& k : kinds_) {
+    CRPIPE_TRY(k->takeOrder(o, files_));
   }
 
   // What this task creates: the descriptions it holds and does not receive, and those it
@@ -407,7 +419,21 @@ Status Task::openDescriptions(RestorePhase p) {
   return {};
 }
 
+void Task::park() {
+  // --stop-before memory: the task keeps only its own fds and waits to be inspected,
+  // dumped or killed.
+  log_.debug("parked before memory");
+  std::fflush(start_.logSink);
+  ::close(::fileno(start_.logSink));
+  start_.control.reset();
+  for (;;) {
+    ::pause();
+  }
+}
+
 Status Task::shareAndInstall() {
+  // Kinds that asked for it do their last step before the hand-over.
+  CRPIPE_TRY(openDescriptions(RestorePhase::SHARE_FDS));
   if (!pending_.empty()) {
     return failMsg(where(pending_.begin()->second.front()) + ": still waiting for phase " +
                    phaseName(pending_.begin()->first));

@@ -51,6 +51,7 @@ class Task {
   Status setGroup(bool leaders);
   Status openDescriptions(RestorePhase p);
   Status shareAndInstall();
+  [[noreturn]] void park();
   // In a new child (clone3 returned 0): keeps only what the child needs and runs it.
   [[noreturn]] void becomeChild(pid_t pid);
 
@@ -84,6 +85,7 @@ class Task {
   std::map<RestorePhase, std::vector<uint32_t>> pending_;  // descriptions to open, by phase
   std::map<uint32_t, UniqueFd> made_;                      // file id -> description
   UniqueFd transport_;
+  bool parkAfterShare_ = false;  // --stop-before memory (development mode)
 };
 
 }  // namespace crpipe::restorer

@@ -3,6 +3,7 @@
 #include "restorer/kinds/fifo_kind.h"
 #include "restorer/kinds/pipe_kind.h"
 #include "restorer/kinds/regfile_kind.h"
+#include "restorer/kinds/unix_kind.h"
 
 namespace crpipe::restorer {
 
@@ -11,7 +12,7 @@ std::vector<std::unique_ptr<RestoreKind>> makeRestoreKinds() {
   kinds.push_back(std::make_unique<RegFileKind>());  // files, directories, devices by path
   kinds.push_back(std::make_unique<PipeKind>());     // pipes, with their buffered data
   kinds.push_back(std::make_unique<FifoKind>());     // FIFOs by path, with their data
-  // TODO(issue 5): kinds.push_back(std::make_unique<UnixSocketKind>());  // unix sockets
+  kinds.push_back(std::make_unique<UnixSocketKind>());  // unix sockets, in their phases
   return kinds;
 }
 

@@ -82,7 +82,15 @@ class RestoreKind {
   // restore; the message names the resource and why.
   virtual Status check(const images::FileEntry&) const { return {}; }
 
-  // Creates the description of `e` with its flags, position, owner and data.
+  // Reads what this kind needs from the task's order beyond the file entries (the unix
+  // sockets' roles and queues); called once, before the first phase.
+  virtual Status takeOrder(proto::TaskOrder::Reader, const std::map<uint32_t, images::FileEntry>&) {
+    return {};
+  }
+
+  // Creates the description of `e` with its flags, position, owner and data. A kind may
+  // also answer WaitFor(shareFds): it is then called once more right before the
+  // descriptions are handed over (the last moment to change names on the file system).
   virtual Result<OpenResult> open(OpenContext& ctx, const images::FileEntry& e) = 0;
 };
 

@@ -1,0 +1,356 @@
+#include "coordinator/unix_plan.h"
+
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <optional>
+#include <set>
+
+#include "protos/sk_unix.pb.h"
+
+namespace crpipe {
+
+namespace {
+
+constexpr uint32_t kUskExtern = 1u << 0;  // CRIU: an entry for a socket outside the tree
+
+struct Sock {
+  uint32_t id = 0;
+  images::UnixSkEntry* e = nullptr;
+};
+
+class UnionFind {
+ public:
+  uint32_t find(uint32_t x) {
+    auto it = parent_.try_emplace(x, x).first;
+    if (it->second == x) {
+      return x;
+    }
+    uint32_t r = find(it->second);
+    parent_[x] = r;
+    return r;
+  }
+  void join(uint32_t a, uint32_t b) { parent_[find(a)] = find(b); }
+
+ private:
+  std::map<uint32_t, uint32_t> parent_;
+};
+
+// A recorded name as users spell it: a path (without the kernel's trailing NUL) or
+// "@" and the abstract name.
+std::string spell(const std::string& raw) {
+  if (raw.empty()) {
+    return raw;
+  }
+  if (raw[0] == '\0') {
+    return "@" + raw.substr(1);
+  }
+  return std::string(raw.c_str());
+}
+
+std::string unspell(const std::string& s) {
+  if (!s.empty() && s[0] == '@') {
+    return std::string(1, '\0') + s.substr(1);
+  }
+  return s + std::string(1, '\0');
+}
+
+// --unix-name-map: an exact name, or a directory prefix (OLD ends with '/').
+std::optional<std::string> mapName(const PlanOptions& opts, const std::string& raw) {
+  if (raw.empty() || opts.unixNameMap.empty()) {
+    return std::nullopt;
+  }
+  const std::string s = spell(raw);
+  for (const auto& [from, to] : opts.unixNameMap) {
+    if (s == from) {
+      return unspell(to);
+    }
+    if (from.ends_with('/') && s.starts_with(from)) {
+      return unspell(to + (to.ends_with('/') ? "" : "/") + s.substr(from.size()));
+    }
+  }
+  return std::nullopt;
+}
+
+std::string sockWhere(const images::UnixSkEntry& e) {
+  return "unix socket ino " + std::to_string(e.ino()) + " (id " + std::to_string(e.id()) + ")";
+}
+
+bool isEmbryo(const images::UnixSkEntry& e) { return e.crpipe().listener() != 0; }
+bool isExtern(const images::UnixSkEntry& e) { return (e.uflags() & kUskExtern) != 0; }
+bool connectionType(const images::UnixSkEntry& e) {
+  return e.type() == SOCK_STREAM || e.type() == SOCK_SEQPACKET;
+}
+
+}  // namespace
+
+Status planUnixSockets(const RestoreImages& images, const PlanOptions& opts, RestorePlan& plan,
+                       std::map<uint32_t, pid_t>& creator) {
+  std::map<uint32_t, Sock> socks;        // by id: every unix entry but external peers
+  std::map<uint32_t, uint32_t> byIno;    // ino -> id (sockets with an inode)
+  for (auto& [id, fe] : plan.files) {
+    if (fe.type() != images::UNIXSK || isExtern(fe.usk())) {
+      continue;
+    }
+    images::UnixSkEntry* e = fe.mutable_usk();
+    // --unix-name-map rewrites the names before anything is planned from them.
+    if (auto m = mapName(opts, e->name())) {
+      e->set_name(*m);
+    }
+    if (e->crpipe().has_current_path()) {
+      if (auto m = mapName(opts, e->crpipe().current_path() + std::string(1, '\0'))) {
+        e->mutable_crpipe()->set_current_path(m->c_str());
+      }
+    }
+    if (auto m = mapName(opts, e->crpipe().ext_peer_name())) {
+      e->mutable_crpipe()->set_ext_peer_name(*m);
+    }
+    socks[id] = Sock{id, e};
+    if (e->ino() != 0) {
+      byIno[e->ino()] = id;
+    }
+  }
+  if (socks.empty()) {
+    return {};
+  }
+  for (const auto& e : images.entries("sk-queues.img")) {
+    images::SkPacketEntry pe;
+    if (!pe.ParseFromString(e.payload)) {
+      return failMsg("sk-queues.img: malformed entry");
+    }
+    if (!socks.contains(pe.id_for())) {
+      return failMsg("sk-queues.img: a message for socket id " + std::to_string(pe.id_for()) +
+                     ", which files.img does not have");
+    }
+    for (const auto& scm : pe.scm()) {
+      if (!scm.rights().empty()) {
+        return failMsg(sockWhere(*socks[pe.id_for()].e) + ": a queued message carries " +
+                       std::to_string(scm.rights_size()) +
+                       " file(s) (SCM_RIGHTS); restoring those is not implemented yet");
+      }
+    }
+    ImageEntryData copy = e;
+    if (pe.has_addr()) {
+      if (auto m = mapName(opts, pe.addr())) {
+        pe.set_addr(*m);
+        copy.payload = pe.SerializeAsString();
+      }
+    }
+    plan.skQueues[pe.id_for()].push_back(std::move(copy));
+  }
+
+  // Holders in pstree and fd order; the first holder of a group makes it unless SO_PEERCRED
+  // names a task of the tree.
+  std::map<uint32_t, pid_t> firstHolder;
+  std::set<pid_t> inTree;
+  for (const auto& t : plan.tasks) {
+    inTree.insert(t.pid);
+    for (const auto& fd : t.fds) {
+      if (socks.contains(fd.id())) {
+        firstHolder.try_emplace(fd.id(), t.pid);
+      }
+    }
+  }
+  auto credPid = [&inTree](const images::UnixSkEntry& e) -> pid_t {
+    if (!e.crpipe().has_peercred()) {
+      return 0;
+    }
+    auto p = static_cast<pid_t>(e.crpipe().peercred().pid());
+    return inTree.contains(p) ? p : 0;
+  };
+  auto peerOf = [&](const images::UnixSkEntry& e) -> images::UnixSkEntry* {
+    auto it = byIno.find(e.peer());
+    return it == byIno.end() ? nullptr : socks[it->second].e;
+  };
+
+  // Groups.
+  UnionFind uf;
+  std::map<std::pair<uint32_t, std::string>, uint32_t> byName;
+  for (auto& [id, s] : socks) {
+    uf.find(id);
+    const auto& e = *s.e;
+    if (isEmbryo(e)) {
+      auto l = byIno.find(e.crpipe().listener());
+      if (l == byIno.end()) {
+        return failMsg("a connection not accepted by ino " + std::to_string(e.crpipe().listener()) +
+                       ": the listener is not in the dump");
+      }
+      uf.join(id, l->second);
+    }
+    if (auto* p = peerOf(e)) {
+      uf.join(id, p->id());
+    }
+    if (!e.name().empty()) {
+      auto [it, fresh] = byName.try_emplace({e.ns_id(), e.name()}, id);
+      if (!fresh) {
+        uf.join(id, it->second);
+      }
+    }
+  }
+  for (const auto& [id, q] : plan.skQueues) {
+    for (const auto& m : q) {
+      images::SkPacketEntry pe;
+      pe.ParseFromString(m.payload);
+      if (pe.has_addr() && !pe.addr().empty()) {
+        auto it = byName.find({socks[id].e->ns_id(), pe.addr()});
+        if (it != byName.end()) {
+          uf.join(id, it->second);
+        }
+      }
+    }
+  }
+  std::map<uint32_t, std::vector<uint32_t>> groups;
+  for (const auto& [id, s] : socks) {
+    groups[uf.find(id)].push_back(id);
+  }
+
+  std::map<pid_t, TaskPlan*> byPid;
+  for (auto& t : plan.tasks) {
+    byPid[t.pid] = &t;
+  }
+  std::map<pid_t, std::set<uint32_t>> refs;  // task -> group ids it needs to know
+  std::map<uint32_t, pid_t> groupMaker;      // group -> task
+  for (const auto& [root, ids] : groups) {
+    // Who makes the group: a listener's listen() caller, else the client side a
+    // connection reports, else the first holder.
+    pid_t maker = 0;
+    for (uint32_t id : ids) {
+      const auto& e = *socks[id].e;
+      if (e.state() == TCP_LISTEN && credPid(e) != 0) {
+        maker = credPid(e);
+        break;
+      }
+    }
+    for (uint32_t id : ids) {
+      const auto& e = *socks[id].e;
+      const auto* p = peerOf(e);
+      if (maker == 0 && connectionType(e) && p != nullptr && p->peer() == e.ino() &&
+          credPid(e) != 0) {
+        maker = credPid(e);
+      }
+    }
+    pid_t holder = 0;
+    for (const auto& t : plan.tasks) {
+      for (const auto& fd : t.fds) {
+        if (holder == 0 && std::find(ids.begin(), ids.end(), fd.id()) != ids.end()) {
+          holder = t.pid;
+        }
+      }
+    }
+    if (maker == 0) {
+      maker = holder;
+    }
+    if (maker == 0) {
+      return failMsg(sockWhere(*socks[ids.front()].e) +
+                     " is held by no task (only in a queued message); restoring such sockets "
+                     "is not implemented yet");
+    }
+    groupMaker[root] = maker;
+  }
+
+  // Roles.
+  for (auto& [id, s] : socks) {
+    const auto& e = *s.e;
+    if (isEmbryo(e)) {
+      continue;  // made by its listener's group when the client connects
+    }
+    const uint32_t group = uf.find(id);
+    const pid_t maker = groupMaker.at(group);
+    TaskPlan::UnixOrder o;
+    o.fileId = id;
+    pid_t by = maker;
+    const std::string ino = std::to_string(e.ino());
+    if (e.crpipe().peer_external()) {
+      if (e.crpipe().ext_inherit()) {
+        return failMsg(sockWhere(e) + " was dumped with --external unix[" + ino +
+                       "]: --inherit-fd fd[N]:socket:[" + ino + "] is not implemented yet");
+      }
+      o.role = proto::UnixRole::EXTERNAL;
+      auto named = opts.extUnixSkInodes.find(e.ino());
+      if (opts.unixDead.contains(e.ino())) {
+        o.connectTo.clear();
+      } else if (named != opts.extUnixSkInodes.end()) {
+        o.connectTo = named->second.empty() ? e.crpipe().ext_peer_name()
+                                            : named->second + std::string(1, '\0');
+      } else if (opts.extUnixSk && e.type() == SOCK_DGRAM) {
+        o.connectTo = e.crpipe().ext_peer_name();
+      } else {
+        return failMsg(sockWhere(e) + " had its peer outside the tree (name '" +
+                       spell(e.crpipe().ext_peer_name()) + "'); restore it with --ext-unix-sk" +
+                       (e.type() == SOCK_DGRAM ? "" : "=" + ino + "[=PATH]") +
+                       " to reconnect, or --ext-unix-sk-dead " + ino + " for a dead connection");
+      }
+      if (o.connectTo.empty() && !opts.unixDead.contains(e.ino())) {
+        return failMsg(sockWhere(e) + ": its outside peer had no name to reconnect to; use "
+                       "--ext-unix-sk=" + ino + "=PATH or --ext-unix-sk-dead " + ino);
+      }
+    } else if (connectionType(e) && e.state() == TCP_ESTABLISHED) {
+      auto* p = peerOf(e);
+      if (e.peer() == 0 || p == nullptr) {
+        o.role = proto::UnixRole::HALF_CLOSED;
+      } else if (p->peer() != e.ino()) {
+        o.role = proto::UnixRole::PLAIN;  // a client whose connection is not accepted yet
+      } else if (e.name().empty() && p->name().empty()) {
+        o.role = e.id() < p->id() ? proto::UnixRole::PAIR_FIRST : proto::UnixRole::PAIR_SECOND;
+        o.partner = p->id();
+      } else {
+        // The accepted end is the one with a name (its listener's); with two names, either
+        // end can be: each keeps its own and its peer's.
+        bool server = !e.name().empty() && (p->name().empty() || e.id() < p->id());
+        o.role = server ? proto::UnixRole::ACCEPT_VIA_TEMP : proto::UnixRole::CONNECT_VIA_TEMP;
+        o.partner = p->id();
+        if (!server && credPid(*p) != 0) {
+          by = credPid(*p);  // SO_PEERCRED of the accepted end names who connected
+        }
+      }
+    } else if (e.type() == SOCK_DGRAM && e.peer() != 0) {
+      auto* p = peerOf(e);
+      if (p != nullptr && e.name().empty() && p->name().empty() && p->peer() == e.ino() &&
+          p->id() != e.id()) {
+        o.role = e.id() < p->id() ? proto::UnixRole::PAIR_FIRST : proto::UnixRole::PAIR_SECOND;
+        o.partner = p->id();
+      } else if (p != nullptr && p->name().empty()) {
+        return failMsg(sockWhere(e) + " is connected to ino " + std::to_string(p->ino()) +
+                       ", which has no name to connect to");
+      }
+    }
+    creator[id] = by;
+    byPid.at(by)->unixOrders.push_back(o);
+    refs[by].insert(group);
+  }
+  // Who writes each queue back.
+  for (const auto& [id, q] : plan.skQueues) {
+    const auto& e = *socks[id].e;
+    pid_t writer = groupMaker.at(uf.find(id));
+    if (connectionType(e) && !isEmbryo(e) && e.crpipe().peer_external()) {
+      writer = creator.at(id);
+    } else if (connectionType(e) && !isEmbryo(e)) {
+      auto* p = peerOf(e);
+      if (p != nullptr && p->peer() == e.ino()) {
+        writer = creator.at(p->id());
+      } else {
+        writer = creator.at(id);  // half-closed: its temporary peer writes
+      }
+    }
+    byPid.at(writer)->queueWrites.push_back(id);
+    refs[writer].insert(uf.find(id));
+  }
+  for (auto& [pid, gs] : refs) {
+    TaskPlan& t = *byPid.at(pid);
+    for (uint32_t g : gs) {
+      for (uint32_t id : groups.at(g)) {
+        t.unixRefs.push_back(id);
+      }
+    }
+    // External peers' own entries (their names) travel too.
+    for (const auto& [id, fe] : plan.files) {
+      if (fe.type() == images::UNIXSK && isExtern(fe.usk())) {
+        t.unixRefs.push_back(id);
+      }
+    }
+  }
+  return {};
+}
+
+}  // namespace crpipe

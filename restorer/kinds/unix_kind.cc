@@ -1,0 +1,555 @@
+#include "restorer/kinds/unix_kind.h"
+
+#include <fcntl.h>
+#include <linux/sockios.h>
+#include <netinet/tcp.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "restorer/kinds/unix_addr.h"
+#include "restorer/kinds/unix_opts.h"
+
+#ifndef SIOCUNIXFILE
+#define SIOCUNIXFILE (SIOCPROTOPRIVATE + 0)
+#endif
+
+namespace crpipe::restorer {
+
+namespace {
+
+using Role = proto::UnixRole;
+
+bool connectionType(const images::UnixSkEntry& e) {
+  return e.type() == SOCK_STREAM || e.type() == SOCK_SEQPACKET;
+}
+
+std::string nameKey(const images::UnixSkEntry& e) { return e.name_dir() + '\n' + e.name(); }
+
+Result<UniqueFd> newSocket(int type) {
+  UniqueFd fd(::socket(AF_UNIX, type | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) {
+    return failSys("socket(AF_UNIX, " + std::to_string(type) + ")");
+  }
+  return fd;
+}
+
+Status newPair(int type, UniqueFd& a, UniqueFd& b) {
+  int sv[2];
+  if (::socketpair(AF_UNIX, type | SOCK_CLOEXEC, 0, sv) < 0) {
+    return failSys("socketpair");
+  }
+  a.reset(sv[0]);
+  b.reset(sv[1]);
+  return {};
+}
+
+// A message to write back: its bytes, its credentials, and where to (a datagram to a
+// name; nothing on a connected socket).
+Status sendOne(int fd, const std::string& data, const images::SkPacketEntry& pe,
+               const UnixAddr* to) {
+  CRPIPE_TRY(growSendBuffer(fd, data.size()));
+  iovec iov{const_cast<char*>(data.data()), data.size()};
+  msghdr mh{};
+  mh.msg_iov = &iov;
+  mh.msg_iovlen = 1;
+  if (to != nullptr) {
+    mh.msg_name = const_cast<sockaddr_un*>(&to->sa);
+    mh.msg_namelen = to->len;
+  }
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(ucred))] = {};
+  if (pe.has_ucred()) {
+    // Root may send any pid that exists; the restored tree has the original pids.
+    mh.msg_control = control;
+    mh.msg_controllen = sizeof(control);
+    cmsghdr* c = CMSG_FIRSTHDR(&mh);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_CREDENTIALS;
+    c->cmsg_len = CMSG_LEN(sizeof(ucred));
+    ucred u{static_cast<pid_t>(pe.ucred().pid()), pe.ucred().uid(), pe.ucred().gid()};
+    std::memcpy(CMSG_DATA(c), &u, sizeof(u));
+  }
+  ssize_t n = ::sendmsg(fd, &mh, MSG_NOSIGNAL);
+  if (n < 0) {
+    return failSys("sendmsg of a queued message (" + std::to_string(data.size()) + " bytes)");
+  }
+  if (static_cast<size_t>(n) != data.size()) {
+    return failMsg("sendmsg wrote " + std::to_string(n) + " of " + std::to_string(data.size()) +
+                   " bytes of a queued message");
+  }
+  return {};
+}
+
+}  // namespace
+
+Status UnixSocketKind::check(const images::FileEntry&) const { return {}; }
+
+std::string UnixSocketKind::where(const images::UnixSkEntry& e) const {
+  return "unix socket ino " + std::to_string(e.ino()) + " '" + printable(e.name()) + "'";
+}
+
+const images::UnixSkEntry* UnixSocketKind::byIno(uint32_t ino) const {
+  auto it = inoToId_.find(ino);
+  return it == inoToId_.end() || ino == 0 ? nullptr : entries_.at(it->second);
+}
+
+UnixSocketKind::Sock* UnixSocketKind::local(uint32_t id) {
+  auto it = socks_.find(id);
+  return it == socks_.end() ? nullptr : &it->second;
+}
+
+Status UnixSocketKind::takeOrder(proto::TaskOrder::Reader order,
+                                 const std::map<uint32_t, images::FileEntry>& files) {
+  for (const auto& [id, fe] : files) {
+    if (fe.type() == images::UNIXSK) {
+      entries_[id] = &fe.usk();
+      if (fe.usk().ino() != 0 && (fe.usk().uflags() & 1) == 0) {
+        inoToId_[fe.usk().ino()] = id;
+      }
+    }
+  }
+  for (auto u : order.getUnixSockets()) {
+    auto it = entries_.find(u.getFileId());
+    if (it == entries_.end()) {
+      return failMsg("unix socket id " + std::to_string(u.getFileId()) +
+                     " is not in the task order");
+    }
+    Sock s;
+    s.e = it->second;
+    s.role = u.getRole();
+    s.partner = u.getPartner();
+    auto c = u.getConnectTo();
+    s.connectTo.assign(reinterpret_cast<const char*>(c.begin()), c.size());
+    socks_.emplace(u.getFileId(), std::move(s));
+  }
+  for (auto q : order.getSkQueues()) {
+    Message m;
+    auto b = q.getEntry();
+    if (!m.entry.ParseFromArray(b.begin(), static_cast<int>(b.size()))) {
+      return failMsg("task order: malformed queued message");
+    }
+    auto d = q.getData();
+    m.data.assign(reinterpret_cast<const char*>(d.begin()), d.size());
+    queue_.push_back(std::move(m));
+  }
+  return {};
+}
+
+Result<OpenResult> UnixSocketKind::open(OpenContext& ctx, const images::FileEntry& fe) {
+  if (ctx.phase != last_) {
+    last_ = ctx.phase;
+    fdBase_ = ctx.fdBase;
+    log_ = &ctx.log;
+    CRPIPE_TRY(runPhase(ctx));
+  }
+  Sock* s = local(fe.id());
+  if (s == nullptr) {
+    return failMsg(where(fe.usk()) + ": the plan gave this task no order for it");
+  }
+  if (ctx.phase != RestorePhase::SHARE_FDS) {
+    return OpenResult::waitFor(*nextPhase(ctx.phase));
+  }
+  if (!s->fd.valid()) {
+    return failMsg(where(*s->e) + " was not created");
+  }
+  auto moved = moveAbove(std::move(s->fd), ctx.fdBase);
+  if (!moved) {
+    return fail(std::move(moved).error());
+  }
+  return OpenResult::done(std::move(*moved));
+}
+
+Status UnixSocketKind::runPhase(OpenContext& ctx) {
+  switch (ctx.phase) {
+    case RestorePhase::BIND_LISTEN:
+      return bindListen(ctx);
+    case RestorePhase::CONNECT:
+      return connectClients();
+    case RestorePhase::ACCEPT:
+      return acceptAll();
+    case RestorePhase::REFILL_QUEUES:
+      return refill();
+    case RestorePhase::OPEN_FILES:
+      return finishSockets();
+    case RestorePhase::SHARE_FDS:
+      return fixNames();
+    default:
+      return {};
+  }
+}
+
+Status UnixSocketKind::bindListen(OpenContext&) {
+  // Names a temporary listener takes first: an accepted socket's own name is its
+  // listener's, and only a connection through a listener bound there gives it that name.
+  std::map<std::string, const images::UnixSkEntry*> temps;
+  for (auto& [id, s] : socks_) {
+    if (s.role == Role::ACCEPT_VIA_TEMP || (s.role == Role::HALF_CLOSED && !s.e->name().empty())) {
+      temps.emplace(nameKey(*s.e), s.e);
+    }
+  }
+  // A listener of this task bound at that name accepts them itself, so that the accepted
+  // sockets share its socket file as the originals did.
+  std::map<std::string, Sock*> realListeners;
+  for (auto& [id, s] : socks_) {
+    if (s.role == Role::PLAIN && s.e->state() == TCP_LISTEN && temps.contains(nameKey(*s.e))) {
+      realListeners[nameKey(*s.e)] = &s;
+    }
+  }
+  for (auto& [key, e] : temps) {
+    if (realListeners.contains(key)) {
+      continue;
+    }
+    auto fd = newSocket(static_cast<int>(e->type()));
+    if (!fd) {
+      return fail(std::move(fd).error().context(where(*e)));
+    }
+    CRPIPE_TRY_CTX(bindName(fd->get(), *e), where(*e) + ": temporary listener");
+    if (::listen(fd->get(), 4096) < 0) {
+      return failSys(where(*e) + ": listen on the temporary listener");
+    }
+    tempListeners_.emplace(key, std::move(*fd));
+  }
+  for (auto& [id, s] : socks_) {
+    const auto& e = *s.e;
+    const int type = static_cast<int>(e.type());
+    switch (s.role) {
+      case Role::PAIR_FIRST: {
+        Sock* other = local(s.partner);
+        if (other == nullptr) {
+          return failMsg(where(e) + ": its pair's other end is made elsewhere");
+        }
+        CRPIPE_TRY_CTX(newPair(type, s.fd, other->fd), where(e));
+        break;
+      }
+      case Role::PAIR_SECOND:
+      case Role::ACCEPT_VIA_TEMP:
+        break;
+      case Role::HALF_CLOSED:
+        if (e.name().empty()) {
+          CRPIPE_TRY_CTX(newPair(type, s.fd, s.tempPeer), where(e));
+        }
+        break;
+      case Role::EXTERNAL:
+        if (s.connectTo.empty()) {
+          // A dead connection: its peer is made only to be closed after the refill.
+          CRPIPE_TRY_CTX(newPair(type, s.fd, s.tempPeer), where(e));
+          break;
+        }
+        [[fallthrough]];
+      default: {
+        auto fd = newSocket(type);
+        if (!fd) {
+          return fail(std::move(fd).error().context(where(e)));
+        }
+        s.fd = std::move(*fd);
+        if (e.name().empty()) {
+          break;
+        }
+        CRPIPE_TRY_CTX(bindName(s.fd.get(), e), where(e));
+        if (e.state() == TCP_LISTEN && temps.contains(nameKey(e))) {
+          // It accepts its established connections first: a backlog wide enough for all of
+          // them now, the recorded one again once they are accepted.
+          if (::listen(s.fd.get(), 4096) < 0) {
+            return failSys(where(e) + ": listen");
+          }
+          s.deferListen = true;
+          tempListeners_.emplace(nameKey(e), UniqueFd(::fcntl(s.fd.get(), F_DUPFD_CLOEXEC, 0)));
+          break;
+        }
+        if (e.state() == TCP_LISTEN && ::listen(s.fd.get(), static_cast<int>(e.backlog())) < 0) {
+          return failSys(where(e) + ": listen(" + std::to_string(e.backlog()) + ")");
+        }
+        break;
+      }
+    }
+    if (s.role != Role::ACCEPT_VIA_TEMP && s.role != Role::HALF_CLOSED && !s.e->name().empty() &&
+        e.state() == TCP_LISTEN && !s.deferListen) {
+      log_->debug("%s listens", where(e).c_str());
+    }
+  }
+  return {};
+}
+
+Status UnixSocketKind::connectClients() {
+  for (auto& [id, s] : socks_) {
+    const auto& e = *s.e;
+    if (s.role == Role::CONNECT_VIA_TEMP) {
+      auto pit = entries_.find(s.partner);
+      if (pit == entries_.end()) {
+        return failMsg(where(e) + ": its peer's entry is not in the task order");
+      }
+      const auto& p = *pit->second;
+      CRPIPE_TRY_CTX(connectName(s.fd.get(), p.name(), p.name_dir()), where(e));
+      // Tells the accepting task which end this connection is for (it reads the tag
+      // away before anything else is queued).
+      uint32_t tag = s.partner;
+      if (::send(s.fd.get(), &tag, sizeof(tag), MSG_NOSIGNAL) != sizeof(tag)) {
+        return failSys(where(e) + ": send the connection tag");
+      }
+    } else if (s.role == Role::HALF_CLOSED && !e.name().empty()) {
+      auto fd = newSocket(static_cast<int>(e.type()));
+      if (!fd) {
+        return fail(std::move(fd).error().context(where(e)));
+      }
+      s.tempPeer = std::move(*fd);
+      CRPIPE_TRY_CTX(connectName(s.tempPeer.get(), e.name(), e.name_dir()), where(e));
+      uint32_t tag = id;
+      if (::send(s.tempPeer.get(), &tag, sizeof(tag), MSG_NOSIGNAL) != sizeof(tag)) {
+        return failSys(where(e) + ": send the connection tag");
+      }
+    } else if (s.role == Role::EXTERNAL && connectionType(e) && !s.connectTo.empty()) {
+      CRPIPE_TRY_CTX(connectName(s.fd.get(), s.connectTo, ""),
+                     where(e) + ": reconnect to its outside peer");
+    }
+  }
+  return {};
+}
+
+Status UnixSocketKind::acceptAll() {
+  for (auto& [key, lfd] : tempListeners_) {
+    size_t expected = 0;
+    const images::UnixSkEntry* named = nullptr;
+    for (auto& [id, s] : socks_) {
+      if ((s.role == Role::ACCEPT_VIA_TEMP || s.role == Role::HALF_CLOSED) &&
+          !s.e->name().empty() && nameKey(*s.e) == key) {
+        ++expected;
+        named = s.e;
+      }
+    }
+    for (size_t i = 0; i < expected; ++i) {
+      UniqueFd a(::accept4(lfd.get(), nullptr, nullptr, SOCK_CLOEXEC));
+      if (!a.valid()) {
+        return failSys(where(*named) + ": accept on the temporary listener");
+      }
+      uint32_t tag = 0;
+      if (::recv(a.get(), &tag, sizeof(tag), MSG_WAITALL) != sizeof(tag)) {
+        return failSys(where(*named) + ": read the connection tag");
+      }
+      Sock* s = local(tag);
+      if (s == nullptr || s->fd.valid()) {
+        return failMsg(where(*named) + ": a connection with an unknown tag " +
+                       std::to_string(tag));
+      }
+      s->fd = std::move(a);
+    }
+    lfd.reset();
+    bool real = false;
+    for (auto& [id, s] : socks_) {
+      real = real || (s.deferListen && nameKey(*s.e) == key);
+    }
+    // A temporary listener's file stays only if the accepted sockets' file was still there
+    // at dump time (their listener closed, its file left behind).
+    if (!real && named->deleted()) {
+      unlinkName(named->name(), named->name_dir());
+    }
+  }
+  tempListeners_.clear();
+  for (auto& [id, s] : socks_) {
+    if (s.deferListen && ::listen(s.fd.get(), static_cast<int>(s.e->backlog())) < 0) {
+      return failSys(where(*s.e) + ": listen(" + std::to_string(s.e->backlog()) + ")");
+    }
+  }
+  return {};
+}
+
+Status UnixSocketKind::refill() {
+  // Connections a listener had not accepted: their clients connect in accept order, and
+  // each writes what it had sent. A client that had closed is a temporary socket, closed
+  // after writing (the connection is then shut down both ways, as it was).
+  for (auto& [id, s] : socks_) {
+    const auto& l = *s.e;
+    if (l.state() != TCP_LISTEN) {
+      continue;
+    }
+    std::vector<const images::UnixSkEntry*> embryos;
+    for (const auto& [eid, e] : entries_) {
+      if (e->crpipe().listener() == l.ino() && e->ino() == 0) {
+        embryos.push_back(e);
+      }
+    }
+    std::sort(embryos.begin(), embryos.end(), [](auto* a, auto* b) {
+      return a->crpipe().icon_index() < b->crpipe().icon_index();
+    });
+    for (const auto* em : embryos) {
+      int client = -1;
+      if (const auto* c = byIno(em->peer()); c != nullptr && !em->crpipe().peer_external()) {
+        Sock* cs = local(c->id());
+        if (cs == nullptr || !cs->fd.valid()) {
+          return failMsg(where(l) + ": the client ino " + std::to_string(c->ino()) +
+                         " of a pending connection is made elsewhere");
+        }
+        client = cs->fd.get();
+      } else {
+        auto t = newSocket(static_cast<int>(l.type()));
+        if (!t) {
+          return fail(std::move(t).error().context(where(l)));
+        }
+        client = t->get();
+        closedClients_.push_back(std::move(*t));
+      }
+      CRPIPE_TRY_CTX(connectName(client, l.name(), l.name_dir()),
+                     where(l) + ": pending connection " + std::to_string(em->crpipe().icon_index()));
+      embryoWriters_[em->id()] = client;
+    }
+  }
+  for (const auto& m : queue_) {
+    CRPIPE_TRY(writeMessage(m));
+  }
+  closedClients_.clear();
+  for (auto& [id, s] : socks_) {
+    s.tempPeer.reset();
+  }
+  return {};
+}
+
+Status UnixSocketKind::writeMessage(const Message& m) {
+  auto xit = entries_.find(m.entry.id_for());
+  if (xit == entries_.end()) {
+    return failMsg("a queued message for unknown socket id " + std::to_string(m.entry.id_for()));
+  }
+  const auto& x = *xit->second;
+  const std::string what = where(x) + ": queued message";
+  if (x.crpipe().listener() != 0) {
+    auto w = embryoWriters_.find(x.id());
+    if (w == embryoWriters_.end()) {
+      return failMsg(what + ": its pending connection was not made");
+    }
+    return sendOne(w->second, m.data, m.entry, nullptr);
+  }
+  if (connectionType(x)) {
+    Sock* own = local(x.id());
+    if (own != nullptr && own->tempPeer.valid()) {
+      return sendOne(own->tempPeer.get(), m.data, m.entry, nullptr);
+    }
+    const auto* p = byIno(x.peer());
+    Sock* ps = p != nullptr ? local(p->id()) : nullptr;
+    if (ps == nullptr || !ps->fd.valid()) {
+      return failMsg(what + ": its peer is not made here");
+    }
+    return sendOne(ps->fd.get(), m.data, m.entry, nullptr);
+  }
+  // A datagram: from the socket bound to its sender's name, to the receiver's name (or on
+  // the pair when the receiver has none).
+  auto sendFrom = [&](int fd) -> Status {
+    if (x.name().empty()) {
+      return sendOne(fd, m.data, m.entry, nullptr);
+    }
+    auto to = unixAddr(x.name());
+    if (!to) {
+      return fail(std::move(to).error());
+    }
+    return inDirectory(x.name_dir(), [&]() { return sendOne(fd, m.data, m.entry, &*to); });
+  };
+  if (m.entry.has_addr() && !m.entry.addr().empty()) {
+    for (auto& [id, s] : socks_) {
+      if (s.e->name() == m.entry.addr() && s.e->ns_id() == x.ns_id() && s.fd.valid()) {
+        CRPIPE_TRY_CTX(sendFrom(s.fd.get()), what);
+        return {};
+      }
+    }
+    // The sender is gone: a temporary socket bound to its name sends it.
+    auto t = newSocket(SOCK_DGRAM);
+    if (!t) {
+      return fail(std::move(t).error().context(what));
+    }
+    CRPIPE_TRY_CTX(bindRaw(t->get(), m.entry.addr(), ""), what + " from '" + printable(m.entry.addr()) + "'");
+    auto st = sendFrom(t->get());
+    unlinkName(m.entry.addr(), "");
+    if (!st) {
+      return fail(std::move(st).error().context(what));
+    }
+    return {};
+  }
+  if (x.name().empty()) {
+    const auto* p = byIno(x.peer());
+    Sock* ps = p != nullptr ? local(p->id()) : nullptr;
+    if (ps == nullptr || !ps->fd.valid()) {
+      return failMsg(what + ": the socket has no name and its peer is not made here");
+    }
+    CRPIPE_TRY_CTX(sendOne(ps->fd.get(), m.data, m.entry, nullptr), what);
+    return {};
+  }
+  auto t = newSocket(SOCK_DGRAM);
+  if (!t) {
+    return fail(std::move(t).error().context(what));
+  }
+  CRPIPE_TRY_CTX(sendFrom(t->get()), what);
+  return {};
+}
+
+Status UnixSocketKind::finishSockets() {
+  for (auto& [id, s] : socks_) {
+    const auto& e = *s.e;
+    const std::string w = where(e);
+    if (!s.fd.valid()) {
+      return failMsg(w + " was not created");
+    }
+    if (e.type() == SOCK_DGRAM && s.role == Role::PLAIN && e.peer() != 0) {
+      const auto* p = byIno(e.peer());
+      if (p == nullptr) {
+        return failMsg(w + ": its peer ino " + std::to_string(e.peer()) + " is not known here");
+      }
+      CRPIPE_TRY_CTX(connectName(s.fd.get(), p->name(), p->name_dir()), w);
+    } else if (e.type() == SOCK_DGRAM && s.role == Role::EXTERNAL && !s.connectTo.empty()) {
+      CRPIPE_TRY_CTX(connectName(s.fd.get(), s.connectTo, ""), w + ": reconnect to its outside peer");
+    }
+    if (e.has_shutdown() && e.shutdown() != images::NONE) {
+      int how = e.shutdown() == images::READ ? SHUT_RD : e.shutdown() == images::WRITE ? SHUT_WR
+                                                                                       : SHUT_RDWR;
+      if (::shutdown(s.fd.get(), how) < 0 && errno != ENOTCONN) {
+        return failSys(w + ": shutdown");
+      }
+    }
+    CRPIPE_TRY_CTX(applyUnixOpts(s.fd.get(), e), w);
+    if ((e.flags() & O_NONBLOCK) != 0 && ::fcntl(s.fd.get(), F_SETFL, O_NONBLOCK) < 0) {
+      return failSys(w + ": F_SETFL O_NONBLOCK");
+    }
+    CRPIPE_TRY_CTX(applyFown(s.fd.get(), e.fown()), w);
+  }
+  return {};
+}
+
+Status UnixSocketKind::fixNames() {
+  for (auto& [id, s] : socks_) {
+    const auto& e = *s.e;
+    if (e.name().empty() || e.name()[0] == '\0' || !s.fd.valid()) {
+      continue;
+    }
+    if (s.role == Role::ACCEPT_VIA_TEMP || s.role == Role::HALF_CLOSED) {
+      continue;  // the name belongs to the listener, whose file went with it
+    }
+    auto a = unixAddr(e.name());
+    if (!a) {
+      return fail(std::move(a).error().context(where(e)));
+    }
+    if (e.deleted()) {
+      // Unlinked again, but only the file this socket made (another socket may be bound
+      // at the same path by now).
+      UniqueFd file(::ioctl(s.fd.get(), SIOCUNIXFILE));
+      struct stat mine {}, there {};
+      CRPIPE_TRY(inDirectory(e.name_dir(), [&]() -> Status {
+        if (file.valid() && ::fstat(file.get(), &mine) == 0 &&
+            ::lstat(a->fsPath.c_str(), &there) == 0 && mine.st_ino == there.st_ino &&
+            mine.st_dev == there.st_dev && ::unlink(a->fsPath.c_str()) < 0) {
+          return failSys(where(e) + ": unlink " + a->fsPath);
+        }
+        return {};
+      }));
+    } else if (e.crpipe().has_current_path()) {
+      const std::string& to = e.crpipe().current_path();
+      CRPIPE_TRY(inDirectory(e.name_dir(), [&]() -> Status {
+        if (::rename(a->fsPath.c_str(), to.c_str()) < 0) {
+          return failSys(where(e) + ": rename to its current path " + to);
+        }
+        return {};
+      }));
+    }
+  }
+  return {};
+}
+
+}  // namespace crpipe::restorer

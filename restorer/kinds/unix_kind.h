@@ -1,0 +1,76 @@
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "protos/sk_unix.pb.h"
+#include "restorer/kinds/restore_kind.h"
+
+namespace crpipe::restorer {
+
+// Unix sockets (issue 5). The coordinator's planner (coordinator/unix_plan.cc) says how
+// each socket of this task comes to be (a UnixRole) and which queues this task writes
+// back; every socket then walks the unix phases, each step in the phase where every
+// other task has done what it depends on:
+//   bindListen    socket(), socketpair(), bind the name, listen; temporary listeners at
+//                 the names of accepted sockets (a listener that shares such a name waits)
+//   connect       clients of connections connect to those temporary listeners, with a tag
+//   accept        accept, tell the connections apart by their tags, close the temporary
+//                 listeners, then bind and listen the listeners that waited
+//   refillQueues  pending (not accepted) connections in accept order, every queued
+//                 message written back by the socket that sent it
+//   openFiles     datagram sockets connect, options, shutdown, flags, owner
+//   shareFds      (before the hand-over) bound-then-unlinked names are unlinked again,
+//                 renamed socket files moved to their current path
+class UnixSocketKind : public RestoreKind {
+ public:
+  std::string_view name() const override { return "unix socket"; }
+  images::FdTypes type() const override { return images::UNIXSK; }
+  RestorePhase firstPhase() const override { return RestorePhase::BIND_LISTEN; }
+  Status check(const images::FileEntry& e) const override;
+  Status takeOrder(proto::TaskOrder::Reader order,
+                   const std::map<uint32_t, images::FileEntry>& files) override;
+  Result<OpenResult> open(OpenContext& ctx, const images::FileEntry& e) override;
+
+ private:
+  struct Sock {
+    const images::UnixSkEntry* e = nullptr;
+    proto::UnixRole role = proto::UnixRole::PLAIN;
+    uint32_t partner = 0;
+    std::string connectTo;
+    UniqueFd fd;
+    UniqueFd tempPeer;    // halfClosed / dead: the peer that writes the queue, then goes
+    bool deferListen = false;  // accepts its established connections before its backlog
+  };
+  struct Message {
+    images::SkPacketEntry entry;
+    std::string data;
+  };
+
+  Status runPhase(OpenContext& ctx);
+  Status bindListen(OpenContext& ctx);
+  Status connectClients();
+  Status acceptAll();
+  Status refill();
+  Status finishSockets();
+  Status fixNames();
+
+  const images::UnixSkEntry* byIno(uint32_t ino) const;
+  Sock* local(uint32_t id);
+  Status writeMessage(const Message& m);
+  std::string where(const images::UnixSkEntry& e) const;
+
+  std::map<uint32_t, Sock> socks_;                         // by file id, made here
+  std::map<uint32_t, const images::UnixSkEntry*> entries_;  // every unix entry we know
+  std::map<uint32_t, uint32_t> inoToId_;
+  std::vector<Message> queue_;
+  std::map<std::string, UniqueFd> tempListeners_;          // by name (+ dir)
+  std::map<uint32_t, int> embryoWriters_;                  // embryo id -> client end (owned elsewhere)
+  std::vector<UniqueFd> closedClients_;                    // close after the refill
+  RestorePhase last_ = RestorePhase::FORK_TREE;
+  int fdBase_ = 0;
+  Log* log_ = nullptr;
+};
+
+}  // namespace crpipe::restorer

@@ -1,0 +1,112 @@
+#include "restorer/kinds/unix_opts.h"
+
+#include <linux/filter.h>
+#include <sys/socket.h>
+
+#include <vector>
+
+namespace crpipe::restorer {
+
+namespace {
+
+Status setInt(int fd, int opt, int v, const char* name) {
+  if (::setsockopt(fd, SOL_SOCKET, opt, &v, sizeof(v)) < 0) {
+    return failSys(std::string("setsockopt(") + name + ", " + std::to_string(v) + ")");
+  }
+  return {};
+}
+
+Status setTimeout(int fd, int opt, uint64_t sec, uint64_t usec, const char* name) {
+  timeval tv{static_cast<time_t>(sec), static_cast<suseconds_t>(usec)};
+  if (::setsockopt(fd, SOL_SOCKET, opt, &tv, sizeof(tv)) < 0) {
+    return failSys(std::string("setsockopt(") + name + ")");
+  }
+  return {};
+}
+
+int getInt(int fd, int opt) {
+  int v = 0;
+  socklen_t len = sizeof(v);
+  if (::getsockopt(fd, SOL_SOCKET, opt, &v, &len) < 0) {
+    return -1;
+  }
+  return v;
+}
+
+}  // namespace
+
+Status growSendBuffer(int fd, size_t bytes) {
+  // The writer's queued bytes count against its send buffer until they are read; with
+  // every skb's overhead, twice the data plus a margin is always enough.
+  size_t want = bytes * 2 + (1u << 20);
+  if (static_cast<size_t>(getInt(fd, SO_SNDBUF)) >= want * 2) {
+    return {};
+  }
+  return setInt(fd, SO_SNDBUFFORCE, static_cast<int>(want), "SO_SNDBUFFORCE");
+}
+
+Status applyUnixOpts(int fd, const images::UnixSkEntry& e) {
+  const auto& o = e.opts();
+  if (o.so_sndbuf() != 0) {
+    CRPIPE_TRY(setInt(fd, SO_SNDBUFFORCE, static_cast<int>(o.so_sndbuf() / 2), "SO_SNDBUFFORCE"));
+  }
+  if (o.so_rcvbuf() != 0) {
+    CRPIPE_TRY(setInt(fd, SO_RCVBUFFORCE, static_cast<int>(o.so_rcvbuf() / 2), "SO_RCVBUFFORCE"));
+  }
+  CRPIPE_TRY(setTimeout(fd, SO_SNDTIMEO, o.so_snd_tmo_sec(), o.so_snd_tmo_usec(), "SO_SNDTIMEO"));
+  CRPIPE_TRY(setTimeout(fd, SO_RCVTIMEO, o.so_rcv_tmo_sec(), o.so_rcv_tmo_usec(), "SO_RCVTIMEO"));
+  if (o.has_so_passcred()) {
+    CRPIPE_TRY(setInt(fd, SO_PASSCRED, o.so_passcred() ? 1 : 0, "SO_PASSCRED"));
+  }
+  if (o.has_so_passsec()) {
+    CRPIPE_TRY(setInt(fd, SO_PASSSEC, o.so_passsec() ? 1 : 0, "SO_PASSSEC"));
+  }
+  if (o.has_so_priority()) {
+    CRPIPE_TRY(setInt(fd, SO_PRIORITY, static_cast<int>(o.so_priority()), "SO_PRIORITY"));
+  }
+  if (o.has_so_rcvlowat()) {
+    CRPIPE_TRY(setInt(fd, SO_RCVLOWAT, static_cast<int>(o.so_rcvlowat()), "SO_RCVLOWAT"));
+  }
+  if (o.has_so_mark()) {
+    CRPIPE_TRY(setInt(fd, SO_MARK, static_cast<int>(o.so_mark()), "SO_MARK"));
+  }
+  if (o.has_so_keepalive()) {
+    CRPIPE_TRY(setInt(fd, SO_KEEPALIVE, o.so_keepalive() ? 1 : 0, "SO_KEEPALIVE"));
+  }
+  if (o.has_reuseaddr()) {
+    CRPIPE_TRY(setInt(fd, SO_REUSEADDR, o.reuseaddr() ? 1 : 0, "SO_REUSEADDR"));
+  }
+  linger lg{o.has_so_linger() ? 1 : 0, static_cast<int>(o.so_linger())};
+  if (::setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) < 0) {
+    return failSys("setsockopt(SO_LINGER)");
+  }
+  if (!o.so_bound_dev().empty()) {
+    if (::setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, o.so_bound_dev().data(),
+                     static_cast<socklen_t>(o.so_bound_dev().size())) < 0) {
+      return failSys("setsockopt(SO_BINDTODEVICE, " + o.so_bound_dev() + ")");
+    }
+  }
+  if (o.so_filter_size() > 0) {
+    std::vector<sock_filter> prog;
+    for (uint64_t v : o.so_filter()) {
+      prog.push_back(sock_filter{static_cast<uint16_t>(v & 0xffff),
+                                 static_cast<uint8_t>((v >> 16) & 0xff),
+                                 static_cast<uint8_t>((v >> 24) & 0xff),
+                                 static_cast<uint32_t>(v >> 32)});
+    }
+    sock_fprog fp{static_cast<unsigned short>(prog.size()), prog.data()};
+    if (::setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &fp, sizeof(fp)) < 0) {
+      return failSys("setsockopt(SO_ATTACH_FILTER)");
+    }
+  }
+  if (o.has_so_buf_lock()) {
+    CRPIPE_TRY(setInt(fd, SO_BUF_LOCK, static_cast<int>(o.so_buf_lock()), "SO_BUF_LOCK"));
+  }
+  const auto& x = e.crpipe();
+  if (x.has_peek_off() && x.peek_off() >= 0) {
+    CRPIPE_TRY(setInt(fd, SO_PEEK_OFF, x.peek_off(), "SO_PEEK_OFF"));
+  }
+  return {};
+}
+
+}  // namespace crpipe::restorer
