@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -163,6 +164,9 @@ bool waitVerdictKill(int controlFd, Log& log) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A reader or coordinator that went away shows as EPIPE, which is handled: the tree is
+  // released. Dying of SIGPIPE would also release it (the kernel detaches), but silently.
+  signal(SIGPIPE, SIG_IGN);
   Args a;
   if (!parseArgs(argc, argv, a)) {
     fputs(kUsage, stderr);

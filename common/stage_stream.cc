@@ -91,10 +91,18 @@ StageWriter::StageWriter(int fd)
       buffered_(std::make_unique<kj::BufferedOutputStreamWrapper>(*raw_)) {}
 
 StageWriter::~StageWriter() {
+  // kj's buffered stream flushes again in its own destructor, which may throw (noexcept
+  // false) when the reader went away and bytes are still buffered; destroyed as a member
+  // of this noexcept destructor that would terminate the process. So destroy it here,
+  // where the exception is caught: whoever cared has already seen write() fail.
+  kj::BufferedOutputStreamWrapper* b = buffered_.release();
   try {
-    buffered_->flush();
+    b->flush();
   } catch (const kj::Exception&) {
-    // The reader went away; whoever cared has already seen the failure of write().
+  }
+  try {
+    delete b;
+  } catch (const kj::Exception&) {
   }
 }
 

@@ -4,7 +4,9 @@
 #include <signal.h>
 #include <string.h>
 
+#include "common/partial_dirs.h"
 #include "common/stage_stream.h"
+#include "common/unique_fd.h"
 #include "coordinator/session.h"
 
 namespace crpipe {
@@ -82,6 +84,11 @@ class DumpEvents : public SessionEvents {
     log_.debug("%s %s", s.name.c_str(), s.process->exit().describe().c_str());
     if (&s == serializer_ && !committed_) {
       release();
+      // A serializer that was killed could not remove its partial directory.
+      UniqueFd dir(::open(opts_.dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+      if (dir.valid()) {
+        removeStalePartialDirs(dir.get());
+      }
     }
   }
 

@@ -10,6 +10,7 @@
 #include <set>
 
 #include "common/image_format.h"
+#include "common/partial_dirs.h"
 
 namespace crpipe {
 
@@ -45,7 +46,8 @@ Result<PartialDir> PartialDir::create(const std::string& dir) {
   if (!p.dirFd_.valid()) {
     return failSys("open image directory " + dir);
   }
-  std::string templ = dir + "/.crpipe-partial-XXXXXX";
+  removeStalePartialDirs(p.dirFd_.get());
+  std::string templ = dir + "/" + partialDirPrefix(::getpid()) + "XXXXXX";
   if (::mkdtemp(templ.data()) == nullptr) {
     return failSys("create temporary directory in " + dir);
   }

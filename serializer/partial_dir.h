@@ -8,7 +8,7 @@
 
 namespace crpipe {
 
-// A fresh DIR/.crpipe-partial-XXXXXX that a dump is written into. Nothing in DIR itself
+// A fresh DIR/.crpipe-partial-PID-XXXXXX that a dump is written into. Nothing in DIR itself
 // changes until commit(); if the object goes away uncommitted (a truncated stream, an
 // upstream failure, a full disk), everything it holds is removed with it.
 class PartialDir {
