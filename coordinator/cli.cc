@@ -484,7 +484,7 @@ Checkpoint and restore Linux process trees, unix sockets above all.
 commands:
   run dump -t PID -D DIR [options]   freeze, collect and write images (see run --help)
   run dump -t PID --stream FILE|-    write the collector's stream instead of images
-  run restore -D DIR [options]       restore a tree (fds so far; see run --help)
+  run restore -D DIR [options]       restore a tree (see run --help)
   run restore --stream FILE|-        restore from the collector's stream
   stage collect -t PID -o FILE|-     run the collector alone, writing its stream
   stage serialize -i FILE|- -D DIR   stream -> image directory
@@ -534,12 +534,13 @@ Progress goes to stderr: one updating line on a terminal, plain lines otherwise.
 run restore reads the images through crpipe-serializer (or the stream, front to back,
 never seeking), plans, and starts one crpipe-restorer per task with the task's original
 pid, in its session and process group, then drives them through the restore phases:
-fork-tree, group-leaders, group-members, (bind-listen, connect, accept, refill-queues:
-unix sockets, issue 5), open-files, share-fds, memory (issue 4), resume (issue 4).
-Memory and registers are not restored yet, so a restore stops after share-fds: it
-kills what it created and exits 1 saying so. A failure kills everything it created and
-names the task and the resource; the images are never changed. A pid that is still
-taken is refused (a zombie of the dumped tree is waited for, a few seconds at most).
+fork-tree, group-leaders, group-members, bind-listen, connect, accept, refill-queues
+(unix sockets), open-files, share-fds, memory (every mapping and page, by syscall
+injection), resume (registers, signals, threads; all tasks at once). Without -d crpipe
+waits for the root task and exits with its status. A failure kills everything it
+created and names the task and the resource; the images are never changed. A pid that
+is still taken is refused (a zombie of the dumped tree is waited for, a few seconds at
+most).
 
 options:
   -D, --images-dir DIR    the images to restore
@@ -568,8 +569,8 @@ options:
   --inherit-fd fd[N]:RES  take RES from crpipe's fd N instead of creating it:
                           socket:[INO] (--external unix[INO]), file[MNT_ID:INODE],
                           pipe:[INO]; an option that matches nothing is an error
-  -d, --restore-detached  leave the restored tree running (issue 4)
-  --pidfile FILE          write the root's pid there once it runs (issue 4)
+  -d, --restore-detached  leave the restored tree running and exit
+  --pidfile FILE          write the root's pid there once it runs
   -v[N], -o LOG           as for run dump
 )";
 }
