@@ -184,6 +184,17 @@ Result<RestorePlan> makeRestorePlan(const RestoreImages& images, const PlanOptio
   }
   // Unix sockets: their own planner decides who makes each (and overrides the above).
   CRPIPE_TRY(planUnixSockets(images, opts, plan, creator));
+  for (const auto& t : plan.tasks) {
+    for (uint32_t id : t.scmFiles) {
+      const images::FileEntry& fe = plan.files.at(id);
+      restorer::RestoreKind* kind = restorer::findKind(kinds, fe.type());
+      auto ok = kind != nullptr ? kind->check(fe) : Status{};
+      if (!ok) {
+        return fail(std::move(ok).error().context("file id " + std::to_string(id) +
+                                                  " passed with SCM_RIGHTS"));
+      }
+    }
+  }
   plan.parkAfterShare = opts.stopBeforeMemory;
   // Who creates what, who sends what to whom.
   std::map<pid_t, TaskPlan*> byPid;
@@ -298,6 +309,11 @@ void RestorePlan::fillOrder(size_t i, const std::string& token,
     u.setPartner(o.partner);
     u.setConnectTo(kj::arrayPtr(reinterpret_cast<const kj::byte*>(o.connectTo.data()),
                                 o.connectTo.size()));
+    u.setInFlight(o.inFlight);
+  }
+  auto sf = out.initScmFiles(static_cast<unsigned>(t.scmFiles.size()));
+  for (size_t k = 0; k < t.scmFiles.size(); ++k) {
+    sf.set(static_cast<unsigned>(k), t.scmFiles[k]);
   }
   size_t nq = 0;
   for (uint32_t id : t.queueWrites) {

@@ -37,10 +37,12 @@ struct TaskPlan {
     proto::UnixRole role = proto::UnixRole::PLAIN;
     uint32_t partner = 0;
     std::string connectTo;
+    bool inFlight = false;  // held by no task: only in a queued message (SCM_RIGHTS)
   };
   std::vector<UnixOrder> unixOrders;
   std::vector<uint32_t> unixRefs;      // further unix entries this task needs to know
   std::vector<uint32_t> queueWrites;   // socket ids whose queue this task writes back
+  std::vector<uint32_t> scmFiles;      // non-socket descriptions passed in those queues
 };
 
 struct PlanOptions {

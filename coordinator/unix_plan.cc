@@ -114,6 +114,7 @@ Status planUnixSockets(const RestoreImages& images, const PlanOptions& opts, Res
   if (socks.empty()) {
     return {};
   }
+  std::vector<std::pair<uint32_t, uint32_t>> passed;  // (carrier socket, passed file) ids
   for (const auto& e : images.entries("sk-queues.img")) {
     images::SkPacketEntry pe;
     if (!pe.ParseFromString(e.payload)) {
@@ -124,10 +125,13 @@ Status planUnixSockets(const RestoreImages& images, const PlanOptions& opts, Res
                      ", which files.img does not have");
     }
     for (const auto& scm : pe.scm()) {
-      if (!scm.rights().empty()) {
-        return failMsg(sockWhere(*socks[pe.id_for()].e) + ": a queued message carries " +
-                       std::to_string(scm.rights_size()) +
-                       " file(s) (SCM_RIGHTS); restoring those is not implemented yet");
+      for (uint32_t r : scm.rights()) {
+        auto f = plan.files.find(r);
+        if (f == plan.files.end()) {
+          return failMsg(sockWhere(*socks[pe.id_for()].e) + ": a queued message passes file id " +
+                         std::to_string(r) + ", which files.img does not have");
+        }
+        passed.emplace_back(pe.id_for(), r);
       }
     }
     ImageEntryData copy = e;
@@ -188,6 +192,12 @@ Status planUnixSockets(const RestoreImages& images, const PlanOptions& opts, Res
       }
     }
   }
+  // A socket passed in a queued message is made by the task that writes that message.
+  for (const auto& [carrier, file] : passed) {
+    if (socks.contains(file)) {
+      uf.join(file, carrier);
+    }
+  }
   for (const auto& [id, q] : plan.skQueues) {
     for (const auto& m : q) {
       images::SkPacketEntry pe;
@@ -206,8 +216,12 @@ Status planUnixSockets(const RestoreImages& images, const PlanOptions& opts, Res
   }
 
   std::map<pid_t, TaskPlan*> byPid;
+  std::set<uint32_t> held;
   for (auto& t : plan.tasks) {
     byPid[t.pid] = &t;
+    for (const auto& fd : t.fds) {
+      held.insert(fd.id());
+    }
   }
   std::map<pid_t, std::set<uint32_t>> refs;  // task -> group ids it needs to know
   std::map<uint32_t, pid_t> groupMaker;      // group -> task
@@ -315,11 +329,13 @@ Status planUnixSockets(const RestoreImages& images, const PlanOptions& opts, Res
                        ", which has no name to connect to");
       }
     }
+    o.inFlight = !held.contains(id);
     creator[id] = by;
     byPid.at(by)->unixOrders.push_back(o);
     refs[by].insert(group);
   }
   // Who writes each queue back.
+  std::map<uint32_t, pid_t> writerOf;
   for (const auto& [id, q] : plan.skQueues) {
     const auto& e = *socks[id].e;
     pid_t writer = groupMaker.at(uf.find(id));
@@ -335,6 +351,53 @@ Status planUnixSockets(const RestoreImages& images, const PlanOptions& opts, Res
     }
     byPid.at(writer)->queueWrites.push_back(id);
     refs[writer].insert(uf.find(id));
+    writerOf[id] = writer;
+  }
+  // Files passed with SCM_RIGHTS: the writer of the message opens them in refillQueues
+  // (every description of a passed pipe, so that they stay one pipe) and hands them to
+  // the tasks that hold them too in shareFds.
+  std::map<uint32_t, pid_t> scmOwner;
+  for (const auto& [carrier, file] : passed) {
+    const pid_t w = writerOf.at(carrier);
+    const auto& fe = plan.files.at(file);
+    const std::string what = sockWhere(*socks[carrier].e) + ": a queued message passes ";
+    if (fe.type() == images::UNIXSK) {
+      if (!socks.contains(file)) {
+        return failMsg(what + "unix socket ino " + std::to_string(fe.usk().ino()) +
+                       ", whose peer is outside the tree; restoring that is not implemented");
+      }
+      if (creator.at(file) != w) {
+        return failMsg(what + sockWhere(*socks[file].e) + ", which pid " +
+                       std::to_string(creator.at(file)) + " makes, but pid " + std::to_string(w) +
+                       " writes the message; restoring that is not implemented");
+      }
+      continue;
+    }
+    std::vector<uint32_t> group;
+    if (fe.type() == images::REG) {
+      group.push_back(file);
+    } else if (fe.type() == images::PIPE) {
+      for (const auto& [id, other] : plan.files) {
+        if (other.type() == images::PIPE && other.pipe().pipe_id() == fe.pipe().pipe_id()) {
+          group.push_back(id);
+        }
+      }
+    } else {
+      return failMsg(what + "a file of type " + images::FdTypes_Name(fe.type()) +
+                     " (id " + std::to_string(file) + "); restoring that is not implemented");
+    }
+    for (uint32_t id : group) {
+      auto [it, fresh] = scmOwner.try_emplace(id, w);
+      if (!fresh && it->second != w) {
+        return failMsg(what + "file id " + std::to_string(id) + ", which pid " +
+                       std::to_string(it->second) + " passes too; restoring a file passed by two "
+                       "tasks is not implemented");
+      }
+      if (fresh) {
+        creator[id] = w;
+        byPid.at(w)->scmFiles.push_back(id);
+      }
+    }
   }
   for (auto& [pid, gs] : refs) {
     TaskPlan& t = *byPid.at(pid);

@@ -157,6 +157,9 @@ struct TaskOrder {
   parkAfterShare @15 :Bool;     # development mode (--stop-before memory): when the
                                 # channel ends after shareFds, close the service fds and
                                 # wait (pause) instead of exiting
+  scmFiles @16 :List(UInt32);   # issue 5: descriptions (files, pipes) passed with
+                                # SCM_RIGHTS in queues this task writes back: opened here
+                                # in refillQueues, before the messages that carry them
 }
 
 # How a restorer makes one unix socket (planned by coordinator/unix_plan.cc).
@@ -177,6 +180,8 @@ struct UnixSocketOrder {
   role @1 :UnixRole;
   partner @2 :UInt32;           # pair and via-temp roles: the other end's file id
   connectTo @3 :Data;           # external: the name to connect to (empty: a dead connection)
+  inFlight @4 :Bool;            # held by no task, only passed in a queued message: closed
+                                # here once its messages are written
 }
 
 # One queued message to write back (an SkPacketEntry of sk-queues.img and its bytes).

@@ -259,6 +259,29 @@ Status Task::readOrder() {
     }
     pending_[kind->firstPhase()].push_back(id);
   }
+  // Files passed with SCM_RIGHTS in the queues this task writes back are opened first in
+  // refillQueues, before the unix sockets write the messages that carry them (issue 5).
+  std::vector<uint32_t> early;
+  for (uint32_t id : o.getScmFiles()) {
+    auto it = files_.find(id);
+    if (it == files_.end()) {
+      return failMsg(where(id) + ": file id " + std::to_string(id) + " is not in the task order");
+    }
+    RestoreKind* kind = findKind(kinds_, it->second.type());
+    if (kind == nullptr) {
+      return failMsg(where(id) + ": no restore kind for files of type " +
+                     images::FdTypes_Name(it->second.type()));
+    }
+    auto& first = pending_[kind->firstPhase()];
+    first.erase(std::remove(first.begin(), first.end(), id), first.end());
+    if (first.empty()) {
+      pending_.erase(kind->firstPhase());
+    }
+    early.push_back(id);
+  }
+  if (!early.empty()) {
+    pending_[RestorePhase::REFILL_QUEUES] = std::move(early);
+  }
 
   if (setsid_ && ::setsid() < 0) {
     return failSys("setsid");
@@ -396,7 +419,7 @@ Status Task::openDescriptions(RestorePhase p) {
   }
   // Lives for this phase: the spare ends of pipes and the helper opens of FIFOs close
   // when it ends.
-  OpenContext ctx{pid_, p, files_, pipeData_, fifoData_, {}, {}, log_, fdBase_};
+  OpenContext ctx{pid_, p, files_, pipeData_, fifoData_, {}, {}, log_, fdBase_, &made_};
   for (uint32_t id : list) {
     const images::FileEntry& e = files_.at(id);
     RestoreKind* kind = findKind(kinds_, e.type());

@@ -56,6 +56,9 @@ struct OpenContext {
   std::map<uint32_t, UniqueFd> fifoHelpers;  // by pipe_id: an O_RDWR open kept while opening
   Log& log;
   int fdBase = 0;  // new descriptions are moved at or above this number (moveAbove)
+  // Descriptions this task made in earlier phases and this one, by file id (unix sockets
+  // pass them with SCM_RIGHTS in refillQueues).
+  const std::map<uint32_t, UniqueFd>* made = nullptr;
 };
 
 // One kind of file on the restore side, the mirror of collector/kinds/. An opener creates

@@ -51,7 +51,7 @@ Status newPair(int type, UniqueFd& a, UniqueFd& b) {
 // A message to write back: its bytes, its credentials, and where to (a datagram to a
 // name; nothing on a connected socket).
 Status sendOne(int fd, const std::string& data, const images::SkPacketEntry& pe,
-               const UnixAddr* to) {
+               const UnixAddr* to, const std::vector<int>& rights = {}) {
   CRPIPE_TRY(growSendBuffer(fd, data.size()));
   iovec iov{const_cast<char*>(data.data()), data.size()};
   msghdr mh{};
@@ -61,17 +61,35 @@ Status sendOne(int fd, const std::string& data, const images::SkPacketEntry& pe,
     mh.msg_name = const_cast<sockaddr_un*>(&to->sa);
     mh.msg_namelen = to->len;
   }
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(ucred))] = {};
+  // Files passed with SCM_RIGHTS, then the credentials.
+  std::vector<char> control(CMSG_SPACE(sizeof(int) * rights.size()) +
+                            CMSG_SPACE(sizeof(ucred)));
+  size_t used = 0;
+  if (!rights.empty() || pe.has_ucred()) {
+    mh.msg_control = control.data();
+    mh.msg_controllen = control.size();
+  }
+  cmsghdr* c = CMSG_FIRSTHDR(&mh);
+  if (!rights.empty()) {
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * rights.size());
+    std::memcpy(CMSG_DATA(c), rights.data(), sizeof(int) * rights.size());
+    used += CMSG_SPACE(sizeof(int) * rights.size());
+    c = CMSG_NXTHDR(&mh, c);
+  }
   if (pe.has_ucred()) {
     // Root may send any pid that exists; the restored tree has the original pids.
-    mh.msg_control = control;
-    mh.msg_controllen = sizeof(control);
-    cmsghdr* c = CMSG_FIRSTHDR(&mh);
     c->cmsg_level = SOL_SOCKET;
     c->cmsg_type = SCM_CREDENTIALS;
     c->cmsg_len = CMSG_LEN(sizeof(ucred));
     ucred u{static_cast<pid_t>(pe.ucred().pid()), pe.ucred().uid(), pe.ucred().gid()};
     std::memcpy(CMSG_DATA(c), &u, sizeof(u));
+    used += CMSG_SPACE(sizeof(ucred));
+  }
+  mh.msg_controllen = used;
+  if (used == 0) {
+    mh.msg_control = nullptr;
   }
   ssize_t n = ::sendmsg(fd, &mh, MSG_NOSIGNAL);
   if (n < 0) {
@@ -124,6 +142,7 @@ Status UnixSocketKind::takeOrder(proto::TaskOrder::Reader order,
     s.partner = u.getPartner();
     auto c = u.getConnectTo();
     s.connectTo.assign(reinterpret_cast<const char*>(c.begin()), c.size());
+    s.inFlight = u.getInFlight();
     socks_.emplace(u.getFileId(), std::move(s));
   }
   for (auto q : order.getSkQueues()) {
@@ -144,6 +163,7 @@ Result<OpenResult> UnixSocketKind::open(OpenContext& ctx, const images::FileEntr
     last_ = ctx.phase;
     fdBase_ = ctx.fdBase;
     log_ = &ctx.log;
+    made_ = ctx.made;
     CRPIPE_TRY(runPhase(ctx));
   }
   Sock* s = local(fe.id());
@@ -413,36 +433,55 @@ Status UnixSocketKind::writeMessage(const Message& m) {
   }
   const auto& x = *xit->second;
   const std::string what = where(x) + ": queued message";
+  // The files it passes: sockets made here, other descriptions opened here in this phase.
+  std::vector<int> rights;
+  for (const auto& scm : m.entry.scm()) {
+    for (uint32_t r : scm.rights()) {
+      int fd = -1;
+      if (Sock* rs = local(r); rs != nullptr && rs->fd.valid()) {
+        fd = rs->fd.get();
+      } else if (made_ != nullptr) {
+        if (auto it = made_->find(r); it != made_->end()) {
+          fd = it->second.get();
+        }
+      }
+      if (fd < 0) {
+        return failMsg(what + ": the file id " + std::to_string(r) +
+                       " it passes (SCM_RIGHTS) was not made here");
+      }
+      rights.push_back(fd);
+    }
+  }
   if (x.crpipe().listener() != 0) {
     auto w = embryoWriters_.find(x.id());
     if (w == embryoWriters_.end()) {
       return failMsg(what + ": its pending connection was not made");
     }
-    return sendOne(w->second, m.data, m.entry, nullptr);
+    return sendOne(w->second, m.data, m.entry, nullptr, rights);
   }
   if (connectionType(x)) {
     Sock* own = local(x.id());
     if (own != nullptr && own->tempPeer.valid()) {
-      return sendOne(own->tempPeer.get(), m.data, m.entry, nullptr);
+      return sendOne(own->tempPeer.get(), m.data, m.entry, nullptr, rights);
     }
     const auto* p = byIno(x.peer());
     Sock* ps = p != nullptr ? local(p->id()) : nullptr;
     if (ps == nullptr || !ps->fd.valid()) {
       return failMsg(what + ": its peer is not made here");
     }
-    return sendOne(ps->fd.get(), m.data, m.entry, nullptr);
+    return sendOne(ps->fd.get(), m.data, m.entry, nullptr, rights);
   }
   // A datagram: from the socket bound to its sender's name, to the receiver's name (or on
   // the pair when the receiver has none).
   auto sendFrom = [&](int fd) -> Status {
     if (x.name().empty()) {
-      return sendOne(fd, m.data, m.entry, nullptr);
+      return sendOne(fd, m.data, m.entry, nullptr, rights);
     }
     auto to = unixAddr(x.name());
     if (!to) {
       return fail(std::move(to).error());
     }
-    return inDirectory(x.name_dir(), [&]() { return sendOne(fd, m.data, m.entry, &*to); });
+    return inDirectory(x.name_dir(), [&]() { return sendOne(fd, m.data, m.entry, &*to, rights); });
   };
   if (m.entry.has_addr() && !m.entry.addr().empty()) {
     for (auto& [id, s] : socks_) {
@@ -470,7 +509,7 @@ Status UnixSocketKind::writeMessage(const Message& m) {
     if (ps == nullptr || !ps->fd.valid()) {
       return failMsg(what + ": the socket has no name and its peer is not made here");
     }
-    CRPIPE_TRY_CTX(sendOne(ps->fd.get(), m.data, m.entry, nullptr), what);
+    CRPIPE_TRY_CTX(sendOne(ps->fd.get(), m.data, m.entry, nullptr, rights), what);
     return {};
   }
   auto t = newSocket(SOCK_DGRAM);
@@ -515,6 +554,10 @@ Status UnixSocketKind::finishSockets() {
 
 Status UnixSocketKind::fixNames() {
   for (auto& [id, s] : socks_) {
+    if (s.inFlight) {
+      s.fd.reset();  // it lives on in the queue it was passed into
+      continue;
+    }
     const auto& e = *s.e;
     if (e.name().empty() || e.name()[0] == '\0' || !s.fd.valid()) {
       continue;

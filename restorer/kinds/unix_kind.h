@@ -42,6 +42,7 @@ class UnixSocketKind : public RestoreKind {
     UniqueFd fd;
     UniqueFd tempPeer;    // halfClosed / dead: the peer that writes the queue, then goes
     bool deferListen = false;  // accepts its established connections before its backlog
+    bool inFlight = false;     // only in a queued message: closed once it is written
   };
   struct Message {
     images::SkPacketEntry entry;
@@ -71,6 +72,7 @@ class UnixSocketKind : public RestoreKind {
   RestorePhase last_ = RestorePhase::FORK_TREE;
   int fdBase_ = 0;
   Log* log_ = nullptr;
+  const std::map<uint32_t, UniqueFd>* made_ = nullptr;  // the task's descriptions so far
 };
 
 }  // namespace crpipe::restorer

@@ -14,13 +14,16 @@ static const char kStream2[] = "world";
 static const char kStreamF[] = "F";  /* carries a pipe's read end */
 static const char kStream3[] = "tail-bytes";
 
-int main(void) {
+/* argv[1] "linked": the passed regular file stays linked until the end (a restore cannot
+ * bring back the contents of an unlinked file yet); the default unlinks it at once. */
+int main(int argc, char** argv) {
+  const int linked = argc > 1 && strcmp(argv[1], "linked") == 0;
   wl_init();
   char tmpl[] = "/tmp/unix_queues.XXXXXX";
   int file = mkstemp(tmpl);
   WL_MUST(file >= 0);
   WL_MUST(write(file, "regular", 7) == 7);
-  unlink(tmpl);
+  if (!linked) unlink(tmpl);
   int pipefd[2];
   WL_MUST(pipe(pipefd) == 0);
   WL_MUST(write(pipefd[1], "in-pipe", 7) == 7);
@@ -173,5 +176,6 @@ int main(void) {
 
   kill(child, SIGKILL);
   waitpid(child, NULL, 0);
+  if (linked) unlink(tmpl);
   return wl_finish();
 }
