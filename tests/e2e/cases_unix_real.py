@@ -7,9 +7,13 @@ killed at the end (the harness is the subreaper of the restored tree)."""
 import os
 import shutil
 import signal
+import socket
+import tempfile
+import threading
 
 from cases_process import dump_and_kill, restore
-from harness import Workload, check, pid_alive, reap, session_pids, verify_restored
+from harness import (Workload, check, dump, images_dir, pid_alive, reap, session_pids,
+                     verify_restored)
 
 
 def kill_session(pid):
@@ -55,3 +59,94 @@ def test_unix_real_restore_queues_scm_rights():
     # Byte-exact queues with boundaries, zero-length records, SCM_RIGHTS of a regular file,
     # a pipe and a socket no task holds, SCM_CREDENTIALS, peek offsets, options, BPF filter.
     restore_and_verify("unix_queues", "linked")
+
+
+class OutsideServers:
+    """A dgram server and stream listeners outside the dumped tree (in the test itself)."""
+
+    def __init__(self, tmp):
+        self.dgram_path = os.path.join(tmp, "outside-dgram.sock")
+        self.stream_path = os.path.join(tmp, "outside-stream.sock")
+        self.stream_path2 = os.path.join(tmp, "outside-stream2.sock")
+        self.dgram = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.dgram.bind(self.dgram_path)
+        self.listeners = []
+        for p in (self.stream_path, self.stream_path2):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.bind(p)
+            s.listen(4)
+            self.listeners.append(s)
+        self.conns = []
+
+    def accept(self, which, timeout=10):
+        self.listeners[which].settimeout(timeout)
+        c, _ = self.listeners[which].accept()
+        self.conns.append(c)
+        return c
+
+    def echo_one(self, conn):
+        """In a thread: reads one byte, answers it upper-cased."""
+        def run():
+            conn.settimeout(30)
+            try:
+                b = conn.recv(1)
+                if b:
+                    conn.sendall(b.upper())
+            except OSError:
+                pass
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        return t
+
+    def close(self):
+        for s in [self.dgram, *self.listeners, *self.conns]:
+            s.close()
+
+
+def extern_round_trip(dead):
+    tmp = tempfile.mkdtemp(prefix="crpipe-outside-")
+    srv = OutsideServers(tmp)
+    try:
+        args = [srv.dgram_path, srv.stream_path] + (["dead"] if dead else [])
+        with Workload("unix_extern", *args) as w:
+            r = w.wait_ready()
+            first = srv.accept(0)
+            dgram, stream = r["dgram_client"]["ino"], r["stream_client"]["ino"]
+            img = images_dir(w)
+            dump(w.pid, img, "--ext-unix-sk", f"--ext-unix-sk={stream}", leave_running=False)
+            w.proc.wait(timeout=10)
+            reap()
+            check(first.recv(1) == b"", "the dumped tree's connection did not close")
+            # Without a way to reconnect the stream socket, the restore refuses, naming it.
+            rc, _, err = restore(img, "-d", "--ext-unix-sk")
+            check(rc != 0 and f"ino {stream}" in err and "--ext-unix-sk-dead" in err
+                  and "--ext-unix-sk=" in err, f"not refused clearly:\n{err}")
+            check(not pid_alive(r["pid"]), "a refused restore left the root running")
+            how = (["--ext-unix-sk-dead", str(stream)] if dead
+                   else [f"--ext-unix-sk={stream}={srv.stream_path2}"])
+            rc, _, err = restore(img, "-d", "--ext-unix-sk", *how)
+            check(rc == 0, f"restore failed:\n{err}")
+            try:
+                if not dead:
+                    # The restored socket connected to PATH, not to its dump-time peer.
+                    srv.echo_one(srv.accept(1))
+                verify_restored(w, r["pid"])
+            finally:
+                kill_session(r["pid"])
+            srv.dgram.settimeout(5)
+            check(srv.dgram.recv(16) == b"ping",
+                  "the restored dgram client did not reach the outside server by name")
+    finally:
+        srv.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_unix_real_restore_ext_unix_sk_reconnect():
+    # --ext-unix-sk: a one-way dgram client reconnected by name to a server outside the
+    # tree; --ext-unix-sk=INO=PATH: a stream socket reconnected to another listener.
+    extern_round_trip(dead=False)
+
+
+def test_unix_real_restore_ext_unix_sk_dead():
+    # --ext-unix-sk-dead INO: the stream socket comes back as a closed connection.
+    extern_round_trip(dead=True)
