@@ -150,3 +150,42 @@ def test_unix_real_restore_ext_unix_sk_reconnect():
 def test_unix_real_restore_ext_unix_sk_dead():
     # --ext-unix-sk-dead INO: the stream socket comes back as a closed connection.
     extern_round_trip(dead=True)
+
+
+def test_unix_name_map_beside_original():
+    # --unix-name-map OLD/=NEW/: the copy binds under NEW while a socket (standing for the
+    # running original) still holds the old listener's path; the accepted end's name and
+    # the client's peer name are the new path. Checked from outside (--stop-before memory).
+    from cases_unix_restore import restore_stopped, steal_fd, kill_tree
+    with Workload("unix_restore") as w:
+        r = w.wait_ready()
+        newdir = r["dir"] + ".copy"
+        squatter = None
+        try:
+            img = dump_and_kill(w)
+            os.makedirs(r["dir"], exist_ok=True)
+            squatter = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            if os.path.exists(r["listener"]):
+                os.unlink(r["listener"])
+            squatter.bind(r["listener"])
+            squatter.listen(1)
+            before = os.stat(r["listener"]).st_ino
+            root = restore_stopped(img, "--unix-name-map", r["dir"] + "/=" + newdir + "/")
+            try:
+                new = os.path.join(newdir, os.path.basename(r["listener"]))
+                acc = steal_fd(r["pid"], r["accepted"])
+                cli = steal_fd(r["child"], r["child_client"])
+                check(acc.getsockname() == new, f"accepted end's name {acc.getsockname()!r}")
+                check(cli.getpeername() == new, f"client's peer name {cli.getpeername()!r}")
+                acc.close()
+                cli.close()
+                check(os.stat(r["listener"]).st_ino == before,
+                      "the original's socket file was touched")
+                check(os.path.exists(new), f"{new} not bound")
+            finally:
+                kill_tree(root)
+        finally:
+            if squatter:
+                squatter.close()
+            shutil.rmtree(r["dir"], ignore_errors=True)
+            shutil.rmtree(newdir, ignore_errors=True)
