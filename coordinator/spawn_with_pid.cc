@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "common/clone_pid.h"
 #include "common/unique_fd.h"
 #include "coordinator/spawn.h"
 #include "coordinator/uv_loop.h"
@@ -93,7 +94,7 @@ Result<std::unique_ptr<StageProcess>> StageProcess::spawnWithPid(
   ca.exit_signal = SIGCHLD;
   ca.set_tid = reinterpret_cast<uint64_t>(tid);
   ca.set_tid_size = 1;
-  long r = ::syscall(SYS_clone3, &ca, sizeof(ca));
+  long r = clone3WithPid(ca);
   if (r < 0) {
     if (errno == EEXIST) {
       return failSys("start " + sp->name_ + ": pid " + std::to_string(pid) + " is taken");

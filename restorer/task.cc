@@ -1,3 +1,4 @@
+#include "common/clone_pid.h"
 #include "restorer/task.h"
 
 #include <dirent.h>
@@ -348,7 +349,7 @@ Status Task::forkTree() {
     args.set_tid_size = 1;
     // A raw clone3 is a fork with the pid chosen: the child runs on a copy of this
     // stack and never returns through it (becomeChild ends in _exit).
-    long r = ::syscall(SYS_clone3, &args, sizeof(args));
+    long r = clone3WithPid(args);
     if (r < 0) {
       if (errno == EEXIST) {
         return failSys("clone3 child " + std::to_string(child) +
