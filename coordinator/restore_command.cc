@@ -447,10 +447,7 @@ Outcome runRestore(const RestoreOptions& opts, ProgressView& view, Log& log,
   po.extUnixSkInodes = opts.extUnixSkInodes;
   po.unixDead = opts.unixDead;
   po.unixNameMap = opts.unixNameMap;
-  if (!opts.inheritFds.empty()) {
-    return failed("--inherit-fd fd[" + std::to_string(opts.inheritFds.front().first) + "]:" +
-                  opts.inheritFds.front().second + ": inheriting fds is not implemented yet");
-  }
+  po.inheritFds = opts.inheritFds;
   if (opts.checkOnly && opts.stopBeforeMemory) {
     return failed("--check-only and --stop-before are two different development modes; "
                   "choose one");

@@ -1,5 +1,7 @@
 #include "coordinator/restore_plan.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <set>
 
@@ -147,6 +149,44 @@ Result<RestorePlan> makeRestorePlan(const RestoreImages& images, const PlanOptio
     }
   }
 
+  // --inherit-fd: every resource the images need from outside must be given, and every
+  // one given must be needed.
+  {
+    std::map<std::string, int> given;
+    for (const auto& [n, res] : opts.inheritFds) {
+      if (!given.emplace(res, n).second) {
+        return failMsg("--inherit-fd fd[" + std::to_string(n) + "]:" + res + ": " + res +
+                       " is given twice");
+      }
+    }
+    std::set<std::string> used;
+    for (const auto& [id, fe] : plan.files) {
+      std::string key;
+      if (fe.type() == images::UNIXSK && fe.usk().crpipe().ext_inherit()) {
+        key = "socket:[" + std::to_string(fe.usk().ino()) + "]";
+      } else if (fe.type() == images::REG && fe.reg().ext()) {
+        key = fe.reg().name();
+      } else if (fe.type() == images::PIPE && fe.pipe().crpipe().external()) {
+        key = "pipe:[" + std::to_string(fe.pipe().pipe_id()) + "]";
+      } else {
+        continue;
+      }
+      auto it = given.find(key);
+      if (it == given.end()) {
+        return failMsg("the images need " + key + " from outside the tree (dumped as external); "
+                       "give it with --inherit-fd fd[N]:" + key);
+      }
+      plan.inherited[id] = it->second;
+      used.insert(key);
+    }
+    for (const auto& [res, n] : given) {
+      if (!used.contains(res)) {
+        return failMsg("--inherit-fd fd[" + std::to_string(n) + "]:" + res + " matches nothing "
+                       "in the images (no external " + res + ")");
+      }
+    }
+    plan.coordinatorPid = ::getpid();
+  }
   auto kinds = restorer::makeRestoreKinds();
   // Every description of one group (a pipe's ends, a FIFO's opens, else one description)
   // is created by the first task that holds any of them, in pstree and fd order.
@@ -329,6 +369,18 @@ void RestorePlan::fillOrder(size_t i, const std::string& token,
     }
   }
   out.setParkAfterShare(parkAfterShare);
+  std::vector<std::pair<uint32_t, int>> inh;
+  for (uint32_t id : t.creates) {
+    if (auto it = inherited.find(id); it != inherited.end()) {
+      inh.emplace_back(id, it->second);
+    }
+  }
+  auto ih = out.initInherited(static_cast<unsigned>(inh.size()));
+  for (size_t k = 0; k < inh.size(); ++k) {
+    ih[static_cast<unsigned>(k)].setFileId(inh[k].first);
+    ih[static_cast<unsigned>(k)].setPeer(inh[k].second);
+  }
+  out.setCoordinatorPid(coordinatorPid);
 }
 
 }  // namespace crpipe

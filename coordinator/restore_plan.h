@@ -53,6 +53,7 @@ struct PlanOptions {
   std::map<uint32_t, std::string> extUnixSkInodes;  // ino -> "" (dump-time name) or PATH
   std::set<uint32_t> unixDead;                      // ino: restore as a dead connection
   std::vector<std::pair<std::string, std::string>> unixNameMap;
+  std::vector<std::pair<int, std::string>> inheritFds;  // --inherit-fd fd[N]:RESOURCE
   pid_t callerSid = 0;
   pid_t callerPgid = 0;
 };
@@ -63,6 +64,8 @@ struct RestorePlan {
   std::map<uint32_t, ImageEntryData> pipeData;  // by pipe_id
   std::map<uint32_t, ImageEntryData> fifoData;
   std::map<uint32_t, std::vector<ImageEntryData>> skQueues;  // by socket id, in queue order
+  std::map<uint32_t, int> inherited;  // file id -> the coordinator's fd (--inherit-fd)
+  pid_t coordinatorPid = 0;
   bool parkAfterShare = false;
   int serviceFdBase = 0;
 

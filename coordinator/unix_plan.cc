@@ -277,8 +277,18 @@ Status planUnixSockets(const RestoreImages& images, const PlanOptions& opts, Res
     const std::string ino = std::to_string(e.ino());
     if (e.crpipe().peer_external()) {
       if (e.crpipe().ext_inherit()) {
-        return failMsg(sockWhere(e) + " was dumped with --external unix[" + ino +
-                       "]: --inherit-fd fd[N]:socket:[" + ino + "] is not implemented yet");
+        // Checked by makeRestorePlan: --inherit-fd fd[N]:socket:[INO] gives it.
+        o.role = proto::UnixRole::INHERITED;
+        if (plan.skQueues.contains(id)) {
+          return failMsg(sockWhere(e) + " (--external unix[" + ino + "]) had " +
+                         std::to_string(plan.skQueues.at(id).size()) +
+                         " queued message(s); the inherited socket's queue is the outside "
+                         "peer's to refill, crpipe cannot write it back");
+        }
+        creator[id] = by;
+        byPid.at(by)->unixOrders.push_back(o);
+        refs[by].insert(group);
+        continue;
       }
       o.role = proto::UnixRole::EXTERNAL;
       auto named = opts.extUnixSkInodes.find(e.ino());

@@ -160,6 +160,9 @@ struct TaskOrder {
   scmFiles @16 :List(UInt32);   # issue 5: descriptions (files, pipes) passed with
                                 # SCM_RIGHTS in queues this task writes back: opened here
                                 # in refillQueues, before the messages that carry them
+  inherited @17 :List(FdTransfer); # --inherit-fd: descriptions taken from the coordinator
+                                # (pidfd_getfd): fileId, peer = the coordinator's fd number
+  coordinatorPid @18 :Int32;
 }
 
 # How a restorer makes one unix socket (planned by coordinator/unix_plan.cc).
@@ -173,6 +176,7 @@ enum UnixRole {
   halfClosed @5;      # connected, its peer gone: made with a temporary peer that writes
                       # the queue and is closed
   external @6;        # its peer is outside the tree: reconnected by name, or left dead
+  inherited @7;       # --external unix[INO]: taken from --inherit-fd fd[N]:socket:[INO]
 }
 
 struct UnixSocketOrder {

@@ -226,6 +226,10 @@ Status Task::readOrder() {
                                     std::string(reinterpret_cast<const char*>(data.begin()),
                                                 data.size())));
   }
+  for (auto i : o.getInherited()) {
+    inherited_[i.getFileId()] = i.getPeer();
+  }
+  coordinatorPid_ = o.getCoordinatorPid();
   for (auto s : o.getSends()) {
     sends_[s.getPeer()].push_back(s.getFileId());
   }
@@ -420,7 +424,8 @@ Status Task::openDescriptions(RestorePhase p) {
   }
   // Lives for this phase: the spare ends of pipes and the helper opens of FIFOs close
   // when it ends.
-  OpenContext ctx{pid_, p, files_, pipeData_, fifoData_, {}, {}, log_, fdBase_, &made_};
+  OpenContext ctx{pid_, p, files_, pipeData_, fifoData_, {}, {}, log_, fdBase_, &made_,
+                  &inherited_, coordinatorPid_};
   for (uint32_t id : list) {
     const images::FileEntry& e = files_.at(id);
     RestoreKind* kind = findKind(kinds_, e.type());

@@ -83,6 +83,8 @@ class Task {
 
   std::vector<std::unique_ptr<RestoreKind>> kinds_;
   std::map<RestorePhase, std::vector<uint32_t>> pending_;  // descriptions to open, by phase
+  std::map<uint32_t, int> inherited_;                      // --inherit-fd: id -> crpipe's fd
+  pid_t coordinatorPid_ = 0;
   std::map<uint32_t, UniqueFd> made_;                      // file id -> description
   UniqueFd transport_;
   bool parkAfterShare_ = false;  // --stop-before memory (development mode)

@@ -1,4 +1,6 @@
 #include <fcntl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "restorer/kinds/restore_kind.h"
 
@@ -28,6 +30,19 @@ Result<UniqueFd> moveAbove(UniqueFd fd, int base) {
     return failSys("F_DUPFD_CLOEXEC " + std::to_string(base));
   }
   return moved;
+}
+
+Result<UniqueFd> takeInherited(pid_t coordinator, int fd, int base) {
+  const std::string what = "--inherit-fd fd[" + std::to_string(fd) + "]";
+  UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, coordinator, 0)));
+  if (!pidfd.valid()) {
+    return failSys(what + ": pidfd_open of crpipe (pid " + std::to_string(coordinator) + ")");
+  }
+  UniqueFd got(static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd.get(), fd, 0)));
+  if (!got.valid()) {
+    return failSys(what + ": pidfd_getfd (is fd " + std::to_string(fd) + " open in crpipe?)");
+  }
+  return moveAbove(std::move(got), base);
 }
 
 }  // namespace crpipe::restorer

@@ -4,14 +4,12 @@
 #include <unistd.h>
 
 #include "common/image_format.h"
+#include "restorer/kinds/regfile_kind.h"
 
 namespace crpipe::restorer {
 
 Status PipeKind::check(const images::FileEntry& e) const {
-  if (e.pipe().crpipe().external()) {
-    return failMsg("pipe " + std::to_string(e.pipe().pipe_id()) +
-                   " is external: --inherit-fd is not implemented yet (issue 5)");
-  }
+  (void)e;  // an external pipe is matched with --inherit-fd by the plan
   return {};
 }
 
@@ -26,6 +24,17 @@ Status refillPipe(int writeEnd, const images::PipeDataEntry& entry, const std::s
 Result<OpenResult> PipeKind::open(OpenContext& ctx, const images::FileEntry& e) {
   const auto& pe = e.pipe();
   const std::string what = "pipe " + std::to_string(pe.pipe_id());
+  if (pe.crpipe().external()) {
+    auto fd = reopenInherited(ctx, e.id(), static_cast<int>(pe.flags()) & (O_ACCMODE | O_NONBLOCK), what);
+    if (!fd) {
+      return fail(std::move(fd).error());
+    }
+    auto own = applyFown(fd->get(), pe.fown());
+    if (!own) {
+      return fail(std::move(own).error().context(what));
+    }
+    return OpenResult::done(std::move(*fd));
+  }
   auto [it, created] = ctx.pipes.try_emplace(pe.pipe_id());
   CreatedPipe& p = it->second;
   if (created) {

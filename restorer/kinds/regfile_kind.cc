@@ -34,10 +34,7 @@ const char* typeName(mode_t m) {
 
 Status RegFileKind::check(const images::FileEntry& e) const {
   const auto& reg = e.reg();
-  if (reg.ext()) {
-    return failMsg("external file " + reg.name() +
-                   ": --inherit-fd is not implemented yet (issue 5)");
-  }
+  (void)reg;  // an external file (reg.ext()) is matched with --inherit-fd by the plan
   if (reg.crpipe().unlinked() && reg.size() != 0) {
     return failMsg("unlinked file " + reg.name() + " held " + std::to_string(reg.size()) +
                    " bytes, and the images do not carry the contents of unlinked files");
@@ -95,7 +92,44 @@ Result<UniqueFd> openByPath(const images::RegFileEntry& reg, int extraFlags) {
   return fd;
 }
 
+// --inherit-fd fd[N]:file[MNT_ID:INODE] / fd[N]:pipe:[INO]: crpipe's fd N, reopened
+// through /proc/self/fd with the dumped flags (a description of its own, as seed 002).
+Result<UniqueFd> reopenInherited(OpenContext& ctx, uint32_t id, int flags, const std::string& what) {
+  auto it = ctx.inherited != nullptr ? ctx.inherited->find(id) : decltype(ctx.inherited->end()){};
+  if (ctx.inherited == nullptr || it == ctx.inherited->end()) {
+    return failMsg(what + ": dumped as external, and no --inherit-fd for it reached this task");
+  }
+  auto got = takeInherited(ctx.coordinatorPid, it->second, ctx.fdBase);
+  if (!got) {
+    return fail(std::move(got).error().context(what));
+  }
+  const std::string path = "/proc/self/fd/" + std::to_string(got->get());
+  UniqueFd fd(::open(path.c_str(), (flags & ~kNeverReplayed) | O_CLOEXEC | O_NOCTTY));
+  if (!fd.valid()) {
+    return failSys(what + ": reopen --inherit-fd fd[" + std::to_string(it->second) + "] through " +
+                   path);
+  }
+  return moveAbove(std::move(fd), ctx.fdBase);
+}
+
 Result<OpenResult> RegFileKind::open(OpenContext& ctx, const images::FileEntry& e) {
+  if (e.reg().ext()) {
+    const auto& reg = e.reg();
+    auto fd = reopenInherited(ctx, e.id(), static_cast<int>(reg.flags()), "external file " + reg.name());
+    if (!fd) {
+      return fail(std::move(fd).error());
+    }
+    struct stat st {};
+    if (reg.pos() != 0 && ::fstat(fd->get(), &st) == 0 && (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode)) &&
+        ::lseek(fd->get(), static_cast<off_t>(reg.pos()), SEEK_SET) < 0) {
+      return failSys("external file " + reg.name() + ": lseek to " + std::to_string(reg.pos()));
+    }
+    auto own = applyFown(fd->get(), reg.fown());
+    if (!own) {
+      return fail(std::move(own).error().context(reg.name()));
+    }
+    return OpenResult::done(std::move(*fd));
+  }
   auto fd = openByPath(e.reg(), 0);
   if (!fd) {
     return fail(std::move(fd).error());

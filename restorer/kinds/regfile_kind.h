@@ -20,4 +20,7 @@ class RegFileKind : public RestoreKind {
 // owner. Shared with the FIFO kind, whose path is a RegFileEntry.
 Result<UniqueFd> openByPath(const images::RegFileEntry& reg, int extraFlags);
 
+// --inherit-fd: crpipe's fd for file `id`, reopened through /proc/self/fd with `flags`.
+Result<UniqueFd> reopenInherited(OpenContext& ctx, uint32_t id, int flags, const std::string& what);
+
 }  // namespace crpipe::restorer

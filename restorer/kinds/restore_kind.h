@@ -59,6 +59,9 @@ struct OpenContext {
   // Descriptions this task made in earlier phases and this one, by file id (unix sockets
   // pass them with SCM_RIGHTS in refillQueues).
   const std::map<uint32_t, UniqueFd>* made = nullptr;
+  // --inherit-fd: file id -> the coordinator's fd number that stands for it.
+  const std::map<uint32_t, int>* inherited = nullptr;
+  pid_t coordinatorPid = 0;
 };
 
 // One kind of file on the restore side, the mirror of collector/kinds/. An opener creates
@@ -99,6 +102,10 @@ class RestoreKind {
 
 // F_SETOWN_EX / F_SETSIG from a recorded owner; nothing when none was set.
 Status applyFown(int fd, const images::FownEntry& fown);
+
+// --inherit-fd: a duplicate of the coordinator's fd `fd` (pidfd_getfd), CLOEXEC, above
+// `base`.
+Result<UniqueFd> takeInherited(pid_t coordinator, int fd, int base);
 
 // Moves a new fd above the restorer's reserved range so it collides with no fd number
 // of the restored task (they are all below `base`): F_DUPFD_CLOEXEC.

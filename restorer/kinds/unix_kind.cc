@@ -145,6 +145,10 @@ Status UnixSocketKind::takeOrder(proto::TaskOrder::Reader order,
     s.inFlight = u.getInFlight();
     socks_.emplace(u.getFileId(), std::move(s));
   }
+  for (auto i : order.getInherited()) {
+    inherited_[i.getFileId()] = i.getPeer();
+  }
+  coordinatorPid_ = order.getCoordinatorPid();
   for (auto q : order.getSkQueues()) {
     Message m;
     auto b = q.getEntry();
@@ -253,6 +257,28 @@ Status UnixSocketKind::bindListen(OpenContext&) {
           CRPIPE_TRY_CTX(newPair(type, s.fd, s.tempPeer), where(e));
         }
         break;
+      case Role::INHERITED: {
+        auto it = inherited_.find(id);
+        if (it == inherited_.end()) {
+          return failMsg(where(e) + ": no --inherit-fd for it reached this task");
+        }
+        auto got = takeInherited(coordinatorPid_, it->second, fdBase_);
+        if (!got) {
+          return fail(std::move(got).error().context(where(e)));
+        }
+        int type = 0;
+        socklen_t tl = sizeof(type);
+        sockaddr_storage ss{};
+        socklen_t sl = sizeof(ss);
+        if (::getsockopt(got->get(), SOL_SOCKET, SO_TYPE, &type, &tl) < 0 ||
+            ::getsockname(got->get(), reinterpret_cast<sockaddr*>(&ss), &sl) < 0 ||
+            ss.ss_family != AF_UNIX || type != static_cast<int>(e.type())) {
+          return failMsg(where(e) + ": --inherit-fd fd[" + std::to_string(it->second) +
+                         "] is not a unix socket of type " + std::to_string(e.type()));
+        }
+        s.fd = std::move(*got);
+        break;
+      }
       case Role::EXTERNAL:
         if (s.connectTo.empty()) {
           // A dead connection: its peer is made only to be closed after the refill.

@@ -72,7 +72,9 @@ class UnixSocketKind : public RestoreKind {
   RestorePhase last_ = RestorePhase::FORK_TREE;
   int fdBase_ = 0;
   Log* log_ = nullptr;
-  const std::map<uint32_t, UniqueFd>* made_ = nullptr;  // the task's descriptions so far
+  const std::map<uint32_t, UniqueFd>* made_ = nullptr;
+  std::map<uint32_t, int> inherited_;  // --inherit-fd: file id -> crpipe's fd
+  pid_t coordinatorPid_ = 0;  // the task's descriptions so far
 };
 
 }  // namespace crpipe::restorer

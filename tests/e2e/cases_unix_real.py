@@ -8,11 +8,12 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import tempfile
 import threading
 
 from cases_process import dump_and_kill, restore
-from harness import (Workload, check, dump, images_dir, pid_alive, reap, session_pids,
+from harness import (CRPIPE, Workload, check, dump, images_dir, pid_alive, reap, session_pids,
                      verify_restored)
 
 
@@ -189,3 +190,50 @@ def test_unix_name_map_beside_original():
                 squatter.close()
             shutil.rmtree(r["dir"], ignore_errors=True)
             shutil.rmtree(newdir, ignore_errors=True)
+
+
+def test_unix_real_restore_inherit_fd_socket():
+    # --external unix[INO] on dump; on restore the outside server hands in a new socketpair
+    # end with --inherit-fd fd[N]:socket:[INO], which the restored task holds at the dumped
+    # fd number and echoes through. Missing and unmatched --inherit-fd are errors naming it.
+    tmp = tempfile.mkdtemp(prefix="crpipe-outside-")
+    srv = OutsideServers(tmp)
+    inner = outer = None
+    try:
+        with Workload("unix_extern", srv.dgram_path, srv.stream_path) as w:
+            r = w.wait_ready()
+            srv.accept(0)
+            stream = r["stream_client"]["ino"]
+            img = images_dir(w)
+            dump(w.pid, img, "--ext-unix-sk", f"--external=unix[{stream}]", leave_running=False)
+            w.proc.wait(timeout=10)
+            reap()
+            key = f"socket:[{stream}]"
+            rc, _, err = restore(img, "-d", "--ext-unix-sk")
+            check(rc != 0 and key in err and "--inherit-fd" in err, f"missing not named:\n{err}")
+            inner, outer = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            n = inner.fileno()
+            rc, _, err = restore(img, "-d", "--ext-unix-sk", "--inherit-fd", f"fd[{n}]:{key}",
+                                 "--inherit-fd", f"fd[{n}]:socket:[1]")
+            check(rc != 0 and "socket:[1]" in err and "matches nothing" in err,
+                  f"unmatched --inherit-fd not named:\n{err}")
+            check(not pid_alive(r["pid"]), "a refused restore left the root running")
+            p = subprocess.run([CRPIPE, "run", "restore", "-D", img, "-d", "--ext-unix-sk",
+                                "--inherit-fd", f"fd[{n}]:{key}"], pass_fds=[n],
+                               stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                               timeout=120)
+            check(p.returncode == 0, f"restore failed:\n{p.stderr}")
+            inner.close()
+            try:
+                srv.echo_one(outer)
+                verify_restored(w, r["pid"])
+            finally:
+                kill_session(r["pid"])
+            srv.dgram.settimeout(5)
+            check(srv.dgram.recv(16) == b"ping", "dgram client not reconnected")
+    finally:
+        for s in (inner, outer):
+            if s:
+                s.close()
+        srv.close()
+        shutil.rmtree(tmp, ignore_errors=True)
