@@ -180,7 +180,8 @@ Result<bool> ImageSink::consume(proto::Message::Reader msg, const std::string& w
   }
 }
 
-Status emitImageDirectory(int dirFd, const std::string& dirName, ImageEmitter& out) {
+Status emitImageDirectory(int dirFd, const std::string& dirName, ImageEmitter& out,
+                          bool skipRawImages) {
   UniqueFd dfd(::openat(dirFd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!dfd.valid()) {
     return failSys("open image directory " + dirName);
@@ -193,7 +194,8 @@ Status emitImageDirectory(int dirFd, const std::string& dirName, ImageEmitter& o
   std::vector<std::string> names;
   while (dirent* de = ::readdir(d)) {
     std::string n = de->d_name;
-    if (n.ends_with(".img") && imageKindForFile(n)) {
+    auto kind = n.ends_with(".img") ? imageKindForFile(n) : std::nullopt;
+    if (kind && !(skipRawImages && kind->magic == 0 && kind->headMagic == 0)) {
       names.push_back(n);
     }
   }

@@ -61,7 +61,10 @@ class ImageSink {
 };
 
 // Reads every image file of a directory in stream order (inventory first, then by name)
-// and puts it on the stream, ending with End.
-Status emitImageDirectory(int dirFd, const std::string& dirName, ImageEmitter& out);
+// and puts it on the stream, ending with End. With skipRawImages, raw images (pages-N.img:
+// page contents, no entries) stay off the stream: a reader that has the directory maps them
+// itself (`crpipe run restore -D`), so hundreds of MiB are not copied through a socket.
+Status emitImageDirectory(int dirFd, const std::string& dirName, ImageEmitter& out,
+                          bool skipRawImages = false);
 
 }  // namespace crpipe

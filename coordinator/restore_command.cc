@@ -397,8 +397,10 @@ Status loadImages(const RestoreOptions& opts, RestoreImages& images, Log& log) {
   if (!data) {
     return fail(std::move(data).error());
   }
+  // Small images come on the stream; pages-N.img (nearly all the bytes) is mapped from
+  // DIR below instead of being copied through the serializer and a socket.
   std::vector<std::string> args = {"read", "-D", opts.dir, "--out", "-", "--out-fd",
-                                   std::to_string(kDataFd)};
+                                   std::to_string(kDataFd), "--no-pages"};
   for (auto& a : logArgs(opts.log)) {
     args.push_back(a);
   }
@@ -415,7 +417,13 @@ Status loadImages(const RestoreOptions& opts, RestoreImages& images, Log& log) {
   if (!ser.process->exit().ok() && st) {
     return failMsg("crpipe-serializer read " + ser.process->exit().describe());
   }
-  return st;
+  if (!st) {
+    return st;
+  }
+  CRPIPE_TRY(images.mapRawImages(opts.dir));
+  log.debug("mapped %.1f MiB of pages from %s", static_cast<double>(images.mappedBytes()) / (1 << 20),
+            opts.dir.c_str());
+  return {};
 }
 
 // Reaps, in tree order, the restorers that became crpipe's children when their parents

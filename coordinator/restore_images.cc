@@ -1,5 +1,13 @@
 #include "coordinator/restore_images.h"
 
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/unique_fd.h"
+
 #include "common/image_format.h"
 #include "common/stage_stream.h"
 
@@ -74,6 +82,65 @@ Result<bool> RestoreImages::consume(proto::Message::Reader msg, const std::strin
     default:
       return failMsg(where + ": unexpected " + describeMessage(msg));
   }
+}
+
+RestoreImages::~RestoreImages() {
+  for (const auto& [name, data] : mapped_) {
+    if (!data.empty()) {
+      ::munmap(const_cast<char*>(data.data()), data.size());
+    }
+  }
+}
+
+std::string_view RestoreImages::rawData(const std::string& name) const {
+  auto m = mapped_.find(name);
+  if (m != mapped_.end()) {
+    return m->second;
+  }
+  const auto& e = entries(name);
+  return e.empty() ? std::string_view() : std::string_view(e.front().trailing);
+}
+
+Status RestoreImages::mapRawImages(const std::string& dir) {
+  UniqueFd dfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!dfd.valid()) {
+    return failSys("open image directory " + dir);
+  }
+  DIR* d = ::fdopendir(::dup(dfd.get()));
+  if (d == nullptr) {
+    return failSys("read image directory " + dir);
+  }
+  std::vector<std::string> names;
+  while (dirent* de = ::readdir(d)) {
+    std::string n = de->d_name;
+    auto kind = n.ends_with(".img") ? imageKindForFile(n) : std::nullopt;
+    if (kind && kind->magic == 0 && kind->headMagic == 0 && !images_.contains(n)) {
+      names.push_back(n);
+    }
+  }
+  ::closedir(d);
+  for (const auto& n : names) {
+    UniqueFd fd(::openat(dfd.get(), n.c_str(), O_RDONLY | O_CLOEXEC));
+    struct stat st {};
+    if (!fd.valid() || ::fstat(fd.get(), &st) < 0) {
+      return failSys(dir + "/" + n);
+    }
+    std::string_view data;
+    if (st.st_size > 0) {
+      // Read-only and private: the restore cannot change the image. The pages are read
+      // once, in order, by process_vm_writev.
+      void* p = ::mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ, MAP_PRIVATE,
+                       fd.get(), 0);
+      if (p == MAP_FAILED) {
+        return failSys("mmap " + dir + "/" + n);
+      }
+      ::madvise(p, static_cast<size_t>(st.st_size), MADV_SEQUENTIAL);
+      data = std::string_view(static_cast<const char*>(p), static_cast<size_t>(st.st_size));
+    }
+    mapped_[n] = data;
+    mappedBytes_ += data.size();
+  }
+  return {};
 }
 
 const std::vector<ImageEntryData>& RestoreImages::entries(const std::string& name) const {

@@ -1,7 +1,9 @@
 #pragma once
 
+#include <algorithm>
 #include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/result.h"
@@ -19,24 +21,46 @@ struct ImageEntryData {
 
 class RestoreImages {
  public:
+  RestoreImages() = default;
+  RestoreImages(const RestoreImages&) = delete;
+  RestoreImages& operator=(const RestoreImages&) = delete;
+  ~RestoreImages();
+
   // Takes one message; true once End arrived and the counts matched.
   Result<bool> consume(proto::Message::Reader msg, const std::string& where);
 
   // The entries of one image file ("pstree.img"); empty if the dump has none.
   const std::vector<ImageEntryData>& entries(const std::string& name) const;
-  bool has(const std::string& name) const { return images_.contains(name); }
+  bool has(const std::string& name) const {
+    return images_.contains(name) || mapped_.contains(name);
+  }
+  // The data of a raw image (pages-N.img): mapped from the image directory (mapRawImages)
+  // or, from a stream, what followed its entry. Empty if the dump has none.
+  std::string_view rawData(const std::string& name) const;
+  // Maps every raw image of `dir` (read-only, MAP_PRIVATE) that the stream left off
+  // (`crpipe-serializer read --no-pages`). The images stay byte-identical.
+  Status mapRawImages(const std::string& dir);
+  uint64_t mappedBytes() const { return mappedBytes_; }
   // Every image file name the dump has, sorted.
   std::vector<std::string> names() const {
     std::vector<std::string> out;
     for (const auto& [name, entries] : images_) {
       out.push_back(name);
     }
+    for (const auto& [name, data] : mapped_) {
+      if (!images_.contains(name)) {
+        out.push_back(name);
+      }
+    }
+    std::sort(out.begin(), out.end());
     return out;
   }
 
  private:
   std::map<uint32_t, std::string> names_;
   std::map<std::string, std::vector<ImageEntryData>> images_;
+  std::map<std::string, std::string_view> mapped_;  // munmap'd by the destructor
+  uint64_t mappedBytes_ = 0;
   bool hello_ = false;
   uint64_t entryCount_ = 0;
   uint64_t rawBytes_ = 0;

@@ -24,6 +24,7 @@ struct WriteOptions {
 struct ReadOptions {
   std::string dir;
   StreamEndpoint out;
+  bool noPages = false;  // leave pages-N.img off the stream (the reader maps them)
 };
 
 struct DecodeOptions {

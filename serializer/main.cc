@@ -15,7 +15,7 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: crpipe-serializer write -D DIR [--in FILE|-] [--in-fd N] [--control-fd N]\n"
-    "       crpipe-serializer read -D DIR [--out FILE|-] [--out-fd N]\n"
+    "       crpipe-serializer read -D DIR [--out FILE|-] [--out-fd N] [--no-pages]\n"
     "       crpipe-serializer decode [--in FILE|-] [--in-fd N]\n"
     "common options: [-v N] [--log FILE]\n"
     "\n"
@@ -23,7 +23,8 @@ constexpr const char* kUsage =
     "        moving them into DIR only once End arrived, the counts matched and every\n"
     "        file is on disk; then sends Committed on the control fd. On any error\n"
     "        nothing in DIR changes and a Failure goes to the control fd.\n"
-    "read    puts the images of DIR on a stream (inventory first).\n"
+    "read    puts the images of DIR on a stream (inventory first); --no-pages leaves\n"
+    "        pages-N.img off (a reader with access to DIR maps them itself).\n"
     "decode  prints every message of a stream, entries decoded as protobuf text.\n";
 
 struct Args {
@@ -32,6 +33,7 @@ struct Args {
   crpipe::StreamEndpoint in;
   crpipe::StreamEndpoint out;
   int controlFd = -1;
+  bool noPages = false;
   int verbosity = 2;
   std::string logPath;
 };
@@ -55,7 +57,7 @@ std::string parseArgs(int argc, char** argv, Args& a) {
   if (a.command == "-h" || a.command == "--help") {
     return "";
   }
-  enum { kIn = 256, kInFd, kOut, kOutFd, kControlFd, kLog };
+  enum { kIn = 256, kInFd, kOut, kOutFd, kControlFd, kLog, kNoPages };
   static const option kOpts[] = {
       {"dir", required_argument, nullptr, 'D'},
       {"in", required_argument, nullptr, kIn},
@@ -64,6 +66,7 @@ std::string parseArgs(int argc, char** argv, Args& a) {
       {"out-fd", required_argument, nullptr, kOutFd},
       {"control-fd", required_argument, nullptr, kControlFd},
       {"log", required_argument, nullptr, kLog},
+      {"no-pages", no_argument, nullptr, kNoPages},
       {"help", no_argument, nullptr, 'h'},
       {nullptr, 0, nullptr, 0},
   };
@@ -100,6 +103,9 @@ std::string parseArgs(int argc, char** argv, Args& a) {
         break;
       case kLog:
         a.logPath = optarg;
+        break;
+      case kNoPages:
+        a.noPages = true;
         break;
       case 'h':
         a.command = "--help";
@@ -161,7 +167,7 @@ int main(int argc, char** argv) {
       }
     }
   } else if (a.command == "read") {
-    st = crpipe::runRead({a.dir, a.out}, log);
+    st = crpipe::runRead({a.dir, a.out, a.noPages}, log);
   } else {
     st = crpipe::runDecode({a.in}, stdout);
   }

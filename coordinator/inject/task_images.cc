@@ -48,10 +48,7 @@ Result<PageRuns> loadPageRuns(const RestoreImages& images, const std::string& na
     runs.entries.push_back(std::move(e));
   }
   const std::string pagesName = "pages-" + std::to_string(head.pages_id()) + ".img";
-  const auto& pages = images.entries(pagesName);
-  if (!pages.empty()) {
-    runs.pages = pages[0].trailing;
-  }
+  runs.pages = images.rawData(pagesName);
   if (runs.pages.size() != runs.totalPages * kPage) {
     return failMsg(pagesName + ": holds " + std::to_string(runs.pages.size()) + " bytes, " +
                    name + " describes " + std::to_string(runs.totalPages * kPage));
