@@ -1,5 +1,6 @@
 #pragma once
 
+#include <sched.h>
 #include <sys/ptrace.h>
 #include <sys/types.h>
 
@@ -52,6 +53,10 @@ struct InjectedTask {
   Log* log = nullptr;
   uint64_t trampoline = 0;
   std::vector<InjectedThread> threads;  // [0] is the leader
+  // The restorer's CPU affinity before the coordinator pinned it beside itself; every
+  // thread gets it back before it runs.
+  bool pinned = false;
+  cpu_set_t affinity{};
 
   SyscallSession& leader() { return *threads[0].session; }
   uint64_t scratch() const { return trampoline + kScratchOffset; }

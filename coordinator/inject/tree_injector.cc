@@ -54,6 +54,25 @@ TreeInjector::~TreeInjector() {
   // A failed restore: the coordinator killed the tree; the sessions only find dead threads.
   tasks_.clear();
   dropShmemObjects();
+  unpinCoordinator();
+}
+
+void TreeInjector::pinCoordinator() {
+  if (pinned_ || ::sched_getaffinity(0, sizeof(coordinatorMask_), &coordinatorMask_) < 0) {
+    return;
+  }
+  cpu_ = ::sched_getcpu();
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(cpu_, &one);
+  pinned_ = cpu_ >= 0 && ::sched_setaffinity(0, sizeof(one), &one) == 0;
+}
+
+void TreeInjector::unpinCoordinator() {
+  if (pinned_) {
+    ::sched_setaffinity(0, sizeof(coordinatorMask_), &coordinatorMask_);
+    pinned_ = false;
+  }
 }
 
 uint64_t TreeInjector::threadCount() const {
@@ -144,6 +163,7 @@ Status TreeInjector::seize(pid_t pid) {
 }
 
 Status TreeInjector::restoreMemory() {
+  pinCoordinator();
   CRPIPE_TRY(createShmemObjects());
   for (size_t i = 0; i < plan_.tasks.size(); ++i) {
     auto t = std::make_unique<InjectedTask>();
@@ -162,6 +182,12 @@ Status TreeInjector::restoreMemory() {
 }
 
 Status TreeInjector::restoreTask(InjectedTask& t) {
+  if (pinned_ && ::sched_getaffinity(t.pid, sizeof(t.affinity), &t.affinity) == 0) {
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpu_, &one);
+    t.pinned = ::sched_setaffinity(t.pid, sizeof(one), &one) == 0;  // threads inherit it
+  }
   CRPIPE_TRY(seize(t.pid));
   auto regs = getRegs(t.pid);
   if (!regs) {
@@ -260,8 +286,13 @@ Status TreeInjector::resume() {
       }
       CRPIPE_TRY_CTX(th.session->end(), t->where() + ": registers of tid " + std::to_string(th.tid));
       CRPIPE_TRY_CTX(restoreFpu(th.tid, *th.image), t->where());
+      if (t->pinned && ::sched_setaffinity(th.tid, sizeof(t->affinity), &t->affinity) < 0) {
+        return fail(Error::sys(t->where() + ": give tid " + std::to_string(th.tid) +
+                               " its CPU affinity back"));
+      }
     }
   }
+  unpinCoordinator();
   // Every thread of every task is ready: let them all go.
   for (auto& t : tasks_) {
     for (auto& th : t->threads) {

@@ -1,5 +1,7 @@
 #pragma once
 
+#include <sched.h>
+
 #include <map>
 #include <memory>
 #include <vector>
@@ -43,6 +45,8 @@ class TreeInjector {
   Status seize(pid_t pid);
   Status createThreads(InjectedTask& t);
   void dropShmemObjects();
+  void pinCoordinator();
+  void unpinCoordinator();
 
   const RestoreImages& images_;
   const RestorePlan& plan_;
@@ -53,6 +57,12 @@ class TreeInjector {
   std::vector<std::unique_ptr<InjectedTask>> tasks_;
   std::vector<pid_t> seized_;
   uint64_t bytesFilled_ = 0;
+  // While injecting, the coordinator and the task it drives share one CPU: every injected
+  // syscall is two ptrace stops, and a stop that wakes a tracer idling on another CPU costs
+  // an IPI and a halt exit (tens of us in a VM), a same-CPU switch a few us.
+  bool pinned_ = false;
+  int cpu_ = -1;
+  cpu_set_t coordinatorMask_{};
 };
 
 }  // namespace crpipe::inject
