@@ -464,11 +464,23 @@ Outcome runRestore(const RestoreOptions& opts, ProgressView& view, Log& log,
   if (!plan) {
     return failed(plan.error().str() + "; nothing was restored");
   }
+  // Every pid and every thread's tid: checked here, before crpipe creates anything of the
+  // tree. From here on crpipe starts no process or thread without set_tid (restorers are
+  // cloned with their task's pid, threads with their tid), so none of its own can take one.
   std::vector<pid_t> pids;
+  std::map<pid_t, pid_t> threadOf;
   for (const auto& t : plan->tasks) {
     pids.push_back(t.pid);
   }
-  auto free = waitPidsFree(pids, kZombieWaitMs, log);
+  for (const auto& t : plan->tasks) {
+    for (uint32_t tid : t.pstree.threads()) {
+      if (static_cast<pid_t>(tid) != t.pid) {
+        pids.push_back(static_cast<pid_t>(tid));
+        threadOf[static_cast<pid_t>(tid)] = t.pid;
+      }
+    }
+  }
+  auto free = waitPidsFree(pids, kZombieWaitMs, log, threadOf);
   if (!free) {
     return failed(free.error().str() + "; nothing was restored");
   }

@@ -257,7 +257,12 @@ Status TreeInjector::createThreads(InjectedTask& t) {
     auto r = t.leader().callChecked("clone3", SYS_clone3, {*argsAddr, sizeof(args)});
     if (!r) {
       if (r.error().err() == EEXIST) {
-        return failMsg(w + ": the tid is taken by another process");
+        auto stat = readProcFile("/proc/" + std::to_string(ti.tid) + "/stat");
+        auto st = stat ? parseProcStat(*stat) : Result<ProcStat>(fail(stat.error()));
+        return failMsg(w + ": the tid is taken by another process" +
+                       (st ? " (" + st->comm + ", parent " + std::to_string(st->ppid) + ")"
+                           : std::string()) +
+                       " since the restore checked it");
       }
       return fail(std::move(r).error().context(w));
     }
