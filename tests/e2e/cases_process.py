@@ -4,11 +4,15 @@ memory, registers, threads, signals, files and pipes. Each workload fails if the
 checks were lost."""
 import hashlib
 import os
+import select
+import shutil
+import signal
 import subprocess
+import tempfile
 import time
 
-from harness import (CRPIPE, Workload, check, dump, images_dir, pid_alive, reap, session_pids,
-                     verify_restored)
+from harness import (CRPIPE, WORKLOADS, Workload, check, dump, images_dir, pid_alive, reap,
+                     session_pids, verify_restored)
 
 
 def dump_and_kill(w):
@@ -158,3 +162,165 @@ def test_taken_pid_refused_nothing_left():
                  for n in os.listdir(img)}
         check(after == digest, "images changed")
         w.verify()
+
+
+def test_big_memory_from_a_stream():
+    """-D maps pages-N.img; a restore from a stream must still take the pages from the
+    stream, front to back (here through a pipe from `stage serialize --reverse`)."""
+    with Workload("task_bigmem", 48) as w:
+        r = w.wait_ready()
+        img = dump_and_kill(w)
+        feed = subprocess.Popen([CRPIPE, "stage", "serialize", "--reverse", "-D", img, "-o", "-"],
+                                stdout=subprocess.PIPE)
+        p = subprocess.run([CRPIPE, "run", "restore", "--stream", "-", "-d"], stdin=feed.stdout,
+                           capture_output=True, text=True, timeout=120)
+        feed.stdout.close()
+        check(feed.wait(timeout=30) == 0, "stage serialize --reverse failed")
+        check(p.returncode == 0, f"restore --stream - failed:\n{p.stderr}")
+        verify_restored(w, r["pid"])
+
+def digest_dir(img):
+    return {n: hashlib.sha256(open(os.path.join(img, n), "rb").read()).hexdigest()
+            for n in sorted(os.listdir(img))}
+
+
+def test_memory_phase_failure_kills_everything():
+    """A file mapped by the last task is removed between dump and restore: the restore
+    fails in the memory phase, after the root and the first child were made; the error
+    names the task and the file, every restored process is gone, the images unchanged."""
+    with Workload("task_mapgone") as w:
+        r = w.wait_ready()
+        img = dump_and_kill(w)
+        digest = digest_dir(img)
+        os.unlink(os.path.join(w.tmp, "mapped.dat"))
+        log = os.path.join(w.tmp, "restore.log")
+        rc, _, err = restore(img, "-d", "-v", "3", "-o", log)
+        last = r["pids"][2]
+        check(rc != 0, f"the restore succeeded without the mapped file:\n{err}")
+        check(f"pid {last}" in err and "mapped.dat" in err and "mapping" in err,
+              f"the failure does not name task {last} and the mapped file:\n{err}")
+        check("killed" in err, f"no word about the created processes:\n{err}")
+        with open(log) as f:
+            check("phase share-fds" in f.read(), "the restore did not get to the memory phase")
+        for pid in r["pids"]:
+            check(not pid_alive(pid), f"pid {pid} of the failed restore still runs")
+        check(digest_dir(img) == digest, "images changed")
+
+
+def read_pty(master, want, timeout=20):
+    """Reads the pty master until `want` shows up; returns everything read."""
+    out = b""
+    deadline = time.monotonic() + timeout
+    while want.encode() not in out and time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.1)
+        if ready:
+            try:
+                out += os.read(master, 4096)
+            except OSError:
+                break
+    check(want.encode() in out, f"{want!r} never came on the terminal:\n{out.decode(errors='replace')}")
+    return out.decode(errors="replace")
+
+
+def test_shell_job_on_a_pty():
+    """A job of a shell on a terminal (stdout and stderr on the pty, in the shell's session
+    and group): refused without --shell-job; with it, restored by a crpipe that runs in a
+    new shell session on the same terminal, into crpipe's session and group, writing on
+    the terminal again; crpipe waits for it and exits with its status."""
+    tmp = tempfile.mkdtemp(prefix="crpipe-shelljob-")
+    master, slave = os.openpty()
+    tty = os.ttyname(slave)
+    procs = []
+    try:
+        sh = subprocess.Popen(["setsid", "-c", "sh", "-c",
+                               f"{WORKLOADS}/task_counter & echo JOB $!; wait"],
+                              stdin=slave, stdout=slave, stderr=slave, cwd=tmp)
+        procs.append(sh)
+        out = read_pty(master, "READY")
+        job = int(out.split("JOB ")[1].split()[0])
+        check(os.readlink(f"/proc/{job}/fd/1") == tty, "the job is not on the terminal")
+        img = os.path.join(tmp, "images")
+        os.makedirs(img)
+        dump(job, img, leave_running=False)
+        sh.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while pid_alive(job) and time.monotonic() < deadline:
+            reap()
+            time.sleep(0.01)
+        rc, _, err = restore(img, "-d")
+        check(rc != 0 and "--shell-job" in err, f"a shell job restored without --shell-job:\n{err}")
+        # A new shell session on the same terminal restores it as its job.
+        rs = subprocess.Popen(["setsid", "-c", CRPIPE, "run", "restore", "-D", img,
+                               "--shell-job"],
+                              stdin=slave, stdout=slave, stderr=slave, cwd=tmp)
+        procs.append(rs)
+        deadline = time.monotonic() + 20
+        while not pid_alive(job) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        check(pid_alive(job), "the job was not restored")
+        time.sleep(0.1)
+        with open(f"/proc/{job}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        check(int(fields[3]) == rs.pid and int(fields[2]) == rs.pid,
+              f"the job is in session {fields[3]} group {fields[2]}, not crpipe's {rs.pid}")
+        check(os.readlink(f"/proc/{job}/fd/1") == tty, "the restored job is not on the terminal")
+        os.kill(job, signal.SIGUSR1)
+        read_pty(master, "PASS")
+        check(rs.wait(timeout=30) == 0, f"crpipe exited {rs.returncode}")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        for pid in [p.pid for p in procs]:
+            for q in session_pids(pid):
+                try:
+                    os.kill(q, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        reap()
+        os.close(master)
+        os.close(slave)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_thread_tid_taken_refused():
+    """A tid of a dumped thread that another process holds is refused before anything is
+    created, naming the tid and its thread's process."""
+    with Workload("task_threads") as w:
+        r = w.wait_ready()
+        img = images_dir(w)
+        dump(w.pid, img)  # --leave-running
+        tids = sorted(int(t) for t in os.listdir(f"/proc/{w.pid}/task") if int(t) != w.pid)
+        w.proc.kill()
+        w.proc.wait(timeout=10)
+        reap()
+        # Something else now holds the first thread's tid: a process of ours, cloned onto it.
+        taker = subprocess.Popen(["python3", "-c", f"""
+import ctypes, os, struct, time
+libc = ctypes.CDLL(None, use_errno=True)
+tid = ctypes.c_int({tids[0]})
+args = struct.pack("QQQQQQQQQQQ", 0, 0, 0, 0, 17, 0, 0, 0, ctypes.addressof(tid), 1, 0)
+buf = ctypes.create_string_buffer(args)
+r = libc.syscall(435, buf, len(args))
+if r == 0:
+    time.sleep(60)
+    os._exit(0)
+print("TAKEN" if r > 0 else "FAILED", ctypes.get_errno(), flush=True)
+time.sleep(60)
+"""], stdout=subprocess.PIPE, text=True)
+        try:
+            line = taker.stdout.readline()
+            check(line.startswith("TAKEN"), f"could not take tid {tids[0]}: {line}")
+            rc, _, err = restore(img, "-d")
+            check(rc != 0 and f"tid {tids[0]} (a thread of pid {r['pid']})" in err
+                  and "taken" in err, f"taken thread tid not refused:\n{err}")
+            check(not pid_alive(r["pid"]), "the restore left the root behind")
+        finally:
+            for pid in (tids[0], taker.pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            taker.wait()
+            reap()
