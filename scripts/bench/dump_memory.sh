@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Dump of random anonymous memory (issue 4's benchmark, dump half): 64 MiB, 512 MiB and
 # 2 GiB in one process, and a 64-process tree of 8 MiB each. Prints wall time (median of
-# RUNS), collector CPU and peak memory, time frozen, and throughput as a fraction of this
+# RUNS), collector CPU and peak memory, time frozen (the collector's own measure, in the same
+# dumps, median) and its ratio to the dump time, and throughput as a fraction of this
 # machine's memcpy bandwidth and of the image directory's (tmpfs) write bandwidth, both
 # measured in the same run, plus the first-touch rate a restore cannot beat.
 # Usage: scripts/bench/dump_memory.sh [RUNS]
@@ -22,7 +23,7 @@ write_mbs=$(dd if=/dev/zero of="$work/ddtest" bs=1M count=1024 conv=fsync 2>&1 |
             awk '/copied/ {print $(NF-1) * ($NF == "GB/s" ? 1000 : 1)}')
 rm -f "$work/ddtest"
 echo "machine: memcpy ${memcpy_mbs} MB/s, first touch ${touch_mbs} MB/s, tmpfs write ${write_mbs} MB/s, $(nproc) cores"
-printf "%-14s %9s %9s %11s %11s %10s %9s %8s %8s\n" workload "MB" "dump ms" "coll. cpu" "coll. MiB" "frozen ms" "MB/s" "%memcpy" "%write"
+printf "%-14s %9s %9s %11s %11s %10s %7s %9s %8s %8s\n" workload "MB" "dump ms" "coll. cpu" "coll. MiB" "frozen ms" "fr/dump" "MB/s" "%memcpy" "%write"
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
@@ -30,30 +31,33 @@ bench() {  # name MiB procs
   local name=$1 mib=$2 procs=$3
   setsid "$workload" "$mib" "$procs" > "$work/ready" 2>&1 < /dev/null &
   wpid=$!
+  disown
   until grep -q READY "$work/ready" 2>/dev/null; do sleep 0.05; done
-  local walls=() r s e
+  local walls=() frozens=() r s e
   for r in $(seq "$runs"); do
-    rm -rf "$work/img"; mkdir "$work/img"
+    rm -rf "$work/img" "$work/dlog"; mkdir "$work/img"
     s=$(date +%s%N)
-    "$crpipe" run dump -t "$wpid" -D "$work/img" --leave-running >/dev/null 2>&1
+    "$crpipe" run dump -t "$wpid" -D "$work/img" --leave-running -v 3 -o "$work/dlog" \
+        >/dev/null 2>&1
     e=$(date +%s%N)
     walls+=($(( (e - s) / 1000 )))
+    # The collector's own measure, from the first stop to the last detach, in this dump.
+    frozens+=("$(awk '/frozen for/ {for (i=1;i<=NF;i++) if ($i=="for") print $(i+1)}' \
+                 "$work/dlog" | tail -1)")
   done
-  local wall_us bytes
+  local wall_us bytes frozen
   wall_us=$(printf "%s\n" "${walls[@]}" | median)
+  frozen=$(printf "%s\n" "${frozens[@]}" | median)
   bytes=$(du -sb "$work/img" | cut -f1)
   /usr/bin/time -f "%U %S %M" -o "$work/tc" "$collector" -t "$wpid" --out /dev/null -R -v 3 \
       --log "$work/clog" >/dev/null 2>&1
   read -r cu cs cm < "$work/tc"
-  local frozen
-  frozen=$(awk '/frozen for/ {for (i=1;i<=NF;i++) if ($i=="for") print $(i+1)}' "$work/clog" | tail -1)
   awk -v n="$name" -v b="$bytes" -v w="$wall_us" -v cu="$cu" -v cs="$cs" -v cm="$cm" \
       -v fr="${frozen:-?}" -v mc="$memcpy_mbs" -v wr="$write_mbs" 'BEGIN {
     mbs = b / (w / 1e6) / 1e6
-    printf "%-14s %9.1f %9.1f %11.3f %11.1f %10s %9.0f %7.1f%% %7.1f%%\n", n, b/1e6, w/1000,
-      cu+cs, cm/1024, fr, mbs, mbs/mc*100, mbs/wr*100 }'
+    printf "%-14s %9.1f %9.1f %11.3f %11.1f %10s %6.0f%% %9.0f %7.1f%% %7.1f%%\n", n, b/1e6,
+      w/1000, cu+cs, cm/1024, fr, fr/(w/1000)*100, mbs, mbs/mc*100, mbs/wr*100 }'
   kill -9 -- -"$wpid" 2>/dev/null || true
-  wait "$wpid" 2>/dev/null || true
   wpid=
   rm -rf "$work/img" "$work/clog"
 }
