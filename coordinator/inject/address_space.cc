@@ -4,6 +4,7 @@
 // the dump stored are written in with process_vm_writev straight from the images the
 // coordinator holds — one copy, in batches of up to IOV_MAX runs.
 #include <fcntl.h>
+#include <sched.h>
 #include <linux/mman.h>
 #include <linux/rseq.h>
 #include <sys/mman.h>
@@ -332,7 +333,20 @@ Status restoreAddressSpace(InjectedTask& t, uint64_t* bytesFilled) {
     CRPIPE_TRY_CTX(s.callChecked("close", SYS_close, {static_cast<uint64_t>(fd)}), w);
   }
 
-  CRPIPE_TRY_CTX(fillPages(t.pid, t.image->pages, bytesFilled), w);
+  {
+    // The copy takes no ptrace stop: it may run on whichever CPU is free.
+    if (t.coordinatorMask != nullptr) {
+      ::sched_setaffinity(0, sizeof(*t.coordinatorMask), t.coordinatorMask);
+    }
+    auto filled = fillPages(t.pid, t.image->pages, bytesFilled);
+    if (t.coordinatorMask != nullptr) {
+      cpu_set_t one;
+      CPU_ZERO(&one);
+      CPU_SET(t.cpu, &one);
+      ::sched_setaffinity(0, sizeof(one), &one);
+    }
+    CRPIPE_TRY_CTX(std::move(filled), w);
+  }
 
   for (const auto& v : t.image->mm.vmas()) {
     if (isSpecial(v) || (v.status() & kVmaVsyscall) != 0) {

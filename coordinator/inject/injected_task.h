@@ -57,6 +57,10 @@ struct InjectedTask {
   // thread gets it back before it runs.
   bool pinned = false;
   cpu_set_t affinity{};
+  // The coordinator's own affinity while it is pinned beside the task (nullptr: not pinned);
+  // the page copy, which needs no ptrace stop, runs with it, free to use any CPU.
+  const cpu_set_t* coordinatorMask = nullptr;
+  int cpu = -1;
 
   SyscallSession& leader() { return *threads[0].session; }
   uint64_t scratch() const { return trampoline + kScratchOffset; }

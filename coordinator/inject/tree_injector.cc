@@ -163,8 +163,8 @@ Status TreeInjector::seize(pid_t pid) {
 }
 
 Status TreeInjector::restoreMemory() {
-  pinCoordinator();
   CRPIPE_TRY(createShmemObjects());
+  pinCoordinator();
   for (size_t i = 0; i < plan_.tasks.size(); ++i) {
     auto t = std::make_unique<InjectedTask>();
     t->pid = plan_.tasks[i].pid;
@@ -187,6 +187,8 @@ Status TreeInjector::restoreTask(InjectedTask& t) {
     CPU_ZERO(&one);
     CPU_SET(cpu_, &one);
     t.pinned = ::sched_setaffinity(t.pid, sizeof(one), &one) == 0;  // threads inherit it
+    t.coordinatorMask = &coordinatorMask_;
+    t.cpu = cpu_;
   }
   CRPIPE_TRY(seize(t.pid));
   auto regs = getRegs(t.pid);
