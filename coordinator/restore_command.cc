@@ -450,6 +450,12 @@ Outcome runRestore(const RestoreOptions& opts, ProgressView& view, Log& log,
   po.shellJob = opts.shellJob;
   po.callerSid = ::getsid(0);
   po.callerPgid = ::getpgid(0);
+  for (int fd : {STDIN_FILENO, STDOUT_FILENO, STDERR_FILENO}) {
+    if (opts.shellJob && po.callerTerminal.empty() && ::isatty(fd) == 1) {
+      const char* name = ::ttyname(fd);
+      po.callerTerminal = name != nullptr ? name : "";
+    }
+  }
   po.stopBeforeMemory = opts.stopBeforeMemory;
   po.extUnixSk = opts.extUnixSk;
   po.extUnixSkInodes = opts.extUnixSkInodes;
@@ -463,6 +469,9 @@ Outcome runRestore(const RestoreOptions& opts, ProgressView& view, Log& log,
   auto plan = makeRestorePlan(images, po);
   if (!plan) {
     return failed(plan.error().str() + "; nothing was restored");
+  }
+  for (const auto& t : plan->retargetedTerminals) {
+    log.info("--shell-job: the dumped terminal %s is now %s", t.c_str(), po.callerTerminal.c_str());
   }
   // Every pid and every thread's tid: checked here, before crpipe creates anything of the
   // tree. From here on crpipe starts no process or thread without set_tid (restorers are

@@ -91,6 +91,43 @@ const TaskPlan* RestorePlan::task(pid_t pid) const {
   return nullptr;
 }
 
+// --shell-job: a job of a shell is attached to the shell's terminal through its stdio. The
+// terminal the dumped root had on fd 0, 1 or 2 (a /dev/pts/N or /dev/ttyX path) becomes the
+// terminal crpipe runs on, wherever the dump made it refer: a job dumped in one terminal
+// comes back in the one it is restored from, the way a shell gives its jobs its own.
+static Status retargetShellJobTerminal(RestorePlan& plan, const RestoreImages& images,
+                                       const PlanOptions& opts) {
+  if (!opts.shellJob || opts.callerTerminal.empty()) {
+    return {};
+  }
+  const std::string img = "fdinfo-" + std::to_string(plan.tasks.front().pid) + ".img";
+  std::set<std::string> terminals;
+  for (const auto& e : images.entries(img)) {
+    auto fd = parse<images::FdinfoEntry>(e.payload, img);
+    if (!fd) {
+      return fail(std::move(fd).error());
+    }
+    if (fd->fd() > 2) {
+      continue;
+    }
+    auto f = plan.files.find(fd->id());
+    if (f == plan.files.end() || f->second.type() != images::REG || f->second.reg().ext()) {
+      continue;
+    }
+    const std::string& name = f->second.reg().name();
+    if (name.starts_with("/dev/pts/") || (name.starts_with("/dev/tty") && name != "/dev/tty")) {
+      terminals.insert(name);
+    }
+  }
+  for (auto& [id, fe] : plan.files) {
+    if (fe.type() == images::REG && terminals.contains(fe.reg().name())) {
+      fe.mutable_reg()->set_name(opts.callerTerminal);
+    }
+  }
+  plan.retargetedTerminals.assign(terminals.begin(), terminals.end());
+  return {};
+}
+
 Result<RestorePlan> makeRestorePlan(const RestoreImages& images, const PlanOptions& opts) {
   RestorePlan plan;
   const auto& pstree = images.entries("pstree.img");
@@ -139,6 +176,7 @@ Result<RestorePlan> makeRestorePlan(const RestoreImages& images, const PlanOptio
     uint32_t id = fe->id();
     plan.files.emplace(id, std::move(*fe));
   }
+  CRPIPE_TRY(retargetShellJobTerminal(plan, images, opts));
   for (const char* name : {"pipes-data.img", "fifo-data.img"}) {
     for (const auto& e : images.entries(name)) {
       auto pd = parse<images::PipeDataEntry>(e.payload, name);

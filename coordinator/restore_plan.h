@@ -56,6 +56,9 @@ struct PlanOptions {
   std::vector<std::pair<int, std::string>> inheritFds;  // --inherit-fd fd[N]:RESOURCE
   pid_t callerSid = 0;
   pid_t callerPgid = 0;
+  // --shell-job: crpipe's own terminal (ttyname of its stdin, stdout or stderr; "" if none).
+  // The terminal the dumped root had on its stdio is reopened as this one.
+  std::string callerTerminal;
 };
 
 struct RestorePlan {
@@ -66,6 +69,7 @@ struct RestorePlan {
   std::map<uint32_t, std::vector<ImageEntryData>> skQueues;  // by socket id, in queue order
   std::map<uint32_t, int> inherited;  // file id -> the coordinator's fd (--inherit-fd)
   pid_t coordinatorPid = 0;
+  std::vector<std::string> retargetedTerminals;  // --shell-job: dumped paths now callerTerminal
   bool parkAfterShare = false;
   int serviceFdBase = 0;
 

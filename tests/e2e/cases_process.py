@@ -227,9 +227,20 @@ def test_shell_job_on_a_pty():
     and group): refused without --shell-job; with it, restored by a crpipe that runs in a
     new shell session on the same terminal, into crpipe's session and group, writing on
     the terminal again; crpipe waits for it and exits with its status."""
+    shell_job_round_trip(same_terminal=True)
+
+
+def test_shell_job_in_another_terminal():
+    """The job's terminal is closed after the dump (its /dev/pts/N is gone); a crpipe
+    running in another terminal restores the job there, as a shell gives a job its own."""
+    shell_job_round_trip(same_terminal=False)
+
+
+def shell_job_round_trip(same_terminal):
     tmp = tempfile.mkdtemp(prefix="crpipe-shelljob-")
     master, slave = os.openpty()
     tty = os.ttyname(slave)
+    open_fds = [master, slave]
     procs = []
     try:
         sh = subprocess.Popen(["setsid", "-c", "sh", "-c",
@@ -249,7 +260,17 @@ def test_shell_job_on_a_pty():
             time.sleep(0.01)
         rc, _, err = restore(img, "-d")
         check(rc != 0 and "--shell-job" in err, f"a shell job restored without --shell-job:\n{err}")
-        # A new shell session on the same terminal restores it as its job.
+        if not same_terminal:
+            # The new terminal is opened while the old one exists (so it gets another
+            # index), then the old one is closed for good.
+            master2, slave2 = os.openpty()
+            for fd in open_fds:
+                os.close(fd)
+            old_tty, tty = tty, os.ttyname(slave2)
+            master, slave = master2, slave2
+            open_fds = [master, slave]
+            check(not os.path.exists(old_tty) and tty != old_tty, f"{old_tty} still exists")
+        # A new shell session on the terminal restores it as its job.
         rs = subprocess.Popen(["setsid", "-c", CRPIPE, "run", "restore", "-D", img,
                                "--shell-job"],
                               stdin=slave, stdout=slave, stderr=slave, cwd=tmp)
@@ -257,13 +278,14 @@ def test_shell_job_on_a_pty():
         deadline = time.monotonic() + 20
         while not pid_alive(job) and time.monotonic() < deadline:
             time.sleep(0.01)
-        check(pid_alive(job), "the job was not restored")
+        check(pid_alive(job), "the job was not restored:\n" + read_pty_now(master))
         time.sleep(0.1)
         with open(f"/proc/{job}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
         check(int(fields[3]) == rs.pid and int(fields[2]) == rs.pid,
               f"the job is in session {fields[3]} group {fields[2]}, not crpipe's {rs.pid}")
-        check(os.readlink(f"/proc/{job}/fd/1") == tty, "the restored job is not on the terminal")
+        check(os.readlink(f"/proc/{job}/fd/1") == tty,
+              f"the restored job is on {os.readlink(f'/proc/{job}/fd/1')}, not on {tty}")
         os.kill(job, signal.SIGUSR1)
         read_pty(master, "PASS")
         check(rs.wait(timeout=30) == 0, f"crpipe exited {rs.returncode}")
@@ -279,9 +301,19 @@ def test_shell_job_on_a_pty():
                 except ProcessLookupError:
                     pass
         reap()
-        os.close(master)
-        os.close(slave)
+        for fd in open_fds:
+            os.close(fd)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_pty_now(master):
+    out = b""
+    while select.select([master], [], [], 0.1)[0]:
+        try:
+            out += os.read(master, 4096)
+        except OSError:
+            break
+    return out.decode(errors="replace")
 
 
 def test_thread_tid_taken_refused():
