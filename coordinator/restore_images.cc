@@ -86,7 +86,7 @@ Result<bool> RestoreImages::consume(proto::Message::Reader msg, const std::strin
 
 RestoreImages::~RestoreImages() {
   for (const auto& [name, data] : mapped_) {
-    if (!data.empty()) {
+    if (!data.empty() && !copied_.contains(name)) {
       ::munmap(const_cast<char*>(data.data()), data.size());
     }
   }
@@ -131,8 +131,29 @@ Status RestoreImages::mapRawImages(const std::string& dir) {
       // once, in order, by process_vm_writev.
       void* p = ::mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ, MAP_PRIVATE,
                        fd.get(), 0);
-      if (p == MAP_FAILED) {
+      if (p == MAP_FAILED && errno != ENODEV) {
         return failSys("mmap " + dir + "/" + n);
+      }
+      if (p == MAP_FAILED) {
+        // A filesystem that cannot map files: read it, as the stream would have carried it.
+        auto& buf = readCopies_.emplace_back(static_cast<size_t>(st.st_size), '\0');
+        size_t got = 0;
+        while (got < buf.size()) {
+          ssize_t r = ::pread(fd.get(), buf.data() + got, buf.size() - got,
+                              static_cast<off_t>(got));
+          if (r < 0 && errno == EINTR) {
+            continue;
+          }
+          if (r <= 0) {
+            return r < 0 ? failSys("read " + dir + "/" + n)
+                         : failMsg(dir + "/" + n + ": shorter than its size");
+          }
+          got += static_cast<size_t>(r);
+        }
+        copied_.insert(n);
+        mapped_[n] = buf;
+        mappedBytes_ += buf.size();
+        continue;
       }
       ::madvise(p, static_cast<size_t>(st.st_size), MADV_SEQUENTIAL);
       data = std::string_view(static_cast<const char*>(p), static_cast<size_t>(st.st_size));

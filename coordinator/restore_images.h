@@ -1,7 +1,9 @@
 #pragma once
 
 #include <algorithm>
+#include <deque>
 #include <map>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -60,6 +62,8 @@ class RestoreImages {
   std::map<uint32_t, std::string> names_;
   std::map<std::string, std::vector<ImageEntryData>> images_;
   std::map<std::string, std::string_view> mapped_;  // munmap'd by the destructor
+  std::deque<std::string> readCopies_;  // raw images read, where mmap is not supported
+  std::set<std::string> copied_;
   uint64_t mappedBytes_ = 0;
   bool hello_ = false;
   uint64_t entryCount_ = 0;

@@ -4,6 +4,7 @@
 #include <sys/mman.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -136,7 +137,24 @@ Status TreeInjector::createShmemObjects() {
         return failMsg("pagemap-shmem-" + std::to_string(shmid) + ".img: pages at offset " +
                        std::to_string(e.vaddr()) + " lie beyond every mapping of the object");
       }
-      std::memcpy(static_cast<char*>(p) + e.vaddr(), runs->second.pages.data() + off, len);
+      // Not memcpy: the pages may be a mapping of pages-N.img, and a file truncated under
+      // the restore would be SIGBUS here; process_vm_readv on ourselves reports EFAULT.
+      iovec dst{static_cast<char*>(p) + e.vaddr(), len};
+      iovec src{const_cast<char*>(runs->second.pages.data()) + off, len};
+      size_t copied = 0;
+      while (copied < len) {
+        ssize_t n = ::process_vm_readv(::getpid(), &dst, 1, &src, 1, 0);
+        if (n <= 0) {
+          return fail(Error::sys(n < 0 ? errno : EFAULT,
+                                 "pagemap-shmem-" + std::to_string(shmid) +
+                                     ".img: copy of its pages (was pages-N.img changed?)"));
+        }
+        copied += static_cast<size_t>(n);
+        dst.iov_base = static_cast<char*>(dst.iov_base) + n;
+        dst.iov_len -= static_cast<size_t>(n);
+        src.iov_base = static_cast<char*>(src.iov_base) + n;
+        src.iov_len -= static_cast<size_t>(n);
+      }
       off += len;
     }
     bytesFilled_ += off;
