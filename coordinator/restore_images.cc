@@ -6,6 +6,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstring>
+
 #include "common/unique_fd.h"
 
 #include "common/image_format.h"
@@ -58,8 +61,17 @@ Result<bool> RestoreImages::consume(proto::Message::Reader msg, const std::strin
                        " with no entry before it");
       }
       auto d = r.getData();
-      images_[it->second].back().trailing.append(reinterpret_cast<const char*>(d.begin()),
-                                                 d.size());
+      auto kind = imageKindForFile(it->second);
+      if (kind && kind->magic == 0 && kind->headMagic == 0) {
+        // Page contents: hundreds of MiB, into memory that grows without copying.
+        auto st = rawStreamed_[it->second].append(d.begin(), d.size());
+        if (!st) {
+          return fail(std::move(st).error().context(where + ": " + it->second));
+        }
+      } else {
+        images_[it->second].back().trailing.append(reinterpret_cast<const char*>(d.begin()),
+                                                   d.size());
+      }
       rawBytes_ += d.size();
       return false;
     }
@@ -84,6 +96,32 @@ Result<bool> RestoreImages::consume(proto::Message::Reader msg, const std::strin
   }
 }
 
+GrowBuffer::~GrowBuffer() {
+  if (data_ != nullptr) {
+    ::munmap(data_, cap_);
+  }
+}
+
+Status GrowBuffer::append(const void* data, size_t len) {
+  if (size_ + len > cap_) {
+    constexpr size_t kPage = 4096;
+    size_t want = std::max<size_t>({cap_ * 2, size_ + len, size_t{1} << 20});
+    want = (want + kPage - 1) / kPage * kPage;
+    void* p = data_ == nullptr
+                  ? ::mmap(nullptr, want, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                           -1, 0)
+                  : ::mremap(data_, cap_, want, MREMAP_MAYMOVE);
+    if (p == MAP_FAILED) {
+      return failSys("grow a raw image buffer to " + std::to_string(want) + " bytes");
+    }
+    data_ = static_cast<char*>(p);
+    cap_ = want;
+  }
+  std::memcpy(data_ + size_, data, len);
+  size_ += len;
+  return {};
+}
+
 RestoreImages::~RestoreImages() {
   for (const auto& [name, data] : mapped_) {
     if (!data.empty() && !copied_.contains(name)) {
@@ -96,6 +134,10 @@ std::string_view RestoreImages::rawData(const std::string& name) const {
   auto m = mapped_.find(name);
   if (m != mapped_.end()) {
     return m->second;
+  }
+  auto g = rawStreamed_.find(name);
+  if (g != rawStreamed_.end()) {
+    return g->second.view();
   }
   const auto& e = entries(name);
   return e.empty() ? std::string_view() : std::string_view(e.front().trailing);

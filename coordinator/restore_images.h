@@ -21,6 +21,24 @@ struct ImageEntryData {
   std::string trailing;
 };
 
+// The contents of a raw image as it arrives in pieces: anonymous memory grown with mremap,
+// which moves page tables instead of copying, so each byte is copied once (from the
+// stream's buffer) however large the image grows.
+class GrowBuffer {
+ public:
+  GrowBuffer() = default;
+  GrowBuffer(const GrowBuffer&) = delete;
+  GrowBuffer& operator=(const GrowBuffer&) = delete;
+  ~GrowBuffer();
+  Status append(const void* data, size_t len);
+  std::string_view view() const { return {data_, size_}; }
+
+ private:
+  char* data_ = nullptr;
+  size_t size_ = 0;
+  size_t cap_ = 0;
+};
+
 class RestoreImages {
  public:
   RestoreImages() = default;
@@ -62,6 +80,7 @@ class RestoreImages {
   std::map<uint32_t, std::string> names_;
   std::map<std::string, std::vector<ImageEntryData>> images_;
   std::map<std::string, std::string_view> mapped_;  // munmap'd by the destructor
+  std::map<std::string, GrowBuffer> rawStreamed_;  // raw images that came on the stream
   std::deque<std::string> readCopies_;  // raw images read, where mmap is not supported
   std::set<std::string> copied_;
   uint64_t mappedBytes_ = 0;
