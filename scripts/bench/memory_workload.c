@@ -26,14 +26,31 @@ int main(int argc, char** argv) {
   close_range(3, ~0U, 0);
   size_t mib = argc > 1 ? strtoul(argv[1], NULL, 10) : 64;
   int procs = argc > 2 ? atoi(argv[2]) : 1;
+  int ready[2];
+  if (pipe(ready) != 0) {
+    perror("pipe");
+    return 1;
+  }
   for (int i = 1; i < procs; i++) {
     if (fork() == 0) {
+      close(ready[0]);
       fill(mib << 20, (unsigned long)i * 7919);
+      if (write(ready[1], "x", 1) != 1) _exit(1);
+      close(ready[1]);
       for (;;) pause();
     }
   }
+  close(ready[1]);
   fill(mib << 20, 88172645463325252ull);
-  usleep(100000); /* let the children finish filling */
+  /* Every child filled its memory (a fixed sleep was not enough on a busy machine). */
+  char c;
+  for (int i = 1; i < procs; i++) {
+    if (read(ready[0], &c, 1) != 1) {
+      perror("read");
+      return 1;
+    }
+  }
+  close(ready[0]);
   printf("READY %d\n", getpid());
   fflush(stdout);
   for (;;) pause();

@@ -7,7 +7,8 @@
 # time) as a fraction of this machine's memcpy bandwidth, of the first-touch rate (memset of
 # fresh anonymous memory: the lowest cost of filling new memory, which a restore cannot
 # beat) and of the image directory's read bandwidth, all measured in the same run. "mem %touch"
-# is the memory phase alone against the first-touch rate.
+# is the memory phase alone against the first-touch rate. The last line restores 512 MiB
+# from a stage stream through a pipe (`--stream -`) instead of an image directory.
 # Usage: scripts/bench/restore_memory.sh [RUNS]
 #   BUILD_DIR=... picks a build tree; CRPIPE=... another crpipe (its stages beside it).
 set -euo pipefail
@@ -49,8 +50,8 @@ gone() {  # pid: waits (10 s at most) until no process of that session is left
   done
 }
 
-bench() {  # name MiB procs
-  local name=$1 mib=$2 procs=$3
+bench() {  # name MiB procs [stream]
+  local name=$1 mib=$2 procs=$3 how=${4:-dir}
   setsid "$workload" "$mib" "$procs" > "$work/ready" 2>&1 < /dev/null &
   wpid=$!
   disown
@@ -60,12 +61,19 @@ bench() {  # name MiB procs
   gone "$wpid"
   rpid=$wpid
   wpid=
+  local from=(-D "$work/img")
+  if [ "$how" = stream ]; then
+    # The same images as one stage stream file, restored front to back from a pipe.
+    "$crpipe" stage serialize --reverse -D "$work/img" -o "$work/stream" >/dev/null 2>&1
+    from=(--stream -)
+  fi
   local walls=() mems=() cpus=() peaks=() r s e
   for r in $(seq "$runs"); do
     rm -f "$work/log"
     s=$(date +%s%N)
     /usr/bin/time -f "%U %S %M" -o "$work/tc" \
-      "$crpipe" run restore -D "$work/img" -d -v 3 -o "$work/log" >/dev/null 2>"$work/err" ||
+      "$crpipe" run restore "${from[@]}" -d -v 3 -o "$work/log" >/dev/null 2>"$work/err" \
+      < <([ "$how" = stream ] && cat "$work/stream" || true) ||
       { echo "$name: restore failed:"; cat "$work/err"; tail -5 "$work/log"; exit 1; }
     e=$(date +%s%N)
     walls+=($(( (e - s) / 1000 )))
@@ -89,10 +97,11 @@ bench() {  # name MiB procs
     printf "%-10s %8.1f %9.1f %8.3f %9.1f %8.1f %7.0f %7.1f%% %6.1f%% %6.1f%% %8.1f%%\n", n, b/1e6,
       w/1000, c, m/1024, mm, mbs, mbs/mc*100, mbs/to*100, mbs/rd*100, mem/to*100 }'
   rpid=
-  rm -rf "$work/img" "$work/log"
+  rm -rf "$work/img" "$work/log" "$work/stream"
 }
 
 bench "64 MiB"  64 1
 bench "512 MiB" 512 1
 bench "2 GiB"   2048 1
 bench "64 procs" 8 64
+bench "512M strm" 512 1 stream
