@@ -40,15 +40,7 @@ Result<OpenResult> FifoKind::open(OpenContext& ctx, const images::FileEntry& e) 
       }
     }
   }
-  auto fd = openByPath(reg, 0);
-  if (!fd) {
-    return fail(std::move(fd).error());
-  }
-  auto moved = moveAbove(std::move(*fd), ctx.fdBase);
-  if (!moved) {
-    return fail(std::move(moved).error());
-  }
-  return OpenResult::done(std::move(*moved));
+  return openByPathAbove(ctx, reg);
 }
 
 }  // namespace crpipe::restorer

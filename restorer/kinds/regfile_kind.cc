@@ -130,7 +130,11 @@ Result<OpenResult> RegFileKind::open(OpenContext& ctx, const images::FileEntry& 
     }
     return OpenResult::done(std::move(*fd));
   }
-  auto fd = openByPath(e.reg(), 0);
+  return openByPathAbove(ctx, e.reg());
+}
+
+Result<OpenResult> openByPathAbove(const OpenContext& ctx, const images::RegFileEntry& reg) {
+  auto fd = openByPath(reg, 0);
   if (!fd) {
     return fail(std::move(fd).error());
   }

@@ -19,6 +19,8 @@ class RegFileKind : public RestoreKind {
 // removed), checks that it is still the kind of file it was, and sets position and
 // owner. Shared with the FIFO kind, whose path is a RegFileEntry.
 Result<UniqueFd> openByPath(const images::RegFileEntry& reg, int extraFlags);
+// openByPath, then moved above ctx.fdBase: a finished description (FIFOs use it too).
+Result<OpenResult> openByPathAbove(const OpenContext& ctx, const images::RegFileEntry& reg);
 
 // --inherit-fd: crpipe's fd for file `id`, reopened through /proc/self/fd with `flags`.
 Result<UniqueFd> reopenInherited(OpenContext& ctx, uint32_t id, int flags, const std::string& what);
