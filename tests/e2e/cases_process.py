@@ -11,26 +11,8 @@ import subprocess
 import tempfile
 import time
 
-from harness import (CRPIPE, WORKLOADS, Workload, check, dump, images_dir, pid_alive, reap,
-                     session_pids, verify_restored)
-
-
-def dump_and_kill(w):
-    img = images_dir(w)
-    dump(w.pid, img, leave_running=False)
-    w.proc.wait(timeout=10)
-    deadline = time.monotonic() + 10
-    while session_pids(w.pid) and time.monotonic() < deadline:
-        reap()
-        time.sleep(0.01)
-    reap()
-    return img
-
-
-def restore(img, *extra, timeout=120):
-    p = subprocess.run([CRPIPE, "run", "restore", "-D", img, *map(str, extra)],
-                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
-    return p.returncode, p.stdout, p.stderr
+from harness import (CRPIPE, WORKLOADS, Workload, check, dump, dump_and_kill, images_dir,
+                     pid_alive, reap, restore, session_pids, verify_restored)
 
 
 def round_trip(name, *args, tmp=None):

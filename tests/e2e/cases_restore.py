@@ -9,8 +9,8 @@ import signal
 import subprocess
 import time
 
-from harness import (CRPIPE, TestFailure, Workload, check, crpipe, dump, images_dir, reap,
-                     session_pids, show, verify_restored)
+from harness import (CRPIPE, TestFailure, Workload, check, crpipe, dump, dump_and_kill,
+                     images_dir, reap, restore, session_pids, show, verify_restored)
 
 O_ACCMODE, O_WRONLY, O_RDWR, O_APPEND, O_NONBLOCK = 0o3, 0o1, 0o2, 0o2000, 0o4000
 
@@ -48,26 +48,6 @@ def restorers_left():
             except OSError:
                 pass
     return out
-
-
-def dump_and_kill(w):
-    """Dumps the workload (killing it, as CRIU does) and reaps its tree, which the harness
-    inherits as subreaper; returns the image directory."""
-    img = images_dir(w)
-    dump(w.pid, img, leave_running=False)
-    w.proc.wait(timeout=10)
-    deadline = time.monotonic() + 10
-    while session_pids(w.pid) and time.monotonic() < deadline:
-        reap()
-        time.sleep(0.01)
-    reap()
-    return img
-
-
-def restore(img, *extra, timeout=60):
-    p = subprocess.run([CRPIPE, "run", "restore", "-D", img, *map(str, extra)],
-                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
-    return p.returncode, p.stdout, p.stderr
 
 
 def check_nothing_left(pids):

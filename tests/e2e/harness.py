@@ -266,3 +266,24 @@ def verify_restored(w, pid, timeout=30):
             return
         time.sleep(0.01)
     raise TestFailure(f"restored workload did not finish verifying:\n{w.output()}")
+
+
+def dump_and_kill(w):
+    """Dumps the workload (killing it, as CRIU does) and reaps its tree, which the harness
+    inherits as subreaper; returns the image directory."""
+    img = images_dir(w)
+    dump(w.pid, img, leave_running=False)
+    w.proc.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while session_pids(w.pid) and time.monotonic() < deadline:
+        reap()
+        time.sleep(0.01)
+    reap()
+    return img
+
+
+def restore(img, *extra, timeout=120):
+    """Runs `crpipe run restore -D img`; returns (rc, stdout, stderr)."""
+    p = subprocess.run([CRPIPE, "run", "restore", "-D", img, *map(str, extra)],
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+    return p.returncode, p.stdout, p.stderr
