@@ -18,6 +18,7 @@
 #include "collector/kinds/registry.h"
 #include "collector/process_tree.h"
 #include "collector/task/task_state.h"
+#include "common/fd_limit.h"
 #include "common/image_stream.h"
 #include "common/proc.h"
 #include "protos/inventory.pb.h"
@@ -230,22 +231,12 @@ Status collectFds(DumpContext& ctx, const FrozenProcess& p, int pidfd, ProgressS
   return {};
 }
 
-// Enough descriptors to hold a duplicate of every fd of the tree at once.
-void raiseFdLimit(Log& log) {
-  rlimit rl{};
-  if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-    rl.rlim_cur = rl.rlim_max;
-    if (::setrlimit(RLIMIT_NOFILE, &rl) < 0) {
-      log.warn("cannot raise RLIMIT_NOFILE: %s", strerror(errno));
-    }
-  }
-}
 
 }  // namespace
 
 Result<FrozenTree> collectTree(const DumpOptions& opts, Log& log, StageWriter& data,
                                ProgressSink& progress) {
-  raiseFdLimit(log);
+  raiseFdLimit();  // a duplicate of every fd of the tree is held at once
   CRPIPE_TRY(writeHello(data, opts.root));
   progress.progress("freeze", 0, 0, "pid " + std::to_string(opts.root));
   auto tree = FrozenTree::freeze(opts.root, log);

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <string>
 
+#include "common/fd_limit.h"
 #include "restorer/task.h"
 
 namespace {
@@ -58,11 +59,7 @@ int main(int argc, char** argv) {
   // A coordinator that went away shows up as a write error, not as our death.
   signal(SIGPIPE, SIG_IGN);
   // The service fds live above every fd number of the restored tree.
-  rlimit rl{};
-  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-    rl.rlim_cur = rl.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &rl);
-  }
+  crpipe::raiseFdLimit();
   FILE* log = fdopen(logFd, "a");
   if (log == nullptr) {
     std::fprintf(stderr, "crpipe-restorer: log fd %d: %s\n", logFd, std::strerror(errno));

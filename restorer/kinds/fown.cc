@@ -1,4 +1,5 @@
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -27,7 +28,19 @@ Result<UniqueFd> moveAbove(UniqueFd fd, int base) {
   }
   UniqueFd moved(::fcntl(fd.get(), F_DUPFD_CLOEXEC, base));
   if (!moved.valid()) {
-    return failSys("F_DUPFD_CLOEXEC " + std::to_string(base));
+    int err = errno;
+    if (err == EMFILE) {
+      // New descriptions wait above the tree's highest fd until share-fds puts them in
+      // place, so a task with N fds needs about 2N under RLIMIT_NOFILE; only a process with
+      // CAP_SYS_RESOURCE can raise the hard limit past what crpipe was started with.
+      rlimit rl{};
+      ::getrlimit(RLIMIT_NOFILE, &rl);
+      return fail(Error::sys(err, "F_DUPFD_CLOEXEC " + std::to_string(base) +
+                                      " (RLIMIT_NOFILE is " + std::to_string(rl.rlim_cur) +
+                                      "; the restore needs room for about twice the task's "
+                                      "fds: raise the hard limit, e.g. ulimit -Hn)"));
+    }
+    return fail(Error::sys(err, "F_DUPFD_CLOEXEC " + std::to_string(base)));
   }
   return moved;
 }
