@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "collector/task/task_proc.h"
+#include "common/vma.h"
 #include "common/proc.h"
 #include "protos/mm.pb.h"
 
@@ -17,30 +18,12 @@ namespace crpipe::collector::task {
 
 namespace {
 
-// CRIU's VMA status bits (criu/include/image.h): part of the image ABI.
-constexpr uint32_t kVmaRegular = 1 << 0;
-constexpr uint32_t kVmaStack = 1 << 1;
-constexpr uint32_t kVmaVsyscall = 1 << 2;
-constexpr uint32_t kVmaVdso = 1 << 3;
-constexpr uint32_t kVmaHeap = 1 << 5;
-constexpr uint32_t kVmaFilePrivate = 1 << 6;
-constexpr uint32_t kVmaFileShared = 1 << 7;
-constexpr uint32_t kVmaAnonShared = 1 << 8;
-constexpr uint32_t kVmaAnonPrivate = 1 << 9;
-constexpr uint32_t kVmaVvar = 1 << 12;
 
 // /proc/PID/pagemap bits (Documentation/admin-guide/mm/pagemap.rst).
 constexpr uint64_t kPmPresent = 1ull << 63;
 constexpr uint64_t kPmSwap = 1ull << 62;
 constexpr uint64_t kPmFile = 1ull << 61;  // file page or shared anonymous
 constexpr uint64_t kPmPfnMask = (1ull << 55) - 1;
-
-std::string hexRange(uint64_t s, uint64_t e) {
-  char b[64];
-  snprintf(b, sizeof(b), "%llx-%llx", static_cast<unsigned long long>(s),
-           static_cast<unsigned long long>(e));
-  return b;
-}
 
 // What a mapping is, in CRIU's terms, or why crpipe refuses it.
 struct VmaKind {

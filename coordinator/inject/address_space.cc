@@ -16,6 +16,7 @@
 #include <climits>
 #include <cstdio>
 
+#include "common/vma.h"
 #include "common/proc.h"
 #include "common/ptrace/remote_mem.h"
 #include "coordinator/inject/injected_task.h"
@@ -28,19 +29,6 @@ constexpr uint64_t kPage = 4096;
 // The top of the user address space with 4-level page tables; nothing crpipe restores lies
 // above it (5-level tasks only get higher addresses when they ask for them).
 constexpr uint64_t kTaskSize = 0x7ffffffff000ull;
-constexpr uint32_t kVmaVsyscall = 1 << 2;
-constexpr uint32_t kVmaVdso = 1 << 3;
-constexpr uint32_t kVmaFilePrivate = 1 << 6;
-constexpr uint32_t kVmaFileShared = 1 << 7;
-constexpr uint32_t kVmaAnonShared = 1 << 8;
-constexpr uint32_t kVmaVvar = 1 << 12;
-
-std::string hexRange(uint64_t s, uint64_t e) {
-  char b[64];
-  snprintf(b, sizeof(b), "%llx-%llx", static_cast<unsigned long long>(s),
-           static_cast<unsigned long long>(e));
-  return b;
-}
 
 struct Mapping {
   uint64_t start, end;

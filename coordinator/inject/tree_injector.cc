@@ -12,14 +12,13 @@
 #include <cstdio>
 #include <cstring>
 
+#include "common/vma.h"
 #include "common/proc.h"
 #include "common/ptrace/regs.h"
 
 namespace crpipe::inject {
 
 namespace {
-
-constexpr uint32_t kVmaAnonShared = 1 << 8;
 
 // Waits for `tid` to be in a PTRACE_EVENT_STOP; signal-delivery stops on the way are
 // swallowed (a restorer ignores or dies of every signal it might get meanwhile).
