@@ -1,9 +1,14 @@
 #include "coordinator/restore_plan.h"
 
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <fstream>
 #include <set>
+#include <sstream>
 
 #include "coordinator/unix_plan.h"
 #include "restorer/kinds/registry.h"
@@ -23,6 +28,110 @@ Result<Msg> parse(const std::string& bytes, const std::string& what) {
 
 std::string fdWhere(pid_t pid, uint32_t fd) {
   return "pid " + std::to_string(pid) + " fd " + std::to_string(fd);
+}
+
+// A network namespace with this inode that still exists: /run/netns/* first (named ones),
+// then every process's /proc/PID/ns/net. Opened, so it cannot go away under the restore.
+UniqueFd openNetnsByInode(uint64_t ino) {
+  auto tryPath = [&](const std::string& path) -> UniqueFd {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0 || st.st_ino != ino) {
+      return UniqueFd();
+    }
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (fd.valid() && ::fstat(fd.get(), &st) == 0 && st.st_ino == ino) {
+      return fd;
+    }
+    return UniqueFd();
+  };
+  for (const char* dir : {"/run/netns", "/proc"}) {
+    DIR* d = ::opendir(dir);
+    if (d == nullptr) {
+      continue;
+    }
+    const bool proc = std::string(dir) == "/proc";
+    UniqueFd found;
+    while (dirent* de = ::readdir(d)) {
+      std::string n = de->d_name;
+      if (n == "." || n == ".." || (proc && n.find_first_not_of("0123456789") != std::string::npos)) {
+        continue;
+      }
+      found = tryPath(std::string(dir) + "/" + n + (proc ? "/ns/net" : ""));
+      if (found.valid()) {
+        break;
+      }
+    }
+    ::closedir(d);
+    if (found.valid()) {
+      return found;
+    }
+  }
+  return UniqueFd();
+}
+
+// Mount ids of crpipe's own mount namespace (the restored tree's).
+std::set<int> ownMountIds() {
+  std::set<int> ids;
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream ls(line);
+    int id = -1;
+    if (ls >> id) {
+      ids.insert(id);
+    }
+  }
+  return ids;
+}
+
+// Unix sockets of another network namespace are made inside it, which must still exist;
+// a socket file bound in another mount namespace is refused (not bound in the wrong one).
+Status planUnixNamespaces(RestorePlan& plan) {
+  std::map<uint32_t, std::string> holder;  // file id -> "pid P fd N"
+  for (const auto& t : plan.tasks) {
+    for (const auto& fd : t.fds) {
+      holder.try_emplace(fd.id(), fdWhere(t.pid, fd.fd()));
+    }
+  }
+  struct stat self {};
+  if (::stat("/proc/self/ns/net", &self) != 0) {
+    return failSys("stat /proc/self/ns/net");
+  }
+  std::set<int> mounts;
+  bool mountsRead = false;
+  for (const auto& [id, fe] : plan.files) {
+    if (fe.type() != images::UNIXSK || (fe.usk().uflags() & 1) != 0 || fe.usk().ino() == 0 ||
+        fe.usk().crpipe().ext_inherit()) {
+      continue;  // outside peers, embryos (made by connecting), inherited sockets
+    }
+    const auto& e = fe.usk();
+    auto h = holder.find(id);
+    const std::string who = (h != holder.end() ? h->second : "passed in a queued message") +
+                            " (unix socket ino " + std::to_string(e.ino()) + ")";
+    const uint64_t ns = e.crpipe().netns_ino();
+    if (ns != 0 && ns != self.st_ino && !plan.netns.contains(ns)) {
+      UniqueFd fd = openNetnsByInode(ns);
+      if (!fd.valid()) {
+        return failMsg(who + " belongs to network namespace " + std::to_string(ns) +
+                       ", which no longer exists (not in /run/netns, no process in it); "
+                       "crpipe does not recreate namespaces");
+      }
+      plan.netns.emplace(ns, std::move(fd));
+    }
+    if (e.mnt_id() >= 0 && !e.name().empty() && e.name()[0] != '\0') {
+      if (!mountsRead) {
+        mounts = ownMountIds();
+        mountsRead = true;
+      }
+      if (!mounts.contains(e.mnt_id())) {
+        return failMsg(who + " is bound to '" + e.name() + "' on mount id " +
+                       std::to_string(e.mnt_id()) + ", which is not in crpipe's mount namespace "
+                       "(another mount namespace, or unmounted since the dump); binding it in "
+                       "another mount namespace is not supported yet");
+      }
+    }
+  }
+  return {};
 }
 
 Status planSessions(RestorePlan& plan, const PlanOptions& opts) {
@@ -260,6 +369,7 @@ Result<RestorePlan> makeRestorePlan(const RestoreImages& images, const PlanOptio
       t.fds.push_back(std::move(*fd));
     }
   }
+  CRPIPE_TRY(planUnixNamespaces(plan));
   // Unix sockets: their own planner decides who makes each (and overrides the above).
   CRPIPE_TRY(planUnixSockets(images, opts, plan, creator));
   for (const auto& t : plan.tasks) {
@@ -419,6 +529,13 @@ void RestorePlan::fillOrder(size_t i, const std::string& token,
     ih[static_cast<unsigned>(k)].setPeer(inh[k].second);
   }
   out.setCoordinatorPid(coordinatorPid);
+  auto nl = out.initNetns(static_cast<unsigned>(netns.size()));
+  unsigned n = 0;
+  for (const auto& [ino, fd] : netns) {
+    nl[n].setIno(ino);
+    nl[n].setFd(fd.get());
+    ++n;
+  }
 }
 
 }  // namespace crpipe

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "common/result.h"
+#include "common/unique_fd.h"
 #include "coordinator/restore_images.h"
 #include "protos/fdinfo.pb.h"
 #include "protos/pipe.pb.h"
@@ -69,6 +70,9 @@ struct RestorePlan {
   std::map<uint32_t, std::vector<ImageEntryData>> skQueues;  // by socket id, in queue order
   std::map<uint32_t, int> inherited;  // file id -> the coordinator's fd (--inherit-fd)
   pid_t coordinatorPid = 0;
+  // Network namespaces (by inode) of unix sockets made outside crpipe's own: the
+  // coordinator's open fd of each, taken by the restorers with pidfd_getfd.
+  std::map<uint64_t, UniqueFd> netns;
   std::vector<std::string> retargetedTerminals;  // --shell-job: dumped paths now callerTerminal
   bool parkAfterShare = false;
   int serviceFdBase = 0;

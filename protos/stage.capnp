@@ -163,6 +163,13 @@ struct TaskOrder {
   inherited @17 :List(FdTransfer); # --inherit-fd: descriptions taken from the coordinator
                                 # (pidfd_getfd): fileId, peer = the coordinator's fd number
   coordinatorPid @18 :Int32;
+  netns @19 :List(NetnsFd);     # network namespaces of the unix sockets made outside
+                                # crpipe's own (by inode): the coordinator's fd of each
+}
+
+struct NetnsFd {
+  ino @0 :UInt64;
+  fd @1 :Int32;                 # the coordinator's fd (pidfd_getfd)
 }
 
 # How a restorer makes one unix socket (planned by coordinator/unix_plan.cc).

@@ -1,6 +1,7 @@
 #include "restorer/kinds/unix_kind.h"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <linux/sockios.h>
 #include <netinet/tcp.h>
 #include <sys/ioctl.h>
@@ -106,6 +107,52 @@ Status sendOne(int fd, const std::string& data, const images::SkPacketEntry& pe,
 
 Status UnixSocketKind::check(const images::FileEntry&) const { return {}; }
 
+Status UnixSocketKind::inNetns(const images::UnixSkEntry& e, const std::function<Status()>& fn) {
+  const uint64_t ino = e.crpipe().netns_ino();
+  auto peer = netnsPeer_.find(ino);
+  if (ino == 0 || peer == netnsPeer_.end()) {
+    return fn();  // crpipe's own network namespace
+  }
+  const std::string what = "network namespace " + std::to_string(ino);
+  auto it = netnsFds_.find(ino);
+  if (it == netnsFds_.end()) {
+    auto got = takeInherited(coordinatorPid_, peer->second, fdBase_);
+    if (!got) {
+      return fail(std::move(got).error().context(what));
+    }
+    it = netnsFds_.emplace(ino, std::move(*got)).first;
+  }
+  UniqueFd own(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
+  if (!own.valid()) {
+    return failSys("open /proc/thread-self/ns/net");
+  }
+  if (::setns(it->second.get(), CLONE_NEWNET) < 0) {
+    return failSys("setns into " + what);
+  }
+  Status st = fn();
+  if (::setns(own.get(), CLONE_NEWNET) < 0) {
+    return failSys("setns back out of " + what);
+  }
+  return st;
+}
+
+Result<UniqueFd> UnixSocketKind::makeSocket(const images::UnixSkEntry& e, int type) {
+  UniqueFd out;
+  CRPIPE_TRY(inNetns(e, [&]() -> Status {
+    auto fd = newSocket(type);
+    if (!fd) {
+      return fail(std::move(fd).error());
+    }
+    out = std::move(*fd);
+    return {};
+  }));
+  return out;
+}
+
+Status UnixSocketKind::makePair(const images::UnixSkEntry& e, int type, UniqueFd& a, UniqueFd& b) {
+  return inNetns(e, [&]() { return newPair(type, a, b); });
+}
+
 std::string UnixSocketKind::where(const images::UnixSkEntry& e) const {
   return "unix socket ino " + std::to_string(e.ino()) + " '" + printable(e.name()) + "'";
 }
@@ -149,6 +196,9 @@ Status UnixSocketKind::takeOrder(proto::TaskOrder::Reader order,
     inherited_[i.getFileId()] = i.getPeer();
   }
   coordinatorPid_ = order.getCoordinatorPid();
+  for (auto n : order.getNetns()) {
+    netnsPeer_[n.getIno()] = n.getFd();
+  }
   for (auto q : order.getSkQueues()) {
     Message m;
     auto b = q.getEntry();
@@ -227,7 +277,7 @@ Status UnixSocketKind::bindListen(OpenContext&) {
     if (realListeners.contains(key)) {
       continue;
     }
-    auto fd = newSocket(static_cast<int>(e->type()));
+    auto fd = makeSocket(*e, static_cast<int>(e->type()));
     if (!fd) {
       return fail(std::move(fd).error().context(where(*e)));
     }
@@ -246,7 +296,7 @@ Status UnixSocketKind::bindListen(OpenContext&) {
         if (other == nullptr) {
           return failMsg(where(e) + ": its pair's other end is made elsewhere");
         }
-        CRPIPE_TRY_CTX(newPair(type, s.fd, other->fd), where(e));
+        CRPIPE_TRY_CTX(makePair(e, type, s.fd, other->fd), where(e));
         break;
       }
       case Role::PAIR_SECOND:
@@ -254,7 +304,7 @@ Status UnixSocketKind::bindListen(OpenContext&) {
         break;
       case Role::HALF_CLOSED:
         if (e.name().empty()) {
-          CRPIPE_TRY_CTX(newPair(type, s.fd, s.tempPeer), where(e));
+          CRPIPE_TRY_CTX(makePair(e, type, s.fd, s.tempPeer), where(e));
         }
         break;
       case Role::INHERITED: {
@@ -282,12 +332,12 @@ Status UnixSocketKind::bindListen(OpenContext&) {
       case Role::EXTERNAL:
         if (s.connectTo.empty()) {
           // A dead connection: its peer is made only to be closed after the refill.
-          CRPIPE_TRY_CTX(newPair(type, s.fd, s.tempPeer), where(e));
+          CRPIPE_TRY_CTX(makePair(e, type, s.fd, s.tempPeer), where(e));
           break;
         }
         [[fallthrough]];
       default: {
-        auto fd = newSocket(type);
+        auto fd = makeSocket(e, type);
         if (!fd) {
           return fail(std::move(fd).error().context(where(e)));
         }
@@ -337,7 +387,7 @@ Status UnixSocketKind::connectClients() {
         return failSys(where(e) + ": send the connection tag");
       }
     } else if (s.role == Role::HALF_CLOSED && !e.name().empty()) {
-      auto fd = newSocket(static_cast<int>(e.type()));
+      auto fd = makeSocket(e, static_cast<int>(e.type()));
       if (!fd) {
         return fail(std::move(fd).error().context(where(e)));
       }
@@ -430,7 +480,7 @@ Status UnixSocketKind::refill() {
         }
         client = cs->fd.get();
       } else {
-        auto t = newSocket(static_cast<int>(l.type()));
+        auto t = makeSocket(l, static_cast<int>(l.type()));
         if (!t) {
           return fail(std::move(t).error().context(where(l)));
         }
@@ -517,7 +567,7 @@ Status UnixSocketKind::writeMessage(const Message& m) {
       }
     }
     // The sender is gone: a temporary socket bound to its name sends it.
-    auto t = newSocket(SOCK_DGRAM);
+    auto t = makeSocket(x, SOCK_DGRAM);
     if (!t) {
       return fail(std::move(t).error().context(what));
     }
@@ -538,7 +588,7 @@ Status UnixSocketKind::writeMessage(const Message& m) {
     CRPIPE_TRY_CTX(sendOne(ps->fd.get(), m.data, m.entry, nullptr, rights), what);
     return {};
   }
-  auto t = newSocket(SOCK_DGRAM);
+  auto t = makeSocket(x, SOCK_DGRAM);
   if (!t) {
     return fail(std::move(t).error().context(what));
   }

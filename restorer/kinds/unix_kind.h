@@ -1,5 +1,6 @@
 #pragma once
 
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -50,6 +51,11 @@ class UnixSocketKind : public RestoreKind {
   };
 
   Status runPhase(OpenContext& ctx);
+  // socket() and socketpair() in the network namespace the socket was dumped in (entered
+  // for the call only: a socket keeps the namespace it was created in).
+  Result<UniqueFd> makeSocket(const images::UnixSkEntry& e, int type);
+  Status makePair(const images::UnixSkEntry& e, int type, UniqueFd& a, UniqueFd& b);
+  Status inNetns(const images::UnixSkEntry& e, const std::function<Status()>& fn);
   Status bindListen(OpenContext& ctx);
   Status connectClients();
   Status acceptAll();
@@ -75,6 +81,8 @@ class UnixSocketKind : public RestoreKind {
   const std::map<uint32_t, UniqueFd>* made_ = nullptr;
   std::map<uint32_t, int> inherited_;  // --inherit-fd: file id -> crpipe's fd
   pid_t coordinatorPid_ = 0;  // the task's descriptions so far
+  std::map<uint64_t, int> netnsPeer_;     // netns inode -> the coordinator's fd of it
+  std::map<uint64_t, UniqueFd> netnsFds_;  // taken from the coordinator when first needed
 };
 
 }  // namespace crpipe::restorer
