@@ -58,7 +58,10 @@ Status PipeKind::dumpData(DumpContext& ctx, const OpenFile& f, bool fifo) {
     }
     got += static_cast<size_t>(r);
   }
-  if (data.empty()) {
+  // An empty pipe is recorded only when its size is not the default one (16 pages), so
+  // that the restore can give it back its F_SETPIPE_SZ.
+  constexpr int kDefaultPipeSize = 16 * 4096;
+  if (data.empty() && size == kDefaultPipeSize) {
     return {};
   }
   images::PipeDataEntry pde;

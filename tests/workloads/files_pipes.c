@@ -41,6 +41,10 @@ int main(int argc, char** argv) {
 
   int p[2];
   WL_MUST(pipe2(p, 0) == 0);
+  /* An empty pipe whose size is not the default: the size alone must come back. */
+  int big[2];
+  WL_MUST(pipe2(big, 0) == 0);
+  WL_MUST(fcntl(big[0], F_SETPIPE_SZ, 1 << 20) >= (1 << 20));
   WL_MUST(write(p[1], kPipeData, sizeof(kPipeData)) == (ssize_t)sizeof(kPipeData));
 
   WL_MUST(mkfifo(fifo, 0600) == 0);
@@ -70,6 +74,8 @@ int main(int argc, char** argv) {
 
   char buf[256];
   WL_CHECK(lseek(f, 0, SEEK_CUR) == 3, "file position moved");
+  WL_CHECK(fcntl(big[0], F_GETPIPE_SZ) == (1 << 20), "size of the empty pipe lost (%d)",
+           fcntl(big[0], F_GETPIPE_SZ));
   WL_CHECK(lseek(ro, 0, SEEK_CUR) == 7, "read-only position moved");
   WL_CHECK(fcntl(ro, F_GETFD) == FD_CLOEXEC, "CLOEXEC lost");
   WL_CHECK(fcntl(f, F_GETOWN) == getpid(), "owner lost");
