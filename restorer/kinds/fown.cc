@@ -7,7 +7,7 @@
 
 namespace crpipe::restorer {
 
-Status applyFown(int fd, const images::FownEntry& fown) {
+Status applyFown(int fd, const images::FownEntry& fown, uint32_t dumpedFlags) {
   if (fown.pid() != 0) {
     f_owner_ex owner{};
     owner.type = static_cast<__pid_type>(fown.pid_type());
@@ -18,6 +18,12 @@ Status applyFown(int fd, const images::FownEntry& fown) {
   }
   if (fown.signum() != 0 && ::fcntl(fd, F_SETSIG, static_cast<int>(fown.signum())) < 0) {
     return failSys("F_SETSIG " + std::to_string(fown.signum()));
+  }
+  if ((dumpedFlags & O_ASYNC) != 0) {
+    int fl = ::fcntl(fd, F_GETFL);
+    if (fl < 0 || ::fcntl(fd, F_SETFL, fl | O_ASYNC) < 0) {
+      return failSys("F_SETFL O_ASYNC");
+    }
   }
   return {};
 }

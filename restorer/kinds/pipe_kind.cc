@@ -29,7 +29,7 @@ Result<OpenResult> PipeKind::open(OpenContext& ctx, const images::FileEntry& e) 
     if (!fd) {
       return fail(std::move(fd).error());
     }
-    auto own = applyFown(fd->get(), pe.fown());
+    auto own = applyFown(fd->get(), pe.fown(), pe.flags());
     if (!own) {
       return fail(std::move(own).error().context(what));
     }
@@ -84,7 +84,7 @@ Result<OpenResult> PipeKind::open(OpenContext& ctx, const images::FileEntry& e) 
   if (status != 0 && ::fcntl(fd.get(), F_SETFL, status) < 0) {
     return failSys(what + ": F_SETFL");
   }
-  auto own = applyFown(fd.get(), pe.fown());
+  auto own = applyFown(fd.get(), pe.fown(), pe.flags());
   if (!own) {
     return fail(std::move(own).error().context(what));
   }

@@ -85,7 +85,7 @@ Result<UniqueFd> openByPath(const images::RegFileEntry& reg, int extraFlags) {
       return failSys("lseek " + reg.name() + " to " + std::to_string(reg.pos()));
     }
   }
-  auto own = applyFown(fd.get(), reg.fown());
+  auto own = applyFown(fd.get(), reg.fown(), reg.flags());
   if (!own) {
     return fail(std::move(own).error().context(reg.name()));
   }
@@ -124,7 +124,7 @@ Result<OpenResult> RegFileKind::open(OpenContext& ctx, const images::FileEntry& 
         ::lseek(fd->get(), static_cast<off_t>(reg.pos()), SEEK_SET) < 0) {
       return failSys("external file " + reg.name() + ": lseek to " + std::to_string(reg.pos()));
     }
-    auto own = applyFown(fd->get(), reg.fown());
+    auto own = applyFown(fd->get(), reg.fown(), reg.flags());
     if (!own) {
       return fail(std::move(own).error().context(reg.name()));
     }

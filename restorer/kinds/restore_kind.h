@@ -101,7 +101,9 @@ class RestoreKind {
 };
 
 // F_SETOWN_EX / F_SETSIG from a recorded owner; nothing when none was set.
-Status applyFown(int fd, const images::FownEntry& fown);
+// The owner (F_SETOWN_EX, F_SETSIG) of an open file description, then O_ASYNC if the
+// dumped open flags had it: open(), pipe2() and socket() cannot set it, F_SETFL can.
+Status applyFown(int fd, const images::FownEntry& fown, uint32_t dumpedFlags);
 
 // --inherit-fd: a duplicate of the coordinator's fd `fd` (pidfd_getfd), CLOEXEC, above
 // `base`.

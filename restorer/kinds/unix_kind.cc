@@ -623,7 +623,7 @@ Status UnixSocketKind::finishSockets() {
     if ((e.flags() & O_NONBLOCK) != 0 && ::fcntl(s.fd.get(), F_SETFL, O_NONBLOCK) < 0) {
       return failSys(w + ": F_SETFL O_NONBLOCK");
     }
-    CRPIPE_TRY_CTX(applyFown(s.fd.get(), e.fown()), w);
+    CRPIPE_TRY_CTX(applyFown(s.fd.get(), e.fown(), e.flags()), w);
   }
   return {};
 }

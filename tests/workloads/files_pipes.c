@@ -45,6 +45,8 @@ int main(int argc, char** argv) {
   int big[2];
   WL_MUST(pipe2(big, 0) == 0);
   WL_MUST(fcntl(big[0], F_SETPIPE_SZ, 1 << 20) >= (1 << 20));
+  /* O_ASYNC cannot be given to pipe2() or open(): only F_SETFL sets it. */
+  WL_MUST(fcntl(big[0], F_SETFL, fcntl(big[0], F_GETFL) | O_ASYNC) == 0);
   WL_MUST(write(p[1], kPipeData, sizeof(kPipeData)) == (ssize_t)sizeof(kPipeData));
 
   WL_MUST(mkfifo(fifo, 0600) == 0);
@@ -76,6 +78,7 @@ int main(int argc, char** argv) {
   WL_CHECK(lseek(f, 0, SEEK_CUR) == 3, "file position moved");
   WL_CHECK(fcntl(big[0], F_GETPIPE_SZ) == (1 << 20), "size of the empty pipe lost (%d)",
            fcntl(big[0], F_GETPIPE_SZ));
+  WL_CHECK(fcntl(big[0], F_GETFL) & O_ASYNC, "O_ASYNC of the empty pipe lost");
   WL_CHECK(lseek(ro, 0, SEEK_CUR) == 7, "read-only position moved");
   WL_CHECK(fcntl(ro, F_GETFD) == FD_CLOEXEC, "CLOEXEC lost");
   WL_CHECK(fcntl(f, F_GETOWN) == getpid(), "owner lost");
