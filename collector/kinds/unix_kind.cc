@@ -213,6 +213,24 @@ Status UnixSocketKind::recordQueue(DumpContext& ctx, OpenFile& f, uint32_t id, i
   return {};
 }
 
+namespace {
+
+// What the BPF fast path answered, or else what `read` gets from the collector's own
+// duplicate of the fd (taken only now, when it is needed).
+template <typename T, typename Read>
+Result<T> fromFastOrDup(OpenFile& f, std::optional<T> fast, Read read) {
+  if (fast) {
+    return std::move(*fast);
+  }
+  auto dup = f.ensureDup();
+  if (!dup) {
+    return fail(std::move(dup).error());
+  }
+  return read(*dup);
+}
+
+}  // namespace
+
 Status UnixSocketKind::notePendingListener(OpenFile& f, uint32_t ino, uint64_t netnsIno) {
   pendingListeners_[netnsIno].insert(ino);
   if (netnsIno == selfNetns_ || pendingNetns_.count(netnsIno) != 0) {
@@ -246,31 +264,12 @@ Status UnixSocketKind::collect(DumpContext& ctx, OpenFile& f, uint32_t id) {
                                                                    : nullptr;
   std::optional<UnixSockOpts> fastOpts = fast != nullptr ? unixSockOptsFromFast(*fast)
                                                          : std::nullopt;
-  Result<UnixSockOpts> opts = UnixSockOpts{};
-  if (fastOpts) {
-    *opts = std::move(*fastOpts);
-  } else {
-    auto dup = f.ensureDup();
-    if (!dup) {
-      return fail(std::move(dup).error().context(where));
-    }
-    opts = readUnixSockOpts(*dup);
-  }
+  auto opts = fromFastOrDup(f, std::move(fastOpts), readUnixSockOpts);
   if (!opts) {
     return fail(std::move(opts).error().context(where));
   }
-  std::optional<images::FownEntry> fastFown =
-      f.fast != nullptr ? fownFromFast(*f.fast) : std::nullopt;
-  Result<images::FownEntry> fown = images::FownEntry{};
-  if (fastFown) {
-    *fown = std::move(*fastFown);
-  } else {
-    auto dup = f.ensureDup();
-    if (!dup) {
-      return fail(std::move(dup).error().context(where));
-    }
-    fown = readFown(*dup);
-  }
+  auto fown = fromFastOrDup(f, f.fast != nullptr ? fownFromFast(*f.fast) : std::nullopt,
+                            readFown);
   if (!fown) {
     return fail(std::move(fown).error().context(where));
   }
