@@ -28,17 +28,8 @@ Result<Stage*> Session::start(const std::string& name, const std::string& binary
   auto stage = std::make_unique<Stage>();
   Stage* s = stage.get();
   s->name = name;
-  auto proc = StageProcess::spawn(loop_.get(), name, binary, args, fds, [this, s](const StageExit&) {
-    events_.onExit(*s);
-    maybeFinished();
-  });
-  if (!proc) {
-    return fail(std::move(proc).error());
-  }
-  s->process = std::move(*proc);
-  CRPIPE_TRY(openControl(s, std::move(control)));
-  stages_.push_back(std::move(stage));
-  return s;
+  auto proc = StageProcess::spawn(loop_.get(), name, binary, args, fds, onExitOf(s));
+  return adopt(std::move(stage), std::move(proc), std::move(control));
 }
 
 Result<Stage*> Session::startWithPid(const std::string& name, const std::string& binary,
@@ -48,14 +39,25 @@ Result<Stage*> Session::startWithPid(const std::string& name, const std::string&
   auto stage = std::make_unique<Stage>();
   Stage* s = stage.get();
   s->name = name;
-  auto proc = StageProcess::spawnWithPid(loop_.get(), name, binary, args, fds, pid,
-                                         [this, s](const StageExit&) {
-                                           events_.onExit(*s);
-                                           maybeFinished();
-                                         });
+  auto proc = StageProcess::spawnWithPid(loop_.get(), name, binary, args, fds, pid, onExitOf(s));
+  return adopt(std::move(stage), std::move(proc), std::move(control));
+}
+
+// What a started stage's exit does: tell the policy, then see whether all is done.
+std::function<void(const StageExit&)> Session::onExitOf(Stage* s) {
+  return [this, s](const StageExit&) {
+    events_.onExit(*s);
+    maybeFinished();
+  };
+}
+
+// A stage whose process started (or failed to): keep it, with its control channel.
+Result<Stage*> Session::adopt(std::unique_ptr<Stage> stage,
+                              Result<std::unique_ptr<StageProcess>> proc, UniqueFd control) {
   if (!proc) {
     return fail(std::move(proc).error());
   }
+  Stage* s = stage.get();
   s->process = std::move(*proc);
   CRPIPE_TRY(openControl(s, std::move(control)));
   stages_.push_back(std::move(stage));

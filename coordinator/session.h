@@ -71,6 +71,9 @@ class Session {
  private:
   void maybeFinished();
   Status openControl(Stage* s, UniqueFd control);
+  std::function<void(const StageExit&)> onExitOf(Stage* s);
+  Result<Stage*> adopt(std::unique_ptr<Stage> stage, Result<std::unique_ptr<StageProcess>> proc,
+                       UniqueFd control);
 
   // Declared first so that it is destroyed last, after every handle owner.
   UvLoop loop_;
