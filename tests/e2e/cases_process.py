@@ -11,7 +11,7 @@ import subprocess
 import tempfile
 import time
 
-from harness import (CRPIPE, WORKLOADS, Workload, check, dump, dump_and_kill, images_dir,
+from harness import (restore_attached, CRPIPE, WORKLOADS, Workload, check, dump, dump_and_kill, images_dir,
                      pid_alive, reap, restore, session_pids, verify_restored)
 
 
@@ -54,12 +54,7 @@ def test_signals_handlers_blocked_pending():
     with Workload("task_signals") as w:
         r = w.wait_ready()
         img = dump_and_kill(w)
-        p = subprocess.Popen([CRPIPE, "run", "restore", "-D", img], stdin=subprocess.DEVNULL,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 20
-        while not pid_alive(r["pid"]) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(0.1)
+        p = restore_attached(img, r["pid"])
         verify_restored(w, r["pid"])
         _, err = p.communicate(timeout=30)
         check(p.returncode == 0, f"crpipe exited {p.returncode}:\n{err}")
@@ -119,12 +114,7 @@ def test_wait_for_root_exit_status():
     with Workload("task_counter") as w:
         r = w.wait_ready()
         img = dump_and_kill(w)
-        p = subprocess.Popen([CRPIPE, "run", "restore", "-D", img], stdin=subprocess.DEVNULL,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 20
-        while not pid_alive(r["pid"]) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(0.1)
+        p = restore_attached(img, r["pid"])
         os.kill(r["pid"], 10)  # SIGUSR1: the workload checks itself and exits 0
         out, err = p.communicate(timeout=30)
         check(p.returncode == 0, f"crpipe exited {p.returncode}:\n{err}\n{w.output()}")

@@ -287,3 +287,15 @@ def restore(img, *extra, timeout=120):
     p = subprocess.run([CRPIPE, "run", "restore", "-D", img, *map(str, extra)],
                        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
     return p.returncode, p.stdout, p.stderr
+
+
+def restore_attached(img, root):
+    """Starts `crpipe run restore -D img` without -d (crpipe stays, waiting for the root)
+    and returns its Popen once the restored root `root` exists."""
+    p = subprocess.Popen([CRPIPE, "run", "restore", "-D", img], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while not pid_alive(root) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)  # let the restore resume the tree
+    return p
