@@ -3,7 +3,8 @@
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config
       libprotobuf-dev protobuf-compiler libcapnp-dev capnproto libuv1-dev libnl-3-dev
-      libgtest-dev python3 iproute2 clang libclang-rt-14-dev libbpf-dev bpftool)
+      libgtest-dev python3 iproute2 procps psmisc time clang libclang-rt-14-dev libbpf-dev
+      bpftool)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
