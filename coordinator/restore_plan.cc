@@ -10,6 +10,8 @@
 #include <set>
 #include <sstream>
 
+#include "common/namespaces.h"
+#include "common/unix_name.h"
 #include "coordinator/unix_plan.h"
 #include "restorer/kinds/registry.h"
 
@@ -30,62 +32,10 @@ std::string fdWhere(pid_t pid, uint32_t fd) {
   return "pid " + std::to_string(pid) + " fd " + std::to_string(fd);
 }
 
-// A network namespace with this inode that still exists: /run/netns/* first (named ones),
-// then every process's /proc/PID/ns/net. Opened, so it cannot go away under the restore.
-UniqueFd openNetnsByInode(uint64_t ino) {
-  auto tryPath = [&](const std::string& path) -> UniqueFd {
-    struct stat st {};
-    if (::stat(path.c_str(), &st) != 0 || st.st_ino != ino) {
-      return UniqueFd();
-    }
-    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-    if (fd.valid() && ::fstat(fd.get(), &st) == 0 && st.st_ino == ino) {
-      return fd;
-    }
-    return UniqueFd();
-  };
-  for (const char* dir : {"/run/netns", "/proc"}) {
-    DIR* d = ::opendir(dir);
-    if (d == nullptr) {
-      continue;
-    }
-    const bool proc = std::string(dir) == "/proc";
-    UniqueFd found;
-    while (dirent* de = ::readdir(d)) {
-      std::string n = de->d_name;
-      if (n == "." || n == ".." || (proc && n.find_first_not_of("0123456789") != std::string::npos)) {
-        continue;
-      }
-      found = tryPath(std::string(dir) + "/" + n + (proc ? "/ns/net" : ""));
-      if (found.valid()) {
-        break;
-      }
-    }
-    ::closedir(d);
-    if (found.valid()) {
-      return found;
-    }
-  }
-  return UniqueFd();
-}
-
-// Mount ids of crpipe's own mount namespace (the restored tree's).
-std::set<int> ownMountIds() {
-  std::set<int> ids;
-  std::ifstream in("/proc/self/mountinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    std::istringstream ls(line);
-    int id = -1;
-    if (ls >> id) {
-      ids.insert(id);
-    }
-  }
-  return ids;
-}
-
-// Unix sockets of another network namespace are made inside it, which must still exist;
-// a socket file bound in another mount namespace is refused (not bound in the wrong one).
+// Unix sockets of another network namespace are made inside it, and socket files of
+// another mount namespace are bound inside it: each namespace must still exist. A socket
+// file on a mount that is in no namespace the dump recorded is refused (not bound in the
+// wrong place).
 Status planUnixNamespaces(RestorePlan& plan) {
   std::map<uint32_t, std::string> holder;  // file id -> "pid P fd N"
   for (const auto& t : plan.tasks) {
@@ -110,7 +60,7 @@ Status planUnixNamespaces(RestorePlan& plan) {
                             " (unix socket ino " + std::to_string(e.ino()) + ")";
     const uint64_t ns = e.crpipe().netns_ino();
     if (ns != 0 && ns != self.st_ino && !plan.netns.contains(ns)) {
-      UniqueFd fd = openNetnsByInode(ns);
+      UniqueFd fd = openNamespaceByInode("net", ns);
       if (!fd.valid()) {
         return failMsg(who + " belongs to network namespace " + std::to_string(ns) +
                        ", which no longer exists (not in /run/netns, no process in it); "
@@ -118,16 +68,34 @@ Status planUnixNamespaces(RestorePlan& plan) {
       }
       plan.netns.emplace(ns, std::move(fd));
     }
-    if (e.mnt_id() >= 0 && !e.name().empty() && e.name()[0] != '\0') {
+    if (e.name().empty() || e.name()[0] == '\0') {
+      continue;  // abstract or unbound: no file
+    }
+    if (const uint64_t mns = e.crpipe().mntns_ino(); mns != 0) {
+      if (!plan.mntns.contains(mns)) {
+        UniqueFd fd = openNamespaceByInode("mnt", mns);
+        if (!fd.valid()) {
+          return failMsg(who + " is bound to '" + printableUnixName(e.name()) + "' in mount namespace " +
+                         std::to_string(mns) + ", which no longer exists (no process in "
+                         "it); crpipe does not recreate namespaces");
+        }
+        plan.mntns.emplace(mns, std::move(fd));
+      }
+      continue;
+    }
+    if (e.mnt_id() >= 0) {
       if (!mountsRead) {
-        mounts = ownMountIds();
+        auto ids = mountIdsIn("/proc/self/mountinfo");
+        if (!ids) {
+          return fail(std::move(ids).error());
+        }
+        mounts = std::move(*ids);
         mountsRead = true;
       }
       if (!mounts.contains(e.mnt_id())) {
-        return failMsg(who + " is bound to '" + e.name() + "' on mount id " +
-                       std::to_string(e.mnt_id()) + ", which is not in crpipe's mount namespace "
-                       "(another mount namespace, or unmounted since the dump); binding it in "
-                       "another mount namespace is not supported yet");
+        return failMsg(who + " is bound to '" + printableUnixName(e.name()) + "' on mount id " +
+                       std::to_string(e.mnt_id()) + ", which is in neither crpipe's mount "
+                       "namespace nor one the dump recorded (unmounted since the dump?)");
       }
     }
   }
@@ -534,6 +502,13 @@ void RestorePlan::fillOrder(size_t i, const std::string& token,
   for (const auto& [ino, fd] : netns) {
     nl[n].setIno(ino);
     nl[n].setFd(fd.get());
+    ++n;
+  }
+  auto ml = out.initMntns(static_cast<unsigned>(mntns.size()));
+  n = 0;
+  for (const auto& [ino, fd] : mntns) {
+    ml[n].setIno(ino);
+    ml[n].setFd(fd.get());
     ++n;
   }
 }

@@ -73,6 +73,9 @@ struct RestorePlan {
   // Network namespaces (by inode) of unix sockets made outside crpipe's own: the
   // coordinator's open fd of each, taken by the restorers with pidfd_getfd.
   std::map<uint64_t, UniqueFd> netns;
+  // Mount namespaces (by inode) where socket files are bound outside crpipe's own: the
+  // restorer joins one with setns for each bind, connect or unlink by such a name.
+  std::map<uint64_t, UniqueFd> mntns;
   std::vector<std::string> retargetedTerminals;  // --shell-job: dumped paths now callerTerminal
   bool parkAfterShare = false;
   int serviceFdBase = 0;

@@ -111,30 +111,6 @@ std::string socketStateName(uint32_t state) {
   }
 }
 
-std::string printableSocketName(const std::string& raw) {
-  if (raw.empty()) {
-    return "-";
-  }
-  std::string out;
-  size_t i = 0;
-  if (raw[0] == '\0') {
-    out = "@";
-    i = 1;
-  }
-  for (; i < raw.size(); ++i) {
-    unsigned char c = static_cast<unsigned char>(raw[i]);
-    if (c == 0) {
-      out += "\\0";
-    } else if (c < 0x20 || c >= 0x7f || c == '\\') {
-      char buf[8];
-      snprintf(buf, sizeof(buf), "\\x%02x", c);
-      out += buf;
-    } else {
-      out.push_back(static_cast<char>(c));
-    }
-  }
-  return out;
-}
 
 Result<std::vector<SocketNode>> loadSocketGraph(const std::string& dir) {
   UniqueFd dfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
@@ -211,7 +187,7 @@ std::string renderSocketGraph(const std::vector<SocketNode>& nodes) {
            "NAME", "HELD BY pid/fd", "PEER", "QUEUED");
   out += line;
   for (const auto& n : nodes) {
-    std::string name = printableSocketName(n.name);
+    std::string name = (n.name.empty() ? "-" : printableUnixName(n.name));
     if (!n.nameDir.empty()) {
       name += " (in " + n.nameDir + ")";
     }
@@ -226,7 +202,7 @@ std::string renderSocketGraph(const std::vector<SocketNode>& nodes) {
         peer += " [" + holdersText(it->second->holders) + "]";
       } else {
         peer += " [outside" +
-                (n.extPeerName.empty() ? "" : " " + printableSocketName(n.extPeerName)) + "]";
+                (n.extPeerName.empty() ? "" : " " + printableUnixName(n.extPeerName)) + "]";
       }
     }
     std::string queued =

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "common/result.h"
+#include "common/unix_name.h"
 
 namespace crpipe {
 
@@ -40,7 +41,5 @@ std::string renderSocketGraph(const std::vector<SocketNode>& nodes);
 std::string socketTypeName(uint32_t type);
 // TCP state names the kernel reuses for unix sockets: "listen", "established", ...
 std::string socketStateName(uint32_t state);
-// A socket name for people: @abstract (NULs as \0), a path, or "-" for none.
-std::string printableSocketName(const std::string& raw);
 
 }  // namespace crpipe

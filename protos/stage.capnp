@@ -163,11 +163,13 @@ struct TaskOrder {
   inherited @17 :List(FdTransfer); # --inherit-fd: descriptions taken from the coordinator
                                 # (pidfd_getfd): fileId, peer = the coordinator's fd number
   coordinatorPid @18 :Int32;
-  netns @19 :List(NetnsFd);     # network namespaces of the unix sockets made outside
+  netns @19 :List(NamespaceFd); # network namespaces of the unix sockets made outside
+                                # crpipe's own (by inode): the coordinator's fd of each
+  mntns @20 :List(NamespaceFd); # mount namespaces of the socket files bound outside
                                 # crpipe's own (by inode): the coordinator's fd of each
 }
 
-struct NetnsFd {
+struct NamespaceFd {
   ino @0 :UInt64;
   fd @1 :Int32;                 # the coordinator's fd (pidfd_getfd)
 }

@@ -208,27 +208,4 @@ std::optional<uint32_t> UnixDiagTable::listenerOfClient(uint32_t clientIno) cons
   return it->second;
 }
 
-std::string printableUnixName(const std::string& name) {
-  if (name.empty()) {
-    return "";
-  }
-  std::string out;
-  size_t start = 0;
-  if (name[0] == '\0') {
-    out = "@";
-    start = 1;
-  }
-  for (size_t i = start; i < name.size(); ++i) {
-    auto c = static_cast<unsigned char>(name[i]);
-    if (c < 0x20 || c >= 0x7f || c == '\\') {
-      char buf[8];
-      std::snprintf(buf, sizeof(buf), "\\x%02x", c);
-      out += buf;
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out;
-}
-
 }  // namespace crpipe::collector

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/result.h"
+#include "common/unix_name.h"
 
 namespace crpipe::collector {
 
@@ -84,8 +85,5 @@ class UnixDiagTable {
   std::unordered_map<uint64_t, uint32_t> nsIds_;
 };
 
-// A socket name as people read it: a path as is, an abstract name as '@' followed by its
-// bytes with NULs and other unprintable bytes as \xNN; "" for none.
-std::string printableUnixName(const std::string& name);
 
 }  // namespace crpipe::collector

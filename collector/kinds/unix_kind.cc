@@ -334,6 +334,13 @@ Status UnixSocketKind::collect(DumpContext& ctx, OpenFile& f, uint32_t id) {
                                                      pathOf(*sk.name) + "'"));
       }
       e.set_mnt_id(bound->mntId);
+      auto mns = mountNs_.namespaceOf(bound->mntId, ctx.pids);
+      if (!mns) {
+        return fail(std::move(mns).error().context(where + ": the mount of its socket file"));
+      }
+      if (mns->value_or(0) != 0) {
+        x->set_mntns_ino(**mns);
+      }
       *e.mutable_file_perms() = bound->perms;
       if (bound->deleted) {
         e.set_deleted(true);

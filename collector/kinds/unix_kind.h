@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "collector/kinds/fd_kind.h"
+#include "collector/mount_ns.h"
 #include "collector/kinds/unix_diag.h"
 #include "common/unique_fd.h"
 #include "protos/sk_unix.pb.h"
@@ -56,6 +57,7 @@ class UnixSocketKind : public FdKind {
   std::map<uint64_t, std::set<uint32_t>> pendingListeners_;
   std::map<uint64_t, UniqueFd> pendingNetns_;
   std::vector<char> scratch_;  // the peek buffer, reused for every socket
+  MountNamespaces mountNs_;    // where socket files outside the collector's namespace live
 };
 
 }  // namespace crpipe::collector

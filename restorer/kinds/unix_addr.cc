@@ -33,23 +33,6 @@ Result<UnixAddr> unixAddr(const std::string& raw) {
   return a;
 }
 
-std::string printable(const std::string& raw) {
-  if (raw.empty()) {
-    return "(unnamed)";
-  }
-  std::string out = raw[0] == '\0' ? "@" : "";
-  const std::string body = raw[0] == '\0' ? raw.substr(1) : std::string(raw.c_str());
-  for (unsigned char c : body) {
-    if (c < 0x20 || c >= 0x7f) {
-      char b[8];
-      std::snprintf(b, sizeof(b), "\\x%02x", c);
-      out += b;
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out;
-}
 
 Status inDirectory(const std::string& dir, const std::function<Status()>& fn) {
   if (dir.empty()) {
@@ -134,7 +117,7 @@ Status bindName(int fd, const images::UnixSkEntry& e) {
     return fail(std::move(a).error());
   }
   return inDirectory(e.name_dir(), [&]() -> Status {
-    CRPIPE_TRY_CTX(bindAt(fd, *a), "bind to '" + printable(e.name()) + "'");
+    CRPIPE_TRY_CTX(bindAt(fd, *a), "bind to '" + printableUnixName(e.name()) + "'");
     if (a->path && e.has_file_perms()) {
       const auto& p = e.file_perms();
       if (::chmod(a->fsPath.c_str(), p.mode() & 07777) < 0) {
@@ -155,7 +138,7 @@ Status connectName(int fd, const std::string& raw, const std::string& dir) {
   }
   return inDirectory(dir, [&]() -> Status {
     if (::connect(fd, reinterpret_cast<const sockaddr*>(&a->sa), a->len) < 0) {
-      return failSys("connect to '" + printable(raw) + "'");
+      return failSys("connect to '" + printableUnixName(raw) + "'");
     }
     return {};
   });

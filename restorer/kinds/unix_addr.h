@@ -7,6 +7,7 @@
 #include <string>
 
 #include "common/result.h"
+#include "common/unix_name.h"
 #include "protos/sk_unix.pb.h"
 
 namespace crpipe::restorer {
@@ -22,8 +23,6 @@ struct UnixAddr {
 
 Result<UnixAddr> unixAddr(const std::string& raw);
 
-// "path" or "@abstract" with escapes: for messages.
-std::string printable(const std::string& raw);
 
 // Runs fn() with the current directory at dir (a relative socket name is resolved against
 // the binder's directory), then goes back. An empty dir runs fn() where we are.

@@ -107,33 +107,63 @@ Status sendOne(int fd, const std::string& data, const images::SkPacketEntry& pe,
 
 Status UnixSocketKind::check(const images::FileEntry&) const { return {}; }
 
-Status UnixSocketKind::inNetns(const images::UnixSkEntry& e, const std::function<Status()>& fn) {
-  const uint64_t ino = e.crpipe().netns_ino();
-  auto peer = netnsPeer_.find(ino);
-  if (ino == 0 || peer == netnsPeer_.end()) {
-    return fn();  // crpipe's own network namespace
+Status UnixSocketKind::inNamespace(int nstype, uint64_t ino, const std::map<uint64_t, int>& peers,
+                                   std::map<uint64_t, UniqueFd>& taken,
+                                   const std::function<Status()>& fn) {
+  const bool mnt = nstype == CLONE_NEWNS;
+  const std::string what = std::string(mnt ? "mount" : "network") + " namespace " + std::to_string(ino);
+  auto peer = peers.find(ino);
+  if (peer == peers.end()) {
+    return failMsg(what + " was not handed to this task");
   }
-  const std::string what = "network namespace " + std::to_string(ino);
-  auto it = netnsFds_.find(ino);
-  if (it == netnsFds_.end()) {
+  auto it = taken.find(ino);
+  if (it == taken.end()) {
     auto got = takeInherited(coordinatorPid_, peer->second, fdBase_);
     if (!got) {
       return fail(std::move(got).error().context(what));
     }
-    it = netnsFds_.emplace(ino, std::move(*got)).first;
+    it = taken.emplace(ino, std::move(*got)).first;
   }
-  UniqueFd own(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
+  const std::string ownPath = std::string("/proc/thread-self/ns/") + (mnt ? "mnt" : "net");
+  UniqueFd own(::open(ownPath.c_str(), O_RDONLY | O_CLOEXEC));
   if (!own.valid()) {
-    return failSys("open /proc/thread-self/ns/net");
+    return failSys("open " + ownPath);
   }
-  if (::setns(it->second.get(), CLONE_NEWNET) < 0) {
+  // Joining a mount namespace moves the root and the working directory to its root.
+  UniqueFd cwd;
+  if (mnt) {
+    cwd.reset(::open(".", O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!cwd.valid()) {
+      return failSys("open the working directory");
+    }
+  }
+  if (::setns(it->second.get(), nstype) < 0) {
     return failSys("setns into " + what);
   }
   Status st = fn();
-  if (::setns(own.get(), CLONE_NEWNET) < 0) {
+  if (::setns(own.get(), nstype) < 0) {
     return failSys("setns back out of " + what);
   }
+  if (cwd.valid() && ::fchdir(cwd.get()) < 0) {
+    return failSys("fchdir back after " + what);
+  }
   return st;
+}
+
+Status UnixSocketKind::inNetns(const images::UnixSkEntry& e, const std::function<Status()>& fn) {
+  const uint64_t ino = e.crpipe().netns_ino();
+  if (ino == 0 || !netnsPeer_.contains(ino)) {
+    return fn();  // crpipe's own network namespace
+  }
+  return inNamespace(CLONE_NEWNET, ino, netnsPeer_, netnsFds_, fn);
+}
+
+Status UnixSocketKind::atName(const images::UnixSkEntry& e, const std::function<Status()>& fn) {
+  const uint64_t ino = e.crpipe().mntns_ino();
+  if (ino == 0 || e.name().empty() || e.name()[0] == '\0') {
+    return fn();  // crpipe's own mount namespace, or no file
+  }
+  return inNamespace(CLONE_NEWNS, ino, mntnsPeer_, mntnsFds_, fn);
 }
 
 Result<UniqueFd> UnixSocketKind::makeSocket(const images::UnixSkEntry& e, int type) {
@@ -154,7 +184,7 @@ Status UnixSocketKind::makePair(const images::UnixSkEntry& e, int type, UniqueFd
 }
 
 std::string UnixSocketKind::where(const images::UnixSkEntry& e) const {
-  return "unix socket ino " + std::to_string(e.ino()) + " '" + printable(e.name()) + "'";
+  return "unix socket ino " + std::to_string(e.ino()) + " '" + printableUnixName(e.name()) + "'";
 }
 
 const images::UnixSkEntry* UnixSocketKind::byIno(uint32_t ino) const {
@@ -198,6 +228,9 @@ Status UnixSocketKind::takeOrder(proto::TaskOrder::Reader order,
   coordinatorPid_ = order.getCoordinatorPid();
   for (auto n : order.getNetns()) {
     netnsPeer_[n.getIno()] = n.getFd();
+  }
+  for (auto n : order.getMntns()) {
+    mntnsPeer_[n.getIno()] = n.getFd();
   }
   for (auto q : order.getSkQueues()) {
     Message m;
@@ -281,7 +314,8 @@ Status UnixSocketKind::bindListen(OpenContext&) {
     if (!fd) {
       return fail(std::move(fd).error().context(where(*e)));
     }
-    CRPIPE_TRY_CTX(bindName(fd->get(), *e), where(*e) + ": temporary listener");
+    CRPIPE_TRY_CTX(atName(*e, [&]() { return bindName(fd->get(), *e); }),
+                   where(*e) + ": temporary listener");
     if (::listen(fd->get(), 4096) < 0) {
       return failSys(where(*e) + ": listen on the temporary listener");
     }
@@ -345,7 +379,7 @@ Status UnixSocketKind::bindListen(OpenContext&) {
         if (e.name().empty()) {
           break;
         }
-        CRPIPE_TRY_CTX(bindName(s.fd.get(), e), where(e));
+        CRPIPE_TRY_CTX(atName(e, [&]() { return bindName(s.fd.get(), e); }), where(e));
         if (e.state() == TCP_LISTEN && temps.contains(nameKey(e))) {
           // It accepts its established connections first: a backlog wide enough for all of
           // them now, the recorded one again once they are accepted.
@@ -379,7 +413,8 @@ Status UnixSocketKind::connectClients() {
         return failMsg(where(e) + ": its peer's entry is not in the task order");
       }
       const auto& p = *pit->second;
-      CRPIPE_TRY_CTX(connectName(s.fd.get(), p.name(), p.name_dir()), where(e));
+      CRPIPE_TRY_CTX(atName(p, [&]() { return connectName(s.fd.get(), p.name(), p.name_dir()); }),
+                     where(e));
       // Tells the accepting task which end this connection is for (it reads the tag
       // away before anything else is queued).
       uint32_t tag = s.partner;
@@ -392,7 +427,8 @@ Status UnixSocketKind::connectClients() {
         return fail(std::move(fd).error().context(where(e)));
       }
       s.tempPeer = std::move(*fd);
-      CRPIPE_TRY_CTX(connectName(s.tempPeer.get(), e.name(), e.name_dir()), where(e));
+      CRPIPE_TRY_CTX(atName(e, [&]() { return connectName(s.tempPeer.get(), e.name(), e.name_dir()); }),
+                     where(e));
       uint32_t tag = id;
       if (::send(s.tempPeer.get(), &tag, sizeof(tag), MSG_NOSIGNAL) != sizeof(tag)) {
         return failSys(where(e) + ": send the connection tag");
@@ -440,7 +476,10 @@ Status UnixSocketKind::acceptAll() {
     // A temporary listener's file stays only if the accepted sockets' file was still there
     // at dump time (their listener closed, its file left behind).
     if (!real && named->deleted()) {
-      unlinkName(named->name(), named->name_dir());
+      CRPIPE_TRY(atName(*named, [&]() -> Status {
+        unlinkName(named->name(), named->name_dir());
+        return {};
+      }));
     }
   }
   tempListeners_.clear();
@@ -487,7 +526,7 @@ Status UnixSocketKind::refill() {
         client = t->get();
         closedClients_.push_back(std::move(*t));
       }
-      CRPIPE_TRY_CTX(connectName(client, l.name(), l.name_dir()),
+      CRPIPE_TRY_CTX(atName(l, [&]() { return connectName(client, l.name(), l.name_dir()); }),
                      where(l) + ": pending connection " + std::to_string(em->crpipe().icon_index()));
       embryoWriters_[em->id()] = client;
     }
@@ -557,7 +596,9 @@ Status UnixSocketKind::writeMessage(const Message& m) {
     if (!to) {
       return fail(std::move(to).error());
     }
-    return inDirectory(x.name_dir(), [&]() { return sendOne(fd, m.data, m.entry, &*to, rights); });
+    return atName(x, [&]() {
+      return inDirectory(x.name_dir(), [&]() { return sendOne(fd, m.data, m.entry, &*to, rights); });
+    });
   };
   if (m.entry.has_addr() && !m.entry.addr().empty()) {
     for (auto& [id, s] : socks_) {
@@ -571,13 +612,18 @@ Status UnixSocketKind::writeMessage(const Message& m) {
     if (!t) {
       return fail(std::move(t).error().context(what));
     }
-    CRPIPE_TRY_CTX(bindRaw(t->get(), m.entry.addr(), ""), what + " from '" + printable(m.entry.addr()) + "'");
+    // Its name is taken where the receiver's file is (the sender reached it there).
+    CRPIPE_TRY_CTX(atName(x, [&]() { return bindRaw(t->get(), m.entry.addr(), ""); }),
+                   what + " from '" + printableUnixName(m.entry.addr()) + "'");
     auto st = sendFrom(t->get());
-    unlinkName(m.entry.addr(), "");
+    auto gone = atName(x, [&]() -> Status {
+      unlinkName(m.entry.addr(), "");
+      return {};
+    });
     if (!st) {
       return fail(std::move(st).error().context(what));
     }
-    return {};
+    return gone;
   }
   if (x.name().empty()) {
     const auto* p = byIno(x.peer());
@@ -608,7 +654,7 @@ Status UnixSocketKind::finishSockets() {
       if (p == nullptr) {
         return failMsg(w + ": its peer ino " + std::to_string(e.peer()) + " is not known here");
       }
-      CRPIPE_TRY_CTX(connectName(s.fd.get(), p->name(), p->name_dir()), w);
+      CRPIPE_TRY_CTX(atName(*p, [&]() { return connectName(s.fd.get(), p->name(), p->name_dir()); }), w);
     } else if (e.type() == SOCK_DGRAM && s.role == Role::EXTERNAL && !s.connectTo.empty()) {
       CRPIPE_TRY_CTX(connectName(s.fd.get(), s.connectTo, ""), w + ": reconnect to its outside peer");
     }
@@ -650,22 +696,22 @@ Status UnixSocketKind::fixNames() {
       // at the same path by now).
       UniqueFd file(::ioctl(s.fd.get(), SIOCUNIXFILE));
       struct stat mine {}, there {};
-      CRPIPE_TRY(inDirectory(e.name_dir(), [&]() -> Status {
+      CRPIPE_TRY(atName(e, [&]() { return inDirectory(e.name_dir(), [&]() -> Status {
         if (file.valid() && ::fstat(file.get(), &mine) == 0 &&
             ::lstat(a->fsPath.c_str(), &there) == 0 && mine.st_ino == there.st_ino &&
             mine.st_dev == there.st_dev && ::unlink(a->fsPath.c_str()) < 0) {
           return failSys(where(e) + ": unlink " + a->fsPath);
         }
         return {};
-      }));
+      }); }));
     } else if (e.crpipe().has_current_path()) {
       const std::string& to = e.crpipe().current_path();
-      CRPIPE_TRY(inDirectory(e.name_dir(), [&]() -> Status {
+      CRPIPE_TRY(atName(e, [&]() { return inDirectory(e.name_dir(), [&]() -> Status {
         if (::rename(a->fsPath.c_str(), to.c_str()) < 0) {
           return failSys(where(e) + ": rename to its current path " + to);
         }
         return {};
-      }));
+      }); }));
     }
   }
   return {};

@@ -56,6 +56,13 @@ class UnixSocketKind : public RestoreKind {
   Result<UniqueFd> makeSocket(const images::UnixSkEntry& e, int type);
   Status makePair(const images::UnixSkEntry& e, int type, UniqueFd& a, UniqueFd& b);
   Status inNetns(const images::UnixSkEntry& e, const std::function<Status()>& fn);
+  // Runs fn inside the mount namespace of e's socket file (bind, connect, unlink by e's
+  // name), then back in the restorer's own, in its own directory.
+  Status atName(const images::UnixSkEntry& e, const std::function<Status()>& fn);
+  // Joins namespace `ino` (CLONE_NEWNET or CLONE_NEWNS), taken from the coordinator on
+  // first use, for fn only.
+  Status inNamespace(int nstype, uint64_t ino, const std::map<uint64_t, int>& peers,
+                     std::map<uint64_t, UniqueFd>& taken, const std::function<Status()>& fn);
   Status bindListen(OpenContext& ctx);
   Status connectClients();
   Status acceptAll();
@@ -83,6 +90,8 @@ class UnixSocketKind : public RestoreKind {
   pid_t coordinatorPid_ = 0;  // the task's descriptions so far
   std::map<uint64_t, int> netnsPeer_;     // netns inode -> the coordinator's fd of it
   std::map<uint64_t, UniqueFd> netnsFds_;  // taken from the coordinator when first needed
+  std::map<uint64_t, int> mntnsPeer_;     // the same for mount namespaces
+  std::map<uint64_t, UniqueFd> mntnsFds_;
 };
 
 }  // namespace crpipe::restorer

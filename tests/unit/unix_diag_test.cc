@@ -118,7 +118,7 @@ TEST(UnixDiag, AbstractNameWithNulsAndPeerAndShutdown) {
   EXPECT_EQ(sk->shutdown, 3);
   EXPECT_EQ(sk->meminfo.size(), 9u);
   EXPECT_FALSE(sk->vfsIno);
-  EXPECT_EQ(printableUnixName(abs), "@a\\x00b\\x00");
+  EXPECT_EQ(printableUnixName(abs), "@a\\0b\\0");
 }
 
 TEST(UnixDiag, UnboundSocketHasNoName) {
