@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <optional>
 
 #include "common/image_format.h"
 #include "common/unique_fd.h"
@@ -111,6 +112,56 @@ std::vector<pid_t> parsePidList(std::string_view text) {
     if (parseNum(w, p)) {
       out.push_back(p);
     }
+  }
+  return out;
+}
+
+Result<std::vector<ProcLimit>> parseProcLimits(std::string_view text) {
+  // "%-25s %-20s %-20s %-10s": a name with spaces in 26 columns, then soft and hard.
+  constexpr size_t kNameWidth = 26;
+  std::vector<ProcLimit> out;
+  size_t pos = text.find('\n');  // the header
+  if (pos == std::string_view::npos || !text.starts_with("Limit")) {
+    return failMsg("/proc/PID/limits: no header");
+  }
+  auto number = [](std::string_view v) -> std::optional<uint64_t> {
+    if (v == "unlimited") {
+      return ~uint64_t{0};
+    }
+    uint64_t n = 0;
+    auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+    if (ec != std::errc() || end != v.data() + v.size()) {
+      return std::nullopt;
+    }
+    return n;
+  };
+  while (++pos < text.size()) {
+    size_t eol = text.find('\n', pos);
+    std::string_view line = text.substr(pos, eol == std::string_view::npos ? eol : eol - pos);
+    pos = eol == std::string_view::npos ? text.size() : eol;
+    if (line.empty()) {
+      continue;
+    }
+    if (line.size() <= kNameWidth) {
+      return failMsg("/proc/PID/limits: short line '" + std::string(line) + "'");
+    }
+    std::string_view rest = line.substr(kNameWidth);
+    std::string_view fields[2];
+    for (auto& f : fields) {
+      size_t b = rest.find_first_not_of(' ');
+      size_t e = rest.find(' ', b);
+      if (b == std::string_view::npos) {
+        return failMsg("/proc/PID/limits: missing limit in '" + std::string(line) + "'");
+      }
+      f = rest.substr(b, e == std::string_view::npos ? e : e - b);
+      rest = e == std::string_view::npos ? std::string_view() : rest.substr(e);
+    }
+    auto cur = number(fields[0]);
+    auto max = number(fields[1]);
+    if (!cur || !max) {
+      return failMsg("/proc/PID/limits: bad limit in '" + std::string(line) + "'");
+    }
+    out.push_back({*cur, *max});
   }
   return out;
 }

@@ -38,6 +38,15 @@ Result<FdInfo> parseFdInfo(std::string_view text);
 std::vector<pid_t> parsePidList(std::string_view text);
 
 // Reads a small /proc file whole; the error names the path.
+// /proc/PID/limits: soft and hard limit of each resource, in resource order (RLIMIT_CPU
+// first); "unlimited" is RLIM_INFINITY. Readable by root for any task, where prlimit() on
+// a task of another uid needs CAP_SYS_RESOURCE.
+struct ProcLimit {
+  uint64_t cur = 0;
+  uint64_t max = 0;
+};
+Result<std::vector<ProcLimit>> parseProcLimits(std::string_view text);
+
 Result<std::string> readProcFile(const std::string& path);
 // Numeric entries of a /proc directory (task/, fd/), sorted.
 Result<std::vector<int>> listNumericDir(const std::string& path);

@@ -53,13 +53,18 @@ class RestoreEvents : public SessionEvents {
   void setRoot(Stage* root) { root_ = root; }
 
   Status start(const std::string& token, const std::vector<std::pair<pid_t, int>>& rootChannels) {
+    const double t0 = nowMs();
+    double filling = 0;
     for (size_t i = 0; i < plan_.tasks.size(); ++i) {
       Stage* s = stageOf(plan_.tasks[i].pid);
       capnp::MallocMessageBuilder mb;
+      const double f0 = nowMs();
       plan_.fillOrder(i, token, i == 0 ? rootChannels : std::vector<std::pair<pid_t, int>>{},
                       mb.initRoot<proto::Message>().initTaskOrder());
+      filling += nowMs() - f0;
       CRPIPE_TRY(s->control->send(mb));
     }
+    log_.debug("task orders built in %.3f ms, queued in %.3f ms", filling, nowMs() - t0 - filling);
     return enter(RestorePhase::FORK_TREE);
   }
 
@@ -469,10 +474,13 @@ Outcome runRestore(const RestoreOptions& opts, ProgressView& view, Log& log,
     return failed("--check-only and --stop-before are two different development modes; "
                   "choose one");
   }
+  const double planStart = nowMs();
   auto plan = makeRestorePlan(images, po);
   if (!plan) {
     return failed(plan.error().str() + "; nothing was restored");
   }
+  log.debug("planned %zu tasks, %zu files in %.3f ms", plan->tasks.size(), plan->files.size(),
+            nowMs() - planStart);
   for (const auto& t : plan->retargetedTerminals) {
     log.info("--shell-job: the dumped terminal %s is now %s", t.c_str(), po.callerTerminal.c_str());
   }
@@ -506,10 +514,13 @@ Outcome runRestore(const RestoreOptions& opts, ProgressView& view, Log& log,
   // The process state of every task, parsed and checked before anything is created.
   inject::TreeInjector injector(images, *plan, log);
   if (!opts.checkOnly) {
+    const double loadStart = nowMs();
     auto ok = injector.load();
     if (!ok) {
       return failed(ok.error().str() + "; nothing was restored");
     }
+    log.debug("process state of %zu tasks checked in %.3f ms", plan->tasks.size(),
+              nowMs() - loadStart);
   }
   RestoreEvents events(opts, *plan, &injector, view, log);
   Outcome result;

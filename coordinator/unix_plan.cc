@@ -148,8 +148,10 @@ Status planUnixSockets(const RestoreImages& images, const PlanOptions& opts, Res
   // names a task of the tree.
   std::map<uint32_t, pid_t> firstHolder;
   std::set<pid_t> inTree;
+  std::map<pid_t, size_t> taskOrder;  // pstree position
   for (const auto& t : plan.tasks) {
     inTree.insert(t.pid);
+    taskOrder.emplace(t.pid, taskOrder.size());
     for (const auto& fd : t.fds) {
       if (socks.contains(fd.id())) {
         firstHolder.try_emplace(fd.id(), t.pid);
@@ -245,11 +247,11 @@ Status planUnixSockets(const RestoreImages& images, const PlanOptions& opts, Res
       }
     }
     pid_t holder = 0;
-    for (const auto& t : plan.tasks) {
-      for (const auto& fd : t.fds) {
-        if (holder == 0 && std::find(ids.begin(), ids.end(), fd.id()) != ids.end()) {
-          holder = t.pid;
-        }
+    size_t holderOrder = plan.tasks.size();
+    for (uint32_t id : ids) {
+      if (auto h = firstHolder.find(id); h != firstHolder.end() && taskOrder.at(h->second) < holderOrder) {
+        holder = h->second;
+        holderOrder = taskOrder.at(h->second);
       }
     }
     if (maker == 0) {

@@ -215,14 +215,22 @@ Status addTaskCore(pid_t pid, const ThreadState& leader, const ProcessState& p,
     its[i]->set_vusec(p.itimers[i].vusec);
   }
   auto* rl = tc->mutable_rlimits();
+  auto limitsText = readProcFile(dir + "limits");
+  if (!limitsText) {
+    return fail(std::move(limitsText).error().context("pid " + std::to_string(pid)));
+  }
+  auto limits = parseProcLimits(*limitsText);
+  if (!limits) {
+    return fail(std::move(limits).error().context("pid " + std::to_string(pid)));
+  }
+  if (limits->size() < RLIM_NLIMITS) {
+    return failMsg("pid " + std::to_string(pid) + ": /proc/PID/limits lists " +
+                   std::to_string(limits->size()) + " limits, not " + std::to_string(RLIM_NLIMITS));
+  }
   for (int r = 0; r < RLIM_NLIMITS; ++r) {
-    rlimit cur{};
-    if (::prlimit(pid, static_cast<__rlimit_resource>(r), nullptr, &cur) < 0) {
-      return fail(Error::sys("pid " + std::to_string(pid) + ": prlimit " + std::to_string(r)));
-    }
     auto* e = rl->add_rlimits();
-    e->set_cur(cur.rlim_cur);
-    e->set_max(cur.rlim_max);
+    e->set_cur((*limits)[r].cur);
+    e->set_max((*limits)[r].max);
   }
   if (!p.sharedPending.empty()) {
     *tc->mutable_signals_s() = queue(p.sharedPending);

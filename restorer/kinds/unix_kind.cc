@@ -39,13 +39,11 @@ Result<UniqueFd> newSocket(int type) {
   return fd;
 }
 
-Status newPair(int type, UniqueFd& a, UniqueFd& b) {
-  int sv[2];
-  if (::socketpair(AF_UNIX, type | SOCK_CLOEXEC, 0, sv) < 0) {
-    return failSys("socketpair");
+// listen() as a Status, for PeerCreds.
+Status listenOn(int fd, int backlog, const std::string& what) {
+  if (::listen(fd, backlog) < 0) {
+    return failSys(what + ": listen(" + std::to_string(backlog) + ")");
   }
-  a.reset(sv[0]);
-  b.reset(sv[1]);
   return {};
 }
 
@@ -180,11 +178,34 @@ Result<UniqueFd> UnixSocketKind::makeSocket(const images::UnixSkEntry& e, int ty
 }
 
 Status UnixSocketKind::makePair(const images::UnixSkEntry& e, int type, UniqueFd& a, UniqueFd& b) {
-  return inNetns(e, [&]() { return newPair(type, a, b); });
+  // Both ends report the pair's maker: e's recorded SO_PEERCRED.
+  return inNetns(e, [&]() -> Status {
+    auto fds = creds_.as(recordedPeerCred(e), [&]() -> Result<std::vector<int>> {
+      int sv[2];
+      if (::socketpair(AF_UNIX, type | SOCK_CLOEXEC, 0, sv) < 0) {
+        return failSys("socketpair");
+      }
+      return std::vector<int>{sv[0], sv[1]};
+    });
+    if (!fds) {
+      return fail(std::move(fds).error());
+    }
+    if (fds->size() != 2) {
+      return failMsg("socketpair gave " + std::to_string(fds->size()) + " fds");
+    }
+    a.reset((*fds)[0]);
+    b.reset((*fds)[1]);
+    return {};
+  });
 }
 
 std::string UnixSocketKind::where(const images::UnixSkEntry& e) const {
   return "unix socket ino " + std::to_string(e.ino()) + " '" + printableUnixName(e.name()) + "'";
+}
+
+const images::UcredEntry* UnixSocketKind::clientSideCred(const std::string& key) const {
+  auto it = clientCreds_.find(key);
+  return it == clientCreds_.end() ? nullptr : it->second;
 }
 
 const images::UnixSkEntry* UnixSocketKind::byIno(uint32_t ino) const {
@@ -250,6 +271,7 @@ Result<OpenResult> UnixSocketKind::open(OpenContext& ctx, const images::FileEntr
     last_ = ctx.phase;
     fdBase_ = ctx.fdBase;
     log_ = &ctx.log;
+    creds_ = PeerCreds(log_);
     made_ = ctx.made;
     CRPIPE_TRY(runPhase(ctx));
   }
@@ -296,6 +318,9 @@ Status UnixSocketKind::bindListen(OpenContext&) {
   for (auto& [id, s] : socks_) {
     if (s.role == Role::ACCEPT_VIA_TEMP || (s.role == Role::HALF_CLOSED && !s.e->name().empty())) {
       temps.emplace(nameKey(*s.e), s.e);
+      if (const auto* c = byIno(s.e->peer()); c != nullptr && c->crpipe().has_peercred()) {
+        clientCreds_.try_emplace(nameKey(*s.e), &c->crpipe().peercred());
+      }
     }
   }
   // A listener of this task bound at that name accepts them itself, so that the accepted
@@ -316,9 +341,9 @@ Status UnixSocketKind::bindListen(OpenContext&) {
     }
     CRPIPE_TRY_CTX(atName(*e, [&]() { return bindName(fd->get(), *e); }),
                    where(*e) + ": temporary listener");
-    if (::listen(fd->get(), 4096) < 0) {
-      return failSys(where(*e) + ": listen on the temporary listener");
-    }
+    CRPIPE_TRY(creds_.as(clientSideCred(key), [&]() {
+      return listenOn(fd->get(), 4096, where(*e) + ": the temporary listener");
+    }));
     tempListeners_.emplace(key, std::move(*fd));
   }
   for (auto& [id, s] : socks_) {
@@ -383,15 +408,16 @@ Status UnixSocketKind::bindListen(OpenContext&) {
         if (e.state() == TCP_LISTEN && temps.contains(nameKey(e))) {
           // It accepts its established connections first: a backlog wide enough for all of
           // them now, the recorded one again once they are accepted.
-          if (::listen(s.fd.get(), 4096) < 0) {
-            return failSys(where(e) + ": listen");
-          }
+          CRPIPE_TRY(creds_.as(clientSideCred(nameKey(e)),
+                               [&]() { return listenOn(s.fd.get(), 4096, where(e)); }));
           s.deferListen = true;
           tempListeners_.emplace(nameKey(e), UniqueFd(::fcntl(s.fd.get(), F_DUPFD_CLOEXEC, 0)));
           break;
         }
-        if (e.state() == TCP_LISTEN && ::listen(s.fd.get(), static_cast<int>(e.backlog())) < 0) {
-          return failSys(where(e) + ": listen(" + std::to_string(e.backlog()) + ")");
+        if (e.state() == TCP_LISTEN) {
+          CRPIPE_TRY(creds_.as(recordedPeerCred(e), [&]() {
+            return listenOn(s.fd.get(), static_cast<int>(e.backlog()), where(e));
+          }));
         }
         break;
       }
@@ -413,8 +439,9 @@ Status UnixSocketKind::connectClients() {
         return failMsg(where(e) + ": its peer's entry is not in the task order");
       }
       const auto& p = *pit->second;
-      CRPIPE_TRY_CTX(atName(p, [&]() { return connectName(s.fd.get(), p.name(), p.name_dir()); }),
-                     where(e));
+      CRPIPE_TRY_CTX(creds_.as(recordedPeerCred(p), [&]() {
+        return atName(p, [&]() { return connectName(s.fd.get(), p.name(), p.name_dir()); });
+      }), where(e));
       // Tells the accepting task which end this connection is for (it reads the tag
       // away before anything else is queued).
       uint32_t tag = s.partner;
@@ -427,8 +454,9 @@ Status UnixSocketKind::connectClients() {
         return fail(std::move(fd).error().context(where(e)));
       }
       s.tempPeer = std::move(*fd);
-      CRPIPE_TRY_CTX(atName(e, [&]() { return connectName(s.tempPeer.get(), e.name(), e.name_dir()); }),
-                     where(e));
+      CRPIPE_TRY_CTX(creds_.as(recordedPeerCred(e), [&]() {
+        return atName(e, [&]() { return connectName(s.tempPeer.get(), e.name(), e.name_dir()); });
+      }), where(e));
       uint32_t tag = id;
       if (::send(s.tempPeer.get(), &tag, sizeof(tag), MSG_NOSIGNAL) != sizeof(tag)) {
         return failSys(where(e) + ": send the connection tag");
@@ -484,8 +512,10 @@ Status UnixSocketKind::acceptAll() {
   }
   tempListeners_.clear();
   for (auto& [id, s] : socks_) {
-    if (s.deferListen && ::listen(s.fd.get(), static_cast<int>(s.e->backlog())) < 0) {
-      return failSys(where(*s.e) + ": listen(" + std::to_string(s.e->backlog()) + ")");
+    if (s.deferListen) {
+      CRPIPE_TRY(creds_.as(recordedPeerCred(*s.e), [&]() {
+        return listenOn(s.fd.get(), static_cast<int>(s.e->backlog()), where(*s.e));
+      }));
     }
   }
   return {};

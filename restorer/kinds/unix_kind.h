@@ -7,6 +7,7 @@
 
 #include "protos/sk_unix.pb.h"
 #include "restorer/kinds/restore_kind.h"
+#include "restorer/kinds/unix_creds.h"
 
 namespace crpipe::restorer {
 
@@ -74,6 +75,9 @@ class UnixSocketKind : public RestoreKind {
   Sock* local(uint32_t id);
   Status writeMessage(const Message& m);
   std::string where(const images::UnixSkEntry& e) const;
+  // What SO_PEERCRED the clients of the connections accepted at this name (nameKey)
+  // reported: the listener's credentials, which listen() sets; nullptr if none is known.
+  const images::UcredEntry* clientSideCred(const std::string& key) const;
 
   std::map<uint32_t, Sock> socks_;                         // by file id, made here
   std::map<uint32_t, const images::UnixSkEntry*> entries_;  // every unix entry we know
@@ -85,6 +89,8 @@ class UnixSocketKind : public RestoreKind {
   RestorePhase last_ = RestorePhase::FORK_TREE;
   int fdBase_ = 0;
   Log* log_ = nullptr;
+  PeerCreds creds_{nullptr};
+  std::map<std::string, const images::UcredEntry*> clientCreds_;  // see clientSideCred
   const std::map<uint32_t, UniqueFd>* made_ = nullptr;
   std::map<uint32_t, int> inherited_;  // --inherit-fd: file id -> crpipe's fd
   pid_t coordinatorPid_ = 0;  // the task's descriptions so far

@@ -51,3 +51,28 @@ TEST(PidList, ParsesChildrenFile) {
 
 }  // namespace
 }  // namespace crpipe
+
+TEST(ProcLimits, ParsesEveryRowWithUnlimitedAndUnits) {
+  const std::string text =
+      "Limit                     Soft Limit           Hard Limit           Units     \n"
+      "Max cpu time              unlimited            unlimited            seconds   \n"
+      "Max file size             unlimited            unlimited            bytes     \n"
+      "Max stack size            8388608              unlimited            bytes     \n"
+      "Max open files            1024                 20000                files     \n"
+      "Max nice priority         0                    0                    \n";
+  auto l = crpipe::parseProcLimits(text);
+  ASSERT_TRUE(l.has_value()) << l.error().str();
+  ASSERT_EQ(l->size(), 5u);
+  EXPECT_EQ((*l)[0].cur, ~uint64_t{0});
+  EXPECT_EQ((*l)[2].cur, 8388608u);
+  EXPECT_EQ((*l)[2].max, ~uint64_t{0});
+  EXPECT_EQ((*l)[3].cur, 1024u);
+  EXPECT_EQ((*l)[3].max, 20000u);
+  EXPECT_EQ((*l)[4].max, 0u);
+}
+
+TEST(ProcLimits, RefusesGarbage) {
+  EXPECT_FALSE(crpipe::parseProcLimits("").has_value());
+  EXPECT_FALSE(crpipe::parseProcLimits("Limit  x\nMax cpu time              12x  unlimited\n").has_value());
+  EXPECT_FALSE(crpipe::parseProcLimits("Limit  x\nMax cpu time              12\n").has_value());
+}

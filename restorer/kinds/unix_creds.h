@@ -1,0 +1,43 @@
+#pragma once
+
+#include <functional>
+#include <vector>
+
+#include "common/log.h"
+#include "common/result.h"
+#include "protos/sk_unix.pb.h"
+
+namespace crpipe::restorer {
+
+// SO_PEERCRED is taken from whoever calls socketpair(), listen() or connect(): its pid
+// and its effective uid and gid at that moment. PeerCreds runs such a call as the task
+// the dump recorded:
+// - with that effective uid/gid (set for the call, then back to the restorer's own);
+// - from that pid too when it is free (its task exited before the dump): a short-lived
+//   helper cloned with that pid (clone3 set_tid) sharing this task's fd table, so the
+//   sockets it makes or connects are this task's. The helper exits at once; SO_PEERCRED
+//   keeps naming its pid, as it kept naming the exited original.
+// A pid that is another live task is not taken: the call keeps this task's pid (the
+// coordinator already routes such calls to the task itself when it is in the tree).
+class PeerCreds {
+ public:
+  explicit PeerCreds(Log* log) : log_(log) {}
+
+  // fn returns the fds it made (kept by this task), or none.
+  using Call = std::function<Result<std::vector<int>>()>;
+  Result<std::vector<int>> as(const images::UcredEntry* cred, const Call& fn);
+  // The same for a call that makes no fds.
+  Status as(const images::UcredEntry* cred, const std::function<Status()>& fn);
+
+ private:
+  Result<std::vector<int>> inHelper(const images::UcredEntry& cred, const Call& fn);
+
+  Log* log_;
+};
+
+// The recorded SO_PEERCRED of e, or nullptr.
+inline const images::UcredEntry* recordedPeerCred(const images::UnixSkEntry& e) {
+  return e.crpipe().has_peercred() ? &e.crpipe().peercred() : nullptr;
+}
+
+}  // namespace crpipe::restorer
