@@ -330,6 +330,12 @@ Status planUnixSockets(const RestoreImages& images, const PlanOptions& opts, Res
           by = credPid(*p);  // SO_PEERCRED of the accepted end names who connected
         }
       }
+    } else if (e.type() == SOCK_DGRAM && e.state() == TCP_ESTABLISHED && e.name().empty() &&
+               peerOf(e) == nullptr) {
+      // One end of a dgram socketpair whose other end was closed: still "connected" to the
+      // dead end, maybe with data it had sent. Made as a pair whose temporary end writes
+      // that data and is closed.
+      o.role = proto::UnixRole::HALF_CLOSED;
     } else if (e.type() == SOCK_DGRAM && e.peer() != 0) {
       auto* p = peerOf(e);
       if (p != nullptr && e.name().empty() && p->name().empty() && p->peer() == e.ino() &&

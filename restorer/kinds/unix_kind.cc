@@ -404,7 +404,12 @@ Status UnixSocketKind::bindListen(OpenContext&) {
         if (e.name().empty()) {
           break;
         }
-        CRPIPE_TRY_CTX(atName(e, [&]() { return bindName(s.fd.get(), e); }), where(e));
+        CRPIPE_TRY_CTX(atName(e, [&]() -> Status {
+          if (e.deleted()) {
+            CRPIPE_TRY(displaceOccupant(e));
+          }
+          return bindName(s.fd.get(), e);
+        }), where(e));
         if (e.state() == TCP_LISTEN && temps.contains(nameKey(e))) {
           // It accepts its established connections first: a backlog wide enough for all of
           // them now, the recorded one again once they are accepted.
@@ -568,6 +573,81 @@ Status UnixSocketKind::refill() {
   for (auto& [id, s] : socks_) {
     s.tempPeer.reset();
   }
+  // Every use of a name of this group is behind: datagram sockets connect to their
+  // receivers now (a receiver connected earlier would refuse its other senders' queued
+  // datagrams), and a socket file that was unlinked before the dump goes again, giving
+  // back the path to whatever was there (a FIFO made over it, say) before other tasks
+  // open files in open-files.
+  for (auto& [id, s] : socks_) {
+    const auto& e = *s.e;
+    if (e.type() == SOCK_DGRAM && s.role == Role::PLAIN && e.peer() != 0) {
+      const auto* p = byIno(e.peer());
+      if (p == nullptr) {
+        return failMsg(where(e) + ": its peer ino " + std::to_string(e.peer()) + " is not known here");
+      }
+      CRPIPE_TRY_CTX(atName(*p, [&]() { return connectName(s.fd.get(), p->name(), p->name_dir()); }),
+                     where(e));
+    }
+  }
+  return unlinkDeleted();
+}
+
+Status UnixSocketKind::displaceOccupant(const images::UnixSkEntry& e) {
+  auto a = unixAddr(e.name());
+  if (!a || !a->path) {
+    return {};
+  }
+  return inDirectory(e.name_dir(), [&]() -> Status {
+    struct stat st {};
+    if (::lstat(a->fsPath.c_str(), &st) != 0 || S_ISSOCK(st.st_mode)) {
+      return {};
+    }
+    // Made at the path after the socket's file was unlinked: set aside while the socket is
+    // bound there for the restore, then put back.
+    std::string aside = a->fsPath + ".crpipe-aside-" + std::to_string(::getpid()) + "-" +
+                        std::to_string(e.ino());
+    if (::rename(a->fsPath.c_str(), aside.c_str()) < 0) {
+      return failSys("move '" + a->fsPath + "', made over the unlinked socket file, aside");
+    }
+    log_->debug("%s: '%s' set aside while the socket is bound there", where(e).c_str(),
+                a->fsPath.c_str());
+    displaced_.push_back({&e, a->fsPath, std::move(aside)});
+    return {};
+  });
+}
+
+Status UnixSocketKind::unlinkDeleted() {
+  for (auto& [id, s] : socks_) {
+    const auto& e = *s.e;
+    if (!e.deleted() || e.name().empty() || e.name()[0] == '\0' || !s.fd.valid() ||
+        s.role == Role::ACCEPT_VIA_TEMP || s.role == Role::HALF_CLOSED) {
+      continue;
+    }
+    auto a = unixAddr(e.name());
+    if (!a) {
+      return fail(std::move(a).error().context(where(e)));
+    }
+    // Only the file this socket made (another socket may be bound at the path by now).
+    UniqueFd file(::ioctl(s.fd.get(), SIOCUNIXFILE));
+    struct stat mine {}, there {};
+    CRPIPE_TRY(atName(e, [&]() { return inDirectory(e.name_dir(), [&]() -> Status {
+      if (file.valid() && ::fstat(file.get(), &mine) == 0 &&
+          ::lstat(a->fsPath.c_str(), &there) == 0 && mine.st_ino == there.st_ino &&
+          mine.st_dev == there.st_dev && ::unlink(a->fsPath.c_str()) < 0) {
+        return failSys(where(e) + ": unlink " + a->fsPath);
+      }
+      return {};
+    }); }));
+  }
+  for (const auto& d : displaced_) {
+    CRPIPE_TRY(atName(*d.e, [&]() { return inDirectory(d.e->name_dir(), [&]() -> Status {
+      if (::rename(d.aside.c_str(), d.path.c_str()) < 0) {
+        return failSys(where(*d.e) + ": put '" + d.path + "' back");
+      }
+      return {};
+    }); }));
+  }
+  displaced_.clear();
   return {};
 }
 
@@ -617,7 +697,11 @@ Status UnixSocketKind::writeMessage(const Message& m) {
     return sendOne(ps->fd.get(), m.data, m.entry, nullptr, rights);
   }
   // A datagram: from the socket bound to its sender's name, to the receiver's name (or on
-  // the pair when the receiver has none).
+  // the pair when the receiver has none; from the temporary end of a half-closed pair).
+  const bool fromName = m.entry.has_addr() && !m.entry.addr().empty();
+  if (Sock* own = local(x.id()); own != nullptr && own->tempPeer.valid() && !fromName) {
+    return sendOne(own->tempPeer.get(), m.data, m.entry, nullptr, rights);
+  }
   auto sendFrom = [&](int fd) -> Status {
     if (x.name().empty()) {
       return sendOne(fd, m.data, m.entry, nullptr, rights);
@@ -630,7 +714,7 @@ Status UnixSocketKind::writeMessage(const Message& m) {
       return inDirectory(x.name_dir(), [&]() { return sendOne(fd, m.data, m.entry, &*to, rights); });
     });
   };
-  if (m.entry.has_addr() && !m.entry.addr().empty()) {
+  if (fromName) {
     for (auto& [id, s] : socks_) {
       if (s.e->name() == m.entry.addr() && s.e->ns_id() == x.ns_id() && s.fd.valid()) {
         CRPIPE_TRY_CTX(sendFrom(s.fd.get()), what);
@@ -679,13 +763,7 @@ Status UnixSocketKind::finishSockets() {
     if (!s.fd.valid()) {
       return failMsg(w + " was not created");
     }
-    if (e.type() == SOCK_DGRAM && s.role == Role::PLAIN && e.peer() != 0) {
-      const auto* p = byIno(e.peer());
-      if (p == nullptr) {
-        return failMsg(w + ": its peer ino " + std::to_string(e.peer()) + " is not known here");
-      }
-      CRPIPE_TRY_CTX(atName(*p, [&]() { return connectName(s.fd.get(), p->name(), p->name_dir()); }), w);
-    } else if (e.type() == SOCK_DGRAM && s.role == Role::EXTERNAL && !s.connectTo.empty()) {
+    if (e.type() == SOCK_DGRAM && s.role == Role::EXTERNAL && !s.connectTo.empty()) {
       CRPIPE_TRY_CTX(connectName(s.fd.get(), s.connectTo, ""), w + ": reconnect to its outside peer");
     }
     if (e.has_shutdown() && e.shutdown() != images::NONE) {
@@ -722,19 +800,9 @@ Status UnixSocketKind::fixNames() {
       return fail(std::move(a).error().context(where(e)));
     }
     if (e.deleted()) {
-      // Unlinked again, but only the file this socket made (another socket may be bound
-      // at the same path by now).
-      UniqueFd file(::ioctl(s.fd.get(), SIOCUNIXFILE));
-      struct stat mine {}, there {};
-      CRPIPE_TRY(atName(e, [&]() { return inDirectory(e.name_dir(), [&]() -> Status {
-        if (file.valid() && ::fstat(file.get(), &mine) == 0 &&
-            ::lstat(a->fsPath.c_str(), &there) == 0 && mine.st_ino == there.st_ino &&
-            mine.st_dev == there.st_dev && ::unlink(a->fsPath.c_str()) < 0) {
-          return failSys(where(e) + ": unlink " + a->fsPath);
-        }
-        return {};
-      }); }));
-    } else if (e.crpipe().has_current_path()) {
+      continue;  // unlinked again after the refill
+    }
+    if (e.crpipe().has_current_path()) {
       const std::string& to = e.crpipe().current_path();
       CRPIPE_TRY(atName(e, [&]() { return inDirectory(e.name_dir(), [&]() -> Status {
         if (::rename(a->fsPath.c_str(), to.c_str()) < 0) {

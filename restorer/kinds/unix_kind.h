@@ -70,6 +70,10 @@ class UnixSocketKind : public RestoreKind {
   Status refill();
   Status finishSockets();
   Status fixNames();
+  // A bound-then-unlinked socket whose path now holds something else (a FIFO made over
+  // it): that is renamed aside for the bind, and back by unlinkDeleted().
+  Status displaceOccupant(const images::UnixSkEntry& e);
+  Status unlinkDeleted();
 
   const images::UnixSkEntry* byIno(uint32_t ino) const;
   Sock* local(uint32_t id);
@@ -91,6 +95,12 @@ class UnixSocketKind : public RestoreKind {
   Log* log_ = nullptr;
   PeerCreds creds_{nullptr};
   std::map<std::string, const images::UcredEntry*> clientCreds_;  // see clientSideCred
+  struct Displaced {
+    const images::UnixSkEntry* e;
+    std::string path;
+    std::string aside;
+  };
+  std::vector<Displaced> displaced_;
   const std::map<uint32_t, UniqueFd>* made_ = nullptr;
   std::map<uint32_t, int> inherited_;  // --inherit-fd: file id -> crpipe's fd
   pid_t coordinatorPid_ = 0;  // the task's descriptions so far

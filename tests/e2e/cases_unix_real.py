@@ -56,6 +56,12 @@ def test_unix_real_restore_every_case():
     restore_and_verify("unix_restore", cleanup_dir="dir")
 
 
+def test_unix_real_restore_leftovers():
+    # A dgram socketpair end whose other end closed, with its datagrams queued; a receiver
+    # whose socket file was unlinked and replaced by a FIFO (set aside for the bind).
+    restore_and_verify("unix_leftovers", cleanup_dir="dir")
+
+
 def test_unix_real_restore_queues_scm_rights():
     # Byte-exact queues with boundaries, zero-length records, SCM_RIGHTS of a regular file,
     # a pipe and a socket no task holds, SCM_CREDENTIALS, peek offsets, options, BPF filter.
