@@ -1,5 +1,7 @@
 #include "restorer/kinds/unix_addr.h"
 
+#include <vector>
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -54,8 +56,9 @@ Status inDirectory(const std::string& dir, const std::function<Status()>& fn) {
 
 namespace {
 
-// mkdir -p of the directory that holds `path`.
-Status makeParents(const std::string& path) {
+// mkdir -p of the directory that holds `path`; the directories made go to `created`
+// (outermost first) when it is given.
+Status makeParents(const std::string& path, std::vector<std::string>* created) {
   auto slash = path.rfind('/');
   if (slash == std::string::npos || slash == 0) {
     return {};
@@ -65,16 +68,20 @@ Status makeParents(const std::string& path) {
   if (::stat(dir.c_str(), &st) == 0) {
     return {};
   }
-  CRPIPE_TRY(makeParents(dir));
-  if (::mkdir(dir.c_str(), 0755) < 0 && errno != EEXIST) {
-    return failSys("mkdir " + dir);
+  CRPIPE_TRY(makeParents(dir, created));
+  if (::mkdir(dir.c_str(), 0755) < 0) {
+    if (errno != EEXIST) {
+      return failSys("mkdir " + dir);
+    }
+  } else if (created != nullptr) {
+    created->push_back(dir);
   }
   return {};
 }
 
-Status bindAt(int fd, const UnixAddr& a) {
+Status bindAt(int fd, const UnixAddr& a, std::vector<std::string>* created = nullptr) {
   if (a.path) {
-    CRPIPE_TRY(makeParents(a.fsPath));
+    CRPIPE_TRY(makeParents(a.fsPath, created));
     // The dumped task's socket file outlives it; a socket file (never anything else) at
     // the name is removed, as CRIU does.
     struct stat st {};
@@ -111,13 +118,13 @@ void unlinkName(const std::string& raw, const std::string& dir) {
   });
 }
 
-Status bindName(int fd, const images::UnixSkEntry& e) {
+Status bindName(int fd, const images::UnixSkEntry& e, std::vector<std::string>* created) {
   auto a = unixAddr(e.name());
   if (!a) {
     return fail(std::move(a).error());
   }
   return inDirectory(e.name_dir(), [&]() -> Status {
-    CRPIPE_TRY_CTX(bindAt(fd, *a), "bind to '" + printableUnixName(e.name()) + "'");
+    CRPIPE_TRY_CTX(bindAt(fd, *a, created), "bind to '" + printableUnixName(e.name()) + "'");
     if (a->path && e.has_file_perms()) {
       const auto& p = e.file_perms();
       if (::chmod(a->fsPath.c_str(), p.mode() & 07777) < 0) {

@@ -5,6 +5,7 @@
 
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "common/result.h"
 #include "common/unix_name.h"
@@ -31,7 +32,8 @@ Status inDirectory(const std::string& dir, const std::function<Status()>& fn);
 // Binds fd to the entry's name exactly: the parent directory is created if it is missing,
 // a stale socket file left at the path by the dumped task is removed first, and the new
 // file gets the recorded mode and owner.
-Status bindName(int fd, const images::UnixSkEntry& e);
+// Directories it had to make for the name go to `created` (outermost first) if given.
+Status bindName(int fd, const images::UnixSkEntry& e, std::vector<std::string>* created = nullptr);
 
 // Binds fd to a raw name with no entry (the sender of a queued datagram): the stale file
 // rule as above; the caller unlinks the file (unlinkName) once done.

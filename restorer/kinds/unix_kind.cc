@@ -405,10 +405,21 @@ Status UnixSocketKind::bindListen(OpenContext&) {
           break;
         }
         CRPIPE_TRY_CTX(atName(e, [&]() -> Status {
-          if (e.deleted()) {
-            CRPIPE_TRY(displaceOccupant(e));
+          if (!e.deleted()) {
+            return bindName(s.fd.get(), e);
           }
-          return bindName(s.fd.get(), e);
+          // Unlinked before the dump: other sockets may have been bound at that path since
+          // (or a FIFO made there). Its file is moved to a path of its own right after the
+          // bind, where this task's connects and sends find it, and whatever held the path
+          // goes back at once. A listener other tasks' clients connect to keeps the path.
+          const size_t before = displaced_.size();
+          CRPIPE_TRY(displaceOccupant(e));
+          CRPIPE_TRY(bindName(s.fd.get(), e, &madeDirs_[e.id()]));
+          if (temps.contains(nameKey(e))) {
+            return {};
+          }
+          CRPIPE_TRY(hideDeleted(e));
+          return putBack(before);
         }), where(e));
         if (e.state() == TCP_LISTEN && temps.contains(nameKey(e))) {
           // It accepts its established connections first: a backlog wide enough for all of
@@ -561,7 +572,7 @@ Status UnixSocketKind::refill() {
         client = t->get();
         closedClients_.push_back(std::move(*t));
       }
-      CRPIPE_TRY_CTX(atName(l, [&]() { return connectName(client, l.name(), l.name_dir()); }),
+      CRPIPE_TRY_CTX(atName(l, [&]() { return connectName(client, reach(l), l.name_dir()); }),
                      where(l) + ": pending connection " + std::to_string(em->crpipe().icon_index()));
       embryoWriters_[em->id()] = client;
     }
@@ -585,21 +596,21 @@ Status UnixSocketKind::refill() {
       if (p == nullptr) {
         return failMsg(where(e) + ": its peer ino " + std::to_string(e.peer()) + " is not known here");
       }
-      CRPIPE_TRY_CTX(atName(*p, [&]() { return connectName(s.fd.get(), p->name(), p->name_dir()); }),
+      CRPIPE_TRY_CTX(atName(*p, [&]() { return connectName(s.fd.get(), reach(*p), p->name_dir()); }),
                      where(e));
     }
   }
   return unlinkDeleted();
 }
 
-Status UnixSocketKind::displaceOccupant(const images::UnixSkEntry& e) {
+Status UnixSocketKind::displaceOccupant(const images::UnixSkEntry& e, bool sockets) {
   auto a = unixAddr(e.name());
   if (!a || !a->path) {
     return {};
   }
   return inDirectory(e.name_dir(), [&]() -> Status {
     struct stat st {};
-    if (::lstat(a->fsPath.c_str(), &st) != 0 || S_ISSOCK(st.st_mode)) {
+    if (::lstat(a->fsPath.c_str(), &st) != 0 || (S_ISSOCK(st.st_mode) && !sockets)) {
       return {};
     }
     // Made at the path after the socket's file was unlinked: set aside while the socket is
@@ -627,6 +638,26 @@ Status UnixSocketKind::unlinkDeleted() {
     if (!a) {
       return fail(std::move(a).error().context(where(e)));
     }
+    if (auto h = hidden_.find(e.id()); h != hidden_.end()) {
+      // Unlinked under its own name (what the link of the file says afterwards): whatever
+      // holds the path now steps aside for that moment.
+      auto own = unixAddr(h->second);
+      if (!own) {
+        return fail(std::move(own).error().context(where(e)));
+      }
+      CRPIPE_TRY(atName(e, [&]() { return inDirectory(e.name_dir(), [&]() -> Status {
+        const size_t before = displaced_.size();
+        CRPIPE_TRY(displaceOccupant(e, true));
+        if (::rename(own->fsPath.c_str(), a->fsPath.c_str()) < 0) {
+          return failSys(where(e) + ": move its socket file back to " + a->fsPath);
+        }
+        if (::unlink(a->fsPath.c_str()) < 0) {
+          return failSys(where(e) + ": unlink " + a->fsPath);
+        }
+        return putBack(before);
+      }); }));
+      continue;
+    }
     // Only the file this socket made (another socket may be bound at the path by now).
     UniqueFd file(::ioctl(s.fd.get(), SIOCUNIXFILE));
     struct stat mine {}, there {};
@@ -639,16 +670,55 @@ Status UnixSocketKind::unlinkDeleted() {
       return {};
     }); }));
   }
-  for (const auto& d : displaced_) {
-    CRPIPE_TRY(atName(*d.e, [&]() { return inDirectory(d.e->name_dir(), [&]() -> Status {
-      if (::rename(d.aside.c_str(), d.path.c_str()) < 0) {
-        return failSys(where(*d.e) + ": put '" + d.path + "' back");
+  hidden_.clear();
+  CRPIPE_TRY(putBack(0));
+  // Directories made to bind those sockets go too, once nothing is left in them (the
+  // dumped tasks had removed them): innermost first.
+  for (auto& [id, dirs] : madeDirs_) {
+    const auto* e = entries_.at(id);
+    CRPIPE_TRY(atName(*e, [&]() { return inDirectory(e->name_dir(), [&]() -> Status {
+      for (auto d = dirs.rbegin(); d != dirs.rend() && ::rmdir(d->c_str()) == 0; ++d) {
       }
       return {};
     }); }));
   }
-  displaced_.clear();
+  madeDirs_.clear();
   return {};
+}
+
+Status UnixSocketKind::putBack(size_t from) {
+  // Called inside the entry's mount namespace and directory (bind), or from unlinkDeleted.
+  for (size_t i = from; i < displaced_.size(); ++i) {
+    const auto& d = displaced_[i];
+    auto back = [&]() -> Status {
+      if (::rename(d.aside.c_str(), d.path.c_str()) < 0) {
+        return failSys(where(*d.e) + ": put '" + d.path + "' back");
+      }
+      return {};
+    };
+    CRPIPE_TRY(from == 0 ? atName(*d.e, [&]() { return inDirectory(d.e->name_dir(), back); })
+                         : back());
+  }
+  displaced_.resize(from);
+  return {};
+}
+
+Status UnixSocketKind::hideDeleted(const images::UnixSkEntry& e) {
+  auto a = unixAddr(e.name());
+  if (!a || !a->path) {
+    return {};
+  }
+  std::string own = a->fsPath + ".crpipe-" + std::to_string(::getpid()) + "-" + std::to_string(e.ino());
+  if (::rename(a->fsPath.c_str(), own.c_str()) < 0) {
+    return failSys("move the socket file " + a->fsPath + " to " + own);
+  }
+  hidden_[e.id()] = own + std::string(1, '\0');
+  return {};
+}
+
+std::string UnixSocketKind::reach(const images::UnixSkEntry& e) const {
+  auto it = hidden_.find(e.id());
+  return it == hidden_.end() ? e.name() : it->second;
 }
 
 Status UnixSocketKind::writeMessage(const Message& m) {
@@ -706,7 +776,7 @@ Status UnixSocketKind::writeMessage(const Message& m) {
     if (x.name().empty()) {
       return sendOne(fd, m.data, m.entry, nullptr, rights);
     }
-    auto to = unixAddr(x.name());
+    auto to = unixAddr(reach(x));
     if (!to) {
       return fail(std::move(to).error());
     }

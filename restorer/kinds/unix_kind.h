@@ -72,7 +72,13 @@ class UnixSocketKind : public RestoreKind {
   Status fixNames();
   // A bound-then-unlinked socket whose path now holds something else (a FIFO made over
   // it): that is renamed aside for the bind, and back by unlinkDeleted().
-  Status displaceOccupant(const images::UnixSkEntry& e);
+  // sockets: another socket's file steps aside too (else a stale one is replaced by bind).
+  Status displaceOccupant(const images::UnixSkEntry& e, bool sockets = false);
+  Status putBack(size_t from);  // displaced_[from..] go back; 0: every one
+  // A bound-then-unlinked socket's file moves to a path of its own (PATH.crpipe-PID-INO)
+  // until unlinkDeleted(); reach() is the name its connects and sends use meanwhile.
+  Status hideDeleted(const images::UnixSkEntry& e);
+  std::string reach(const images::UnixSkEntry& e) const;
   Status unlinkDeleted();
 
   const images::UnixSkEntry* byIno(uint32_t ino) const;
@@ -101,6 +107,8 @@ class UnixSocketKind : public RestoreKind {
     std::string aside;
   };
   std::vector<Displaced> displaced_;
+  std::map<uint32_t, std::string> hidden_;  // file id -> raw name of its own path
+  std::map<uint32_t, std::vector<std::string>> madeDirs_;  // made to bind a deleted socket
   const std::map<uint32_t, UniqueFd>* made_ = nullptr;
   std::map<uint32_t, int> inherited_;  // --inherit-fd: file id -> crpipe's fd
   pid_t coordinatorPid_ = 0;  // the task's descriptions so far

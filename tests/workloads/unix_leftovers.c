@@ -3,7 +3,11 @@
  *   end had sent still queued (it stays "connected" to the dead end);
  * - a datagram receiver bound, a client connected to it, the socket file unlinked, and a
  *   FIFO made at the same path and opened: after restore the path is the FIFO again, the
- *   receiver keeps its name and the client still reaches it. */
+ *   receiver keeps its name and the client still reaches it;
+ * - two generations of datagram receivers bound at one path in a subdirectory, each with
+ *   a client connected to it, the path unlinked after each and the subdirectory removed:
+ *   after restore each client still reaches its own receiver and the subdirectory is
+ *   still gone. */
 #include "wl.h"
 
 #include <fcntl.h>
@@ -37,6 +41,23 @@ int main(void) {
   int fifo = open(path, O_RDWR);
   WL_MUST(fifo >= 0);
   WL_MUST(write(fifo, "in-fifo", 7) == 7);
+  char sub[128], gen_path[160];
+  snprintf(sub, sizeof(sub), "%s/gone-dir", dir);
+  snprintf(gen_path, sizeof(gen_path), "%s/gen.sock", sub);
+  WL_MUST(mkdir(sub, 0755) == 0);
+  struct sockaddr_un g = {.sun_family = AF_UNIX};
+  strcpy(g.sun_path, gen_path);
+  socklen_t gl = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(gen_path) + 1);
+  int gen_recv[2], gen_client[2];
+  for (int i = 0; i < 2; ++i) {
+    gen_recv[i] = socket(AF_UNIX, SOCK_DGRAM, 0);
+    gen_client[i] = socket(AF_UNIX, SOCK_DGRAM, 0);
+    WL_MUST(gen_recv[i] >= 0 && gen_client[i] >= 0);
+    WL_MUST(bind(gen_recv[i], (struct sockaddr*)&g, gl) == 0);
+    WL_MUST(connect(gen_client[i], (struct sockaddr*)&g, gl) == 0);
+    WL_MUST(unlink(gen_path) == 0);
+  }
+  WL_MUST(rmdir(sub) == 0);
   printf("READY {\"pid\": %d, \"dir\": \"%s\"}\n", getpid(), dir);
 
   wl_wait_verify();
@@ -68,6 +89,14 @@ int main(void) {
   socklen_t sl = sizeof(sn);
   WL_CHECK(getsockname(recv_sk, (struct sockaddr*)&sn, &sl) == 0 && strcmp(sn.sun_path, path) == 0,
            "the receiver lost its name");
+  for (int i = 0; i < 2; ++i) {
+    char msg[8], got[8] = {0};
+    snprintf(msg, sizeof(msg), "gen%d", i);
+    WL_CHECK(send(gen_client[i], msg, 4, 0) == 4, "generation %d: send: %s", i, strerror(errno));
+    WL_CHECK(recv(gen_recv[i], got, sizeof(got), MSG_DONTWAIT) == 4 && memcmp(got, msg, 4) == 0,
+             "generation %d: its receiver got '%s'", i, got);
+  }
+  WL_CHECK(access(sub, F_OK) < 0 && errno == ENOENT, "%s is back", sub);
   unlink(path);
   rmdir(dir);
   return wl_finish();
