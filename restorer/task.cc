@@ -204,6 +204,7 @@ Status Task::readOrder() {
     if (!e) {
       return fail(std::move(e).error());
     }
+    homes_.try_emplace(e->id(), static_cast<int>(e->fd()));  // fds come in fd order
     fds_.push_back(std::move(*e));
   }
   for (auto b : o.getFiles()) {
@@ -424,7 +425,7 @@ Status Task::openDescriptions(RestorePhase p) {
   }
   // Lives for this phase: the spare ends of pipes and the helper opens of FIFOs close
   // when it ends.
-  OpenContext ctx{pid_, p, files_, pipeData_, fifoData_, {}, {}, log_, fdBase_, &made_,
+  OpenContext ctx{pid_, p, files_, pipeData_, fifoData_, {}, {}, log_, fdBase_, &homes_, &made_,
                   &inherited_, coordinatorPid_};
   for (uint32_t id : list) {
     const images::FileEntry& e = files_.at(id);
@@ -434,7 +435,11 @@ Status Task::openDescriptions(RestorePhase p) {
       return fail(std::move(r).error().context(where(id)));
     }
     if (r->isDone()) {
-      made_.emplace(id, r->takeFd());
+      auto placed = placeHome(r->takeFd(), homeOf(&homes_, id));
+      if (!placed) {
+        return fail(std::move(placed).error().context(where(id)));
+      }
+      made_.emplace(id, std::move(*placed));
       continue;
     }
     auto later = r->phase();
@@ -483,11 +488,17 @@ Status Task::shareAndInstall() {
     return fail(std::move(ex).error().context("hand over fds"));
   }
   for (auto& [id, fd] : received) {
-    made_.emplace(id, std::move(fd));
+    auto placed = placeHome(std::move(fd), homeOf(&homes_, id));
+    if (!placed) {
+      return fail(std::move(placed).error().context(where(id)));
+    }
+    made_.emplace(id, std::move(*placed));
   }
-  // Every fd at its number. The sources all live at or above fdBase_, above every fd
-  // number of the task, so no dup3 overwrites a source another fd still needs.
+  // Every fd at its number. Each source lives at its home (the lowest number of its own
+  // fds) or at or above fdBase_, above every fd number of the task, so no dup3 overwrites
+  // a source another fd still needs.
   std::set<int> restored;
+  std::vector<uint32_t> atHome;  // sources that are the task's fd themselves: kept open
   for (const auto& fd : fds_) {
     auto it = made_.find(fd.id());
     if (it == made_.end()) {
@@ -496,10 +507,21 @@ Status Task::shareAndInstall() {
     }
     int target = static_cast<int>(fd.fd());
     int cloexec = (fd.flags() & FD_CLOEXEC) != 0 ? O_CLOEXEC : 0;
+    if (it->second.get() == target) {
+      if (::fcntl(target, F_SETFD, cloexec != 0 ? FD_CLOEXEC : 0) < 0) {
+        return failSys("fd " + std::to_string(target) + ": F_SETFD");
+      }
+      restored.insert(target);
+      atHome.push_back(fd.id());
+      continue;
+    }
     if (::dup3(it->second.get(), target, cloexec) < 0) {
       return failSys("fd " + std::to_string(target) + ": dup3");
     }
     restored.insert(target);
+  }
+  for (uint32_t id : atHome) {
+    (void)made_.at(id).release();
   }
   made_.clear();
   transport_.reset();

@@ -75,6 +75,7 @@ class Task {
   int fdBase_ = 0;
   std::string token_;
   std::vector<images::FdinfoEntry> fds_;
+  std::map<uint32_t, int> homes_;  // file id -> its lowest fd number here (placeHome)
   std::map<uint32_t, images::FileEntry> files_;
   std::map<uint32_t, std::pair<images::PipeDataEntry, std::string>> pipeData_;
   std::map<uint32_t, std::pair<images::PipeDataEntry, std::string>> fifoData_;

@@ -51,6 +51,19 @@ Result<UniqueFd> moveAbove(UniqueFd fd, int base) {
   return moved;
 }
 
+Result<UniqueFd> placeHome(UniqueFd fd, int home) {
+  if (home < 0 || fd.get() == home || !fd.valid()) {
+    return fd;
+  }
+  if (::fcntl(home, F_GETFD) >= 0 || errno != EBADF) {
+    return fd;  // taken (a helper fd of the restorer, another description in passing)
+  }
+  if (::dup3(fd.get(), home, O_CLOEXEC) < 0) {
+    return failSys("dup3 to fd " + std::to_string(home));
+  }
+  return UniqueFd(home);
+}
+
 Result<UniqueFd> takeInherited(pid_t coordinator, int fd, int base) {
   const std::string what = "--inherit-fd fd[" + std::to_string(fd) + "]";
   UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, coordinator, 0)));

@@ -55,7 +55,10 @@ struct OpenContext {
   std::map<uint32_t, CreatedPipe> pipes;  // by pipe_id
   std::map<uint32_t, UniqueFd> fifoHelpers;  // by pipe_id: an O_RDWR open kept while opening
   Log& log;
-  int fdBase = 0;  // new descriptions are moved at or above this number (moveAbove)
+  int fdBase = 0;  // new descriptions are moved at or above this number (moveAbove)...
+  // ...unless they can go straight to their home: the lowest fd number this task holds
+  // them at (file id -> fd), when that slot is free (placeHome).
+  const std::map<uint32_t, int>* homes = nullptr;
   // Descriptions this task made in earlier phases and this one, by file id (unix sockets
   // pass them with SCM_RIGHTS in refillQueues).
   const std::map<uint32_t, UniqueFd>* made = nullptr;
@@ -112,5 +115,17 @@ Result<UniqueFd> takeInherited(pid_t coordinator, int fd, int base);
 // Moves a new fd above the restorer's reserved range so it collides with no fd number
 // of the restored task (they are all below `base`): F_DUPFD_CLOEXEC.
 Result<UniqueFd> moveAbove(UniqueFd fd, int base);
+// fd moved to `home` if that slot is free (nothing is ever closed under it); as it was
+// otherwise, or for home -1. A description at its home needs no room above the tree's fds,
+// so a task with N fds restores within about N of RLIMIT_NOFILE.
+Result<UniqueFd> placeHome(UniqueFd fd, int home);
+// The home of file id, or -1.
+inline int homeOf(const std::map<uint32_t, int>* homes, uint32_t id) {
+  if (homes == nullptr) {
+    return -1;
+  }
+  auto it = homes->find(id);
+  return it == homes->end() ? -1 : it->second;
+}
 
 }  // namespace crpipe::restorer

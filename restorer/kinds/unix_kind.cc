@@ -208,6 +208,15 @@ const images::UcredEntry* UnixSocketKind::clientSideCred(const std::string& key)
   return it == clientCreds_.end() ? nullptr : it->second;
 }
 
+Status UnixSocketKind::home(Sock& s) {
+  auto placed = placeHome(std::move(s.fd), homeOf(homes_, s.e->id()));
+  if (!placed) {
+    return fail(std::move(placed).error());
+  }
+  s.fd = std::move(*placed);
+  return {};
+}
+
 const images::UnixSkEntry* UnixSocketKind::byIno(uint32_t ino) const {
   auto it = inoToId_.find(ino);
   return it == inoToId_.end() || ino == 0 ? nullptr : entries_.at(it->second);
@@ -270,6 +279,7 @@ Result<OpenResult> UnixSocketKind::open(OpenContext& ctx, const images::FileEntr
   if (ctx.phase != last_) {
     last_ = ctx.phase;
     fdBase_ = ctx.fdBase;
+    homes_ = ctx.homes;
     log_ = &ctx.log;
     creds_ = PeerCreds(log_);
     made_ = ctx.made;
@@ -284,6 +294,9 @@ Result<OpenResult> UnixSocketKind::open(OpenContext& ctx, const images::FileEntr
   }
   if (!s->fd.valid()) {
     return failMsg(where(*s->e) + " was not created");
+  }
+  if (s->fd.get() == homeOf(ctx.homes, fe.id())) {
+    return OpenResult::done(std::move(s->fd));
   }
   auto moved = moveAbove(std::move(s->fd), ctx.fdBase);
   if (!moved) {
@@ -356,6 +369,9 @@ Status UnixSocketKind::bindListen(OpenContext&) {
           return failMsg(where(e) + ": its pair's other end is made elsewhere");
         }
         CRPIPE_TRY_CTX(makePair(e, type, s.fd, other->fd), where(e));
+        CRPIPE_TRY_CTX(home(s), where(e));
+        CRPIPE_TRY_CTX(home(*other), where(e));
+        CRPIPE_TRY_CTX(home(s), where(e));  // its home may have held the other end
         break;
       }
       case Role::PAIR_SECOND:
@@ -364,6 +380,7 @@ Status UnixSocketKind::bindListen(OpenContext&) {
       case Role::HALF_CLOSED:
         if (e.name().empty()) {
           CRPIPE_TRY_CTX(makePair(e, type, s.fd, s.tempPeer), where(e));
+          CRPIPE_TRY_CTX(home(s), where(e));
         }
         break;
       case Role::INHERITED: {
@@ -386,12 +403,14 @@ Status UnixSocketKind::bindListen(OpenContext&) {
                          "] is not a unix socket of type " + std::to_string(e.type()));
         }
         s.fd = std::move(*got);
+        CRPIPE_TRY_CTX(home(s), where(e));
         break;
       }
       case Role::EXTERNAL:
         if (s.connectTo.empty()) {
           // A dead connection: its peer is made only to be closed after the refill.
           CRPIPE_TRY_CTX(makePair(e, type, s.fd, s.tempPeer), where(e));
+          CRPIPE_TRY_CTX(home(s), where(e));
           break;
         }
         [[fallthrough]];
@@ -401,6 +420,7 @@ Status UnixSocketKind::bindListen(OpenContext&) {
           return fail(std::move(fd).error().context(where(e)));
         }
         s.fd = std::move(*fd);
+        CRPIPE_TRY_CTX(home(s), where(e));
         if (e.name().empty()) {
           break;
         }
@@ -511,6 +531,7 @@ Status UnixSocketKind::acceptAll() {
                        std::to_string(tag));
       }
       s->fd = std::move(a);
+      CRPIPE_TRY_CTX(home(*s), where(*s->e));
     }
     lfd.reset();
     bool real = false;

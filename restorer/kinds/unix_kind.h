@@ -82,6 +82,8 @@ class UnixSocketKind : public RestoreKind {
   Status unlinkDeleted();
 
   const images::UnixSkEntry* byIno(uint32_t ino) const;
+  // s.fd to its home slot when that is free (placeHome), right when it is made.
+  Status home(Sock& s);
   Sock* local(uint32_t id);
   Status writeMessage(const Message& m);
   std::string where(const images::UnixSkEntry& e) const;
@@ -98,6 +100,7 @@ class UnixSocketKind : public RestoreKind {
   std::vector<UniqueFd> closedClients_;                    // close after the refill
   RestorePhase last_ = RestorePhase::FORK_TREE;
   int fdBase_ = 0;
+  const std::map<uint32_t, int>* homes_ = nullptr;
   Log* log_ = nullptr;
   PeerCreds creds_{nullptr};
   std::map<std::string, const images::UcredEntry*> clientCreds_;  // see clientSideCred
