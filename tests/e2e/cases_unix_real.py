@@ -62,6 +62,21 @@ def test_unix_real_restore_leftovers():
     restore_and_verify("unix_leftovers", cleanup_dir="dir")
 
 
+def test_unix_many_sockets_restore_within_the_fd_limit():
+    # 1,200 sockets in one task whose RLIMIT_NOFILE is 1,264, restored by a crpipe whose
+    # hard limit is 1,600: each socket goes straight to its fd number (a restore that kept
+    # every new socket above the task's highest fd would need about 2,400).
+    with Workload("unix_many", "600") as w:
+        r = w.wait_ready()
+        img = dump_and_kill(w)
+        rc, _, err = restore(img, "-d", prefix=("prlimit", "--nofile=1600:1600"))
+        check(rc == 0, f"restore under RLIMIT_NOFILE 1600 failed:\n{err}")
+        try:
+            verify_restored(w, r["pid"])
+        finally:
+            kill_session(r["pid"])
+
+
 def test_unix_real_restore_queues_scm_rights():
     # Byte-exact queues with boundaries, zero-length records, SCM_RIGHTS of a regular file,
     # a pipe and a socket no task holds, SCM_CREDENTIALS, peek offsets, options, BPF filter.

@@ -282,9 +282,10 @@ def dump_and_kill(w):
     return img
 
 
-def restore(img, *extra, timeout=120):
-    """Runs `crpipe run restore -D img`; returns (rc, stdout, stderr)."""
-    p = subprocess.run([CRPIPE, "run", "restore", "-D", img, *map(str, extra)],
+def restore(img, *extra, timeout=120, prefix=()):
+    """Runs `crpipe run restore -D img` (after `prefix`, e.g. a prlimit command); returns
+    (rc, stdout, stderr)."""
+    p = subprocess.run([*prefix, CRPIPE, "run", "restore", "-D", img, *map(str, extra)],
                        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
     return p.returncode, p.stdout, p.stderr
 
