@@ -864,7 +864,15 @@ Status UnixSocketKind::finishSockets() {
         return failSys(w + ": shutdown");
       }
     }
-    CRPIPE_TRY_CTX(applyUnixOpts(s.fd.get(), e), w);
+    auto fresh = freshOpts_.find(static_cast<int>(e.type()));
+    if (fresh == freshOpts_.end()) {
+      auto got = freshUnixOpts(static_cast<int>(e.type()));
+      if (!got) {
+        return fail(std::move(got).error().context(w));
+      }
+      fresh = freshOpts_.emplace(static_cast<int>(e.type()), std::move(*got)).first;
+    }
+    CRPIPE_TRY_CTX(applyUnixOpts(s.fd.get(), e, fresh->second), w);
     if ((e.flags() & O_NONBLOCK) != 0 && ::fcntl(s.fd.get(), F_SETFL, O_NONBLOCK) < 0) {
       return failSys(w + ": F_SETFL O_NONBLOCK");
     }

@@ -112,6 +112,7 @@ class UnixSocketKind : public RestoreKind {
   std::vector<Displaced> displaced_;
   std::map<uint32_t, std::string> hidden_;  // file id -> raw name of its own path
   std::map<uint32_t, std::vector<std::string>> madeDirs_;  // made to bind a deleted socket
+  std::map<int, images::SkOptsEntry> freshOpts_;  // by socket type: a new socket's options
   const std::map<uint32_t, UniqueFd>* made_ = nullptr;
   std::map<uint32_t, int> inherited_;  // --inherit-fd: file id -> crpipe's fd
   pid_t coordinatorPid_ = 0;  // the task's descriptions so far

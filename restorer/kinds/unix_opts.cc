@@ -5,6 +5,8 @@
 
 #include <vector>
 
+#include "common/unique_fd.h"
+
 namespace crpipe::restorer {
 
 namespace {
@@ -45,40 +47,74 @@ Status growSendBuffer(int fd, size_t bytes) {
   return setInt(fd, SO_SNDBUFFORCE, static_cast<int>(want), "SO_SNDBUFFORCE");
 }
 
-Status applyUnixOpts(int fd, const images::UnixSkEntry& e) {
+Result<images::SkOptsEntry> freshUnixOpts(int type) {
+  UniqueFd fd(::socket(AF_UNIX, type | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) {
+    return failSys("socket(AF_UNIX, " + std::to_string(type) + ") for its default options");
+  }
+  images::SkOptsEntry o;
+  o.set_so_sndbuf(static_cast<uint32_t>(getInt(fd.get(), SO_SNDBUF)));
+  o.set_so_rcvbuf(static_cast<uint32_t>(getInt(fd.get(), SO_RCVBUF)));
+  o.set_so_snd_tmo_sec(0);
+  o.set_so_snd_tmo_usec(0);
+  o.set_so_rcv_tmo_sec(0);
+  o.set_so_rcv_tmo_usec(0);
+  o.set_so_passcred(getInt(fd.get(), SO_PASSCRED) != 0);
+  o.set_so_passsec(getInt(fd.get(), SO_PASSSEC) != 0);
+  o.set_so_priority(static_cast<uint32_t>(getInt(fd.get(), SO_PRIORITY)));
+  o.set_so_rcvlowat(static_cast<uint32_t>(getInt(fd.get(), SO_RCVLOWAT)));
+  o.set_so_mark(static_cast<uint32_t>(getInt(fd.get(), SO_MARK)));
+  o.set_so_keepalive(getInt(fd.get(), SO_KEEPALIVE) != 0);
+  o.set_reuseaddr(getInt(fd.get(), SO_REUSEADDR) != 0);
+  o.set_so_buf_lock(0);
+  return o;
+}
+
+Status applyUnixOpts(int fd, const images::UnixSkEntry& e, const images::SkOptsEntry& fresh) {
   const auto& o = e.opts();
-  if (o.so_sndbuf() != 0) {
+  // Setting a size locks it (SOCK_SNDBUF_LOCK); SO_BUF_LOCK below puts the recorded bits
+  // back whenever a size was set. The send buffer may have grown for the refill.
+  bool sizeSet = false;
+  if (o.so_sndbuf() != 0 && static_cast<uint32_t>(getInt(fd, SO_SNDBUF)) != o.so_sndbuf()) {
     CRPIPE_TRY(setInt(fd, SO_SNDBUFFORCE, static_cast<int>(o.so_sndbuf() / 2), "SO_SNDBUFFORCE"));
+    sizeSet = true;
   }
-  if (o.so_rcvbuf() != 0) {
+  if (o.so_rcvbuf() != 0 && o.so_rcvbuf() != fresh.so_rcvbuf()) {
     CRPIPE_TRY(setInt(fd, SO_RCVBUFFORCE, static_cast<int>(o.so_rcvbuf() / 2), "SO_RCVBUFFORCE"));
+    sizeSet = true;
   }
-  CRPIPE_TRY(setTimeout(fd, SO_SNDTIMEO, o.so_snd_tmo_sec(), o.so_snd_tmo_usec(), "SO_SNDTIMEO"));
-  CRPIPE_TRY(setTimeout(fd, SO_RCVTIMEO, o.so_rcv_tmo_sec(), o.so_rcv_tmo_usec(), "SO_RCVTIMEO"));
-  if (o.has_so_passcred()) {
+  if (o.so_snd_tmo_sec() != 0 || o.so_snd_tmo_usec() != 0) {
+    CRPIPE_TRY(setTimeout(fd, SO_SNDTIMEO, o.so_snd_tmo_sec(), o.so_snd_tmo_usec(), "SO_SNDTIMEO"));
+  }
+  if (o.so_rcv_tmo_sec() != 0 || o.so_rcv_tmo_usec() != 0) {
+    CRPIPE_TRY(setTimeout(fd, SO_RCVTIMEO, o.so_rcv_tmo_sec(), o.so_rcv_tmo_usec(), "SO_RCVTIMEO"));
+  }
+  if (o.has_so_passcred() && o.so_passcred() != fresh.so_passcred()) {
     CRPIPE_TRY(setInt(fd, SO_PASSCRED, o.so_passcred() ? 1 : 0, "SO_PASSCRED"));
   }
-  if (o.has_so_passsec()) {
+  if (o.has_so_passsec() && o.so_passsec() != fresh.so_passsec()) {
     CRPIPE_TRY(setInt(fd, SO_PASSSEC, o.so_passsec() ? 1 : 0, "SO_PASSSEC"));
   }
-  if (o.has_so_priority()) {
+  if (o.has_so_priority() && o.so_priority() != fresh.so_priority()) {
     CRPIPE_TRY(setInt(fd, SO_PRIORITY, static_cast<int>(o.so_priority()), "SO_PRIORITY"));
   }
-  if (o.has_so_rcvlowat()) {
+  if (o.has_so_rcvlowat() && o.so_rcvlowat() != fresh.so_rcvlowat()) {
     CRPIPE_TRY(setInt(fd, SO_RCVLOWAT, static_cast<int>(o.so_rcvlowat()), "SO_RCVLOWAT"));
   }
-  if (o.has_so_mark()) {
+  if (o.has_so_mark() && o.so_mark() != fresh.so_mark()) {
     CRPIPE_TRY(setInt(fd, SO_MARK, static_cast<int>(o.so_mark()), "SO_MARK"));
   }
-  if (o.has_so_keepalive()) {
+  if (o.has_so_keepalive() && o.so_keepalive() != fresh.so_keepalive()) {
     CRPIPE_TRY(setInt(fd, SO_KEEPALIVE, o.so_keepalive() ? 1 : 0, "SO_KEEPALIVE"));
   }
-  if (o.has_reuseaddr()) {
+  if (o.has_reuseaddr() && o.reuseaddr() != fresh.reuseaddr()) {
     CRPIPE_TRY(setInt(fd, SO_REUSEADDR, o.reuseaddr() ? 1 : 0, "SO_REUSEADDR"));
   }
-  linger lg{o.has_so_linger() ? 1 : 0, static_cast<int>(o.so_linger())};
-  if (::setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) < 0) {
-    return failSys("setsockopt(SO_LINGER)");
+  if (o.has_so_linger()) {
+    linger lg{1, static_cast<int>(o.so_linger())};
+    if (::setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) < 0) {
+      return failSys("setsockopt(SO_LINGER)");
+    }
   }
   if (!o.so_bound_dev().empty()) {
     if (::setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, o.so_bound_dev().data(),
@@ -99,7 +135,7 @@ Status applyUnixOpts(int fd, const images::UnixSkEntry& e) {
       return failSys("setsockopt(SO_ATTACH_FILTER)");
     }
   }
-  if (o.has_so_buf_lock()) {
+  if ((sizeSet && o.has_so_buf_lock()) || o.so_buf_lock() != 0) {
     CRPIPE_TRY(setInt(fd, SO_BUF_LOCK, static_cast<int>(o.so_buf_lock()), "SO_BUF_LOCK"));
   }
   const auto& x = e.crpipe();
