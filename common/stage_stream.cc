@@ -59,6 +59,11 @@ void dropReader(std::unique_ptr<capnp::InputStreamMessageReader>& r) {
 
 StageReader::~StageReader() { dropReader(current_); }
 
+std::unique_ptr<capnp::MessageReader> StageReader::takeLast() {
+  // next() read every segment already, so destroying it later never skips (or throws).
+  return std::move(current_);
+}
+
 Result<std::optional<proto::Message::Reader>> StageReader::next() {
   dropReader(current_);
   offset_ = counting_->count();

@@ -26,6 +26,10 @@ class StageReader {
   // The next message; std::nullopt at a clean end of stream (between two messages).
   // The returned reader stays valid until the next call.
   Result<std::optional<proto::Message::Reader>> next();
+  // The message next() returned last, handed over: its readers stay valid as long as the
+  // returned object lives (a restorer keeps its task order and sends queued bytes straight
+  // from it). nullptr if there is none.
+  std::unique_ptr<capnp::MessageReader> takeLast();
 
   uint64_t offset() const { return offset_; }
   const std::string& name() const { return name_; }

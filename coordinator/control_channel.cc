@@ -21,6 +21,15 @@ struct WriteReq {
   kj::Array<capnp::word> words;
 };
 
+// A message written from its own segments: the stream framing's segment table, then each
+// segment, as one uv_write of several buffers.
+struct SegmentsWriteReq {
+  uv_write_t req{};
+  std::unique_ptr<capnp::MessageBuilder> msg;
+  std::vector<uint32_t> table;
+  std::vector<uv_buf_t> bufs;
+};
+
 }  // namespace
 
 struct ControlChannel::Handle {
@@ -155,6 +164,38 @@ Status ControlChannel::send(capnp::MessageBuilder& msg) {
     delete req;
     return fail(uvError(rc, "write " + name_));
   }
+  return {};
+}
+
+Status ControlChannel::send(std::unique_ptr<capnp::MessageBuilder> msg) {
+  if (handle_ == nullptr || writeShut_) {
+    return failMsg(name_ + ": channel already closed for writing");
+  }
+  auto req = std::make_unique<SegmentsWriteReq>();
+  req->msg = std::move(msg);
+  auto segments = req->msg->getSegmentsForOutput();
+  // Segment count - 1, each segment's size in words, padded to a whole word.
+  req->table.push_back(static_cast<uint32_t>(segments.size() - 1));
+  for (auto seg : segments) {
+    req->table.push_back(static_cast<uint32_t>(seg.size()));
+  }
+  if (req->table.size() % 2 != 0) {
+    req->table.push_back(0);
+  }
+  req->bufs.push_back(uv_buf_init(reinterpret_cast<char*>(req->table.data()),
+                                  static_cast<unsigned>(req->table.size() * sizeof(uint32_t))));
+  for (auto seg : segments) {
+    req->bufs.push_back(uv_buf_init(const_cast<char*>(reinterpret_cast<const char*>(seg.begin())),
+                                    static_cast<unsigned>(seg.size() * sizeof(capnp::word))));
+  }
+  SegmentsWriteReq* raw = req.get();
+  int rc = uv_write(&raw->req, reinterpret_cast<uv_stream_t*>(&handle_->pipe), raw->bufs.data(),
+                    static_cast<unsigned>(raw->bufs.size()),
+                    [](uv_write_t* r, int) { delete reinterpret_cast<SegmentsWriteReq*>(r); });
+  if (rc < 0) {
+    return fail(uvError(rc, "write " + name_));
+  }
+  (void)req.release();  // the write callback deletes it
   return {};
 }
 

@@ -36,6 +36,9 @@ class ControlChannel {
 
   // Queues a message; it is written in order, and before a later shutdownWrite().
   Status send(capnp::MessageBuilder& msg);
+  // The same for a large message, without copying it: its segments are written as they
+  // are, and the builder lives until the write is done.
+  Status send(std::unique_ptr<capnp::MessageBuilder> msg);
   // The stage reads EOF once queued messages are out; its messages still arrive.
   void shutdownWrite();
   // Stops everything; no more callbacks.

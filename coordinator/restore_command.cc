@@ -57,12 +57,12 @@ class RestoreEvents : public SessionEvents {
     double filling = 0;
     for (size_t i = 0; i < plan_.tasks.size(); ++i) {
       Stage* s = stageOf(plan_.tasks[i].pid);
-      capnp::MallocMessageBuilder mb;
+      auto mb = std::make_unique<capnp::MallocMessageBuilder>();
       const double f0 = nowMs();
       plan_.fillOrder(i, token, i == 0 ? rootChannels : std::vector<std::pair<pid_t, int>>{},
-                      mb.initRoot<proto::Message>().initTaskOrder());
+                      mb->initRoot<proto::Message>().initTaskOrder());
       filling += nowMs() - f0;
-      CRPIPE_TRY(s->control->send(mb));
+      CRPIPE_TRY(s->control->send(std::move(mb)));
     }
     log_.debug("task orders built in %.3f ms, queued in %.3f ms", filling, nowMs() - t0 - filling);
     return enter(RestorePhase::FORK_TREE);

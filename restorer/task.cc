@@ -175,7 +175,9 @@ Status Task::readOrder() {
   if (!msg->has_value() || (*msg)->which() != proto::Message::TASK_ORDER) {
     return failMsg("expected a task order first");
   }
-  auto o = (*msg)->getTaskOrder();
+  // Kept for the task's whole restore: the kinds keep readers into it (queued bytes).
+  order_ = reader_->takeLast();
+  auto o = order_->getRoot<proto::Message>().getTaskOrder();
   auto ps = parseEntry<images::PstreeEntry>(o.getPstree(), "pstree entry");
   if (!ps) {
     return fail(std::move(ps).error());

@@ -62,6 +62,7 @@ class Task {
   TaskStart start_;
   Log log_;
   std::unique_ptr<StageReader> reader_;
+  std::unique_ptr<capnp::MessageReader> order_;  // the TaskOrder, alive while the task is
   std::unique_ptr<StageWriter> writer_;
   pid_t pid_ = 0;
   RestorePhase current_ = RestorePhase::FORK_TREE;

@@ -49,7 +49,7 @@ Status listenOn(int fd, int backlog, const std::string& what) {
 
 // A message to write back: its bytes, its credentials, and where to (a datagram to a
 // name; nothing on a connected socket).
-Status sendOne(int fd, const std::string& data, const images::SkPacketEntry& pe,
+Status sendOne(int fd, std::string_view data, const images::SkPacketEntry& pe,
                const UnixAddr* to, const std::vector<int>& rights = {}) {
   CRPIPE_TRY(growSendBuffer(fd, data.size()));
   iovec iov{const_cast<char*>(data.data()), data.size()};
@@ -269,7 +269,7 @@ Status UnixSocketKind::takeOrder(proto::TaskOrder::Reader order,
       return failMsg("task order: malformed queued message");
     }
     auto d = q.getData();
-    m.data.assign(reinterpret_cast<const char*>(d.begin()), d.size());
+    m.data = std::string_view(reinterpret_cast<const char*>(d.begin()), d.size());
     queue_.push_back(std::move(m));
   }
   return {};

@@ -48,7 +48,7 @@ class UnixSocketKind : public RestoreKind {
   };
   struct Message {
     images::SkPacketEntry entry;
-    std::string data;
+    std::string_view data;  // in the task order, which the task keeps
   };
 
   Status runPhase(OpenContext& ctx);
