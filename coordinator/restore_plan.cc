@@ -405,8 +405,9 @@ void RestorePlan::fillOrder(size_t i, const std::string& token,
   }
   // The descriptions this task creates, then what they refer to (a FIFO's path entry).
   std::vector<uint32_t> ids = t.creates;
+  std::set<uint32_t> listed(ids.begin(), ids.end());
   for (uint32_t id : t.unixRefs) {
-    if (std::find(ids.begin(), ids.end(), id) == ids.end()) {
+    if (listed.insert(id).second) {
       ids.push_back(id);
     }
   }
