@@ -1,13 +1,19 @@
 #include "collector/freezer.h"
 
+#include <poll.h>
 #include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <sys/ptrace.h>
 #include <sys/wait.h>
 
+#include <chrono>
 #include <deque>
 #include <set>
+#include <vector>
 
 #include "common/proc.h"
+#include "common/unique_fd.h"
 
 namespace crpipe::collector {
 
@@ -166,10 +172,33 @@ Result<FrozenTree> FrozenTree::freeze(pid_t root, Log& log) {
 }
 
 void FrozenTree::kill() {
+  // The dump is only over once the tree is gone: its pids (and its memory) are free for
+  // a restore that follows at once. A pidfd turns readable when its process has exited.
+  std::vector<UniqueFd> exits;
   for (const auto& p : procs_) {
+    UniqueFd fd(static_cast<int>(::syscall(SYS_pidfd_open, p.pid, 0)));
     ::kill(p.pid, SIGKILL);
+    if (fd.valid()) {
+      exits.push_back(std::move(fd));
+    }
   }
   release();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  for (const auto& fd : exits) {
+    pollfd pfd{fd.get(), POLLIN, 0};
+    for (;;) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                      deadline - std::chrono::steady_clock::now()).count();
+      if (left <= 0) {
+        log_->warn("a killed process of the tree has not exited after 30 s");
+        return;
+      }
+      int r = ::poll(&pfd, 1, static_cast<int>(left));
+      if (r > 0 || (r < 0 && errno != EINTR)) {
+        break;
+      }
+    }
+  }
 }
 
 void FrozenTree::release() {

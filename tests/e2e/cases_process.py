@@ -40,6 +40,22 @@ def test_big_memory_256mib():
     round_trip("task_bigmem", 256)
 
 
+def test_restore_right_after_the_dump_returns():
+    # `crpipe run dump` returns once the killed tree has exited: a 512 MiB task takes a
+    # while to tear its memory down, and a restore started at once must not find its pid
+    # still running. The harness reaps the dead root while the restore waits for that.
+    with Workload("task_bigmem", 512) as w:
+        r = w.wait_ready()
+        img = images_dir(w)
+        dump(w.pid, img, leave_running=False)
+        p = subprocess.Popen([CRPIPE, "run", "restore", "-D", img, "-d"], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        w.proc.wait(timeout=30)
+        _, err = p.communicate(timeout=120)
+        check(p.returncode == 0, f"restore right after the dump failed:\n{err}")
+        verify_restored(w, r["pid"])
+
+
 def test_threads_mutex_condvar_tls():
     round_trip("task_threads")
 
