@@ -7,7 +7,9 @@
 #include <sys/ptrace.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <deque>
 #include <set>
 #include <vector>
@@ -19,6 +21,7 @@ namespace crpipe::collector {
 
 FrozenTree::FrozenTree(FrozenTree&& o) noexcept
     : log_(o.log_), procs_(std::move(o.procs_)), stopped_(std::move(o.stopped_)),
+      caught_(std::move(o.caught_)),
       done_(o.done_), frozenSince_(o.frozenSince_) {
   o.done_ = true;
 }
@@ -29,7 +32,7 @@ FrozenTree::~FrozenTree() {
   }
 }
 
-Result<bool> FrozenTree::seizeThread(pid_t tid) {
+Result<bool> FrozenTree::seizeThread(pid_t tid, FrozenProcess& p) {
   if (::ptrace(PTRACE_SEIZE, tid, nullptr, nullptr) < 0) {
     if (errno == ESRCH) {
       return false;  // exited meanwhile
@@ -41,7 +44,7 @@ Result<bool> FrozenTree::seizeThread(pid_t tid) {
     return fail(Error::sys("PTRACE_SEIZE tid " + std::to_string(tid)));
   }
   // Registered at once: from here on the destructor owes this thread a detach.
-  stopped_[tid] = 0;
+  stopped_[tid] = p.pid;
   if (::ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr) < 0) {
     return fail(Error::sys("PTRACE_INTERRUPT tid " + std::to_string(tid)));
   }
@@ -64,11 +67,16 @@ Result<bool> FrozenTree::seizeThread(pid_t tid) {
     if ((status >> 16) == PTRACE_EVENT_STOP) {
       return true;  // the interrupt (or a group-stop) took effect
     }
-    // A signal arrived before our interrupt: keep it for the detach, let the task reach
-    // the interrupt stop without delivering it now.
-    int sig = WSTOPSIG(status);
-    log_->debug("tid %d: signal %d pending while freezing, kept for release", tid, sig);
-    stopped_[tid] = sig;
+    // A signal the thread had already dequeued for delivery: not delivered now (the
+    // thread goes on to the interrupt stop), but kept, siginfo and all, for the images and
+    // for the release.
+    siginfo_t si{};
+    if (::ptrace(PTRACE_GETSIGINFO, tid, nullptr, &si) < 0) {
+      return fail(Error::sys("PTRACE_GETSIGINFO tid " + std::to_string(tid)));
+    }
+    log_->debug("tid %d: signal %d was being delivered while freezing; kept pending", tid,
+                si.si_signo);
+    caught_[tid].emplace_back(reinterpret_cast<const char*>(&si), sizeof(si));
     if (::ptrace(PTRACE_CONT, tid, nullptr, nullptr) < 0) {
       return fail(Error::sys("PTRACE_CONT tid " + std::to_string(tid)));
     }
@@ -93,7 +101,7 @@ Status FrozenTree::freezeProcess(FrozenProcess& p, bool& gone) {
       if (stopped_.count(tid) != 0) {
         continue;
       }
-      auto alive = seizeThread(tid);
+      auto alive = seizeThread(tid, p);
       if (!alive) {
         return fail(std::move(alive).error());
       }
@@ -104,6 +112,9 @@ Status FrozenTree::freezeProcess(FrozenProcess& p, bool& gone) {
       for (pid_t tid : *tids) {
         if (stopped_.count(tid) != 0) {
           p.threads.push_back(tid);
+          if (auto c = caught_.find(tid); c != caught_.end()) {
+            p.caught[tid] = c->second;
+          }
         }
       }
       if (p.threads.empty()) {
@@ -127,7 +138,7 @@ Result<FrozenTree> FrozenTree::freeze(pid_t root, Log& log) {
     return failMsg("refusing to dump pid " + std::to_string(root));
   }
   std::deque<FrozenProcess> todo;
-  todo.push_back(FrozenProcess{root, 0, {}});
+  todo.push_back(FrozenProcess{root, 0, {}, {}});
   std::set<pid_t> seen{root};
   while (!todo.empty()) {
     FrozenProcess p = std::move(todo.front());
@@ -161,7 +172,7 @@ Result<FrozenTree> FrozenTree::freeze(pid_t root, Log& log) {
       }
       for (pid_t c : parsePidList(*kids)) {
         if (seen.insert(c).second) {
-          todo.push_back(FrozenProcess{c, p.pid, {}});
+          todo.push_back(FrozenProcess{c, p.pid, {}, {}});
         }
       }
     }
@@ -208,12 +219,32 @@ void FrozenTree::release() {
                   .count();
     log_->info("tree frozen for %.3f ms", static_cast<double>(us) / 1000.0);
   }
-  for (const auto& [tid, sig] : stopped_) {
-    // Detach re-delivers `sig` if one was caught while seizing; errors (a killed task)
-    // leave nothing to do.
-    ::ptrace(PTRACE_DETACH, tid, nullptr, reinterpret_cast<void*>(static_cast<long>(sig)));
+  // Signals caught while seizing go back to their thread's queue first (a detach from
+  // an interrupt stop does not reliably inject one). A siginfo another process may not
+  // forge (si_code >= 0: kill(), the kernel's own) is queued as the same signal sent
+  // with tgkill.
+  for (const auto& [tid, infos] : caught_) {
+    const pid_t tgid = stopped_.contains(tid) ? stopped_.at(tid) : tid;
+    {
+      for (const auto& raw : infos) {
+        siginfo_t si{};
+        std::memcpy(&si, raw.data(), std::min(raw.size(), sizeof(si)));
+        const bool forgeable = si.si_code < 0 && si.si_code != SI_TKILL;
+        long r = forgeable ? ::syscall(SYS_rt_tgsigqueueinfo, tgid, tid, si.si_signo, &si)
+                           : ::syscall(SYS_tgkill, tgid, tid, si.si_signo);
+        if (r < 0 && errno != ESRCH) {
+          log_->warn("tid %d: signal %d caught while freezing could not be queued again: %s",
+                     tid, si.si_signo, std::strerror(errno));
+        }
+      }
+    }
+  }
+  for (const auto& [tid, pid] : stopped_) {
+    // Errors (a killed task) leave nothing to do.
+    ::ptrace(PTRACE_DETACH, tid, nullptr, nullptr);
   }
   stopped_.clear();
+  caught_.clear();
   done_ = true;
 }
 

@@ -67,6 +67,10 @@ Status collectProcess(DumpContext& ctx, KobjIds& kobj, MmDumpState& mmState,
     if (!t) {
       return fail(std::move(t).error());
     }
+    // A signal the freeze caught on its way to delivery was first in the queue.
+    if (auto c = p.caught.find(tid); c != p.caught.end()) {
+      t->pending.insert(t->pending.begin(), c->second.begin(), c->second.end());
+    }
     if (leader && t->status.state == 'T') {
       return failMsg(where + " is stopped (job control); crpipe cannot dump stopped "
                              "processes yet, nothing was dumped");
