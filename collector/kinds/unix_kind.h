@@ -2,6 +2,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -37,7 +38,7 @@ class UnixSocketKind : public FdKind {
   Result<const UnixDiagTable::Known*> lookup(DumpContext& ctx, OpenFile& f);
   // The queue from the fast path's records when it read it whole, else peeked.
   Status recordQueue(DumpContext& ctx, OpenFile& f, uint32_t id, int type, int peekOff,
-                     bool passCred, const FastUnix* fast);
+                     bool passCred, std::optional<uint32_t> queued, const FastUnix* fast);
   Status notePendingListener(OpenFile& f, uint32_t ino, uint64_t netnsIno);
   Status settlePeer(DumpContext& ctx, Recorded& r);
   Status markExternal(DumpContext& ctx, Recorded& r, uint32_t peerIno);
