@@ -290,7 +290,8 @@ Status UnixSocketKind::collect(DumpContext& ctx, OpenFile& f, uint32_t id) {
 
   Recorded rec;
   rec.where = f.where();
-  images::UnixSkEntry& e = rec.entry;
+  rec.entry = newEntry();
+  images::UnixSkEntry& e = *rec.entry;
   e.set_id(id);
   e.set_ino(ino);
   e.set_type(sk.type);

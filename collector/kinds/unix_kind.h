@@ -10,6 +10,9 @@
 #include "collector/kinds/fd_kind.h"
 #include "collector/kinds/unix_diag.h"
 #include "common/unique_fd.h"
+#include <google/protobuf/arena.h>
+
+#include "protos/fdinfo.pb.h"
 #include "protos/sk_unix.pb.h"
 
 namespace crpipe::collector {
@@ -30,9 +33,16 @@ class UnixSocketKind : public FdKind {
 
  private:
   struct Recorded {
-    images::UnixSkEntry entry;
+    images::UnixSkEntry* entry = nullptr;  // on arena_
     std::string where;  // "fd 5 of pid 300", for errors
   };
+
+  // A new entry on arena_.
+  images::UnixSkEntry* newEntry() {
+    return google::protobuf::Arena::CreateMessage<images::UnixSkEntry>(&arena_);
+  }
+  // Its FileEntry into files.img, without copying it.
+  Status writeEntry(DumpContext& ctx, images::UnixSkEntry* e);
 
   Status addNamespace(DumpContext& ctx, uint64_t netnsIno, int netnsFd);
   Result<const UnixDiagTable::Known*> lookup(DumpContext& ctx, OpenFile& f);
@@ -47,6 +57,10 @@ class UnixSocketKind : public FdKind {
   Status recordEmbryoQueues(DumpContext& ctx);
   Status writeExternalPeer(DumpContext& ctx, uint32_t peerIno);
 
+  // Every entry of the dump lives here: thousands of entries with their nested messages
+  // and strings are freed as a few blocks, and a FileEntry takes one without a copy.
+  // Declared first, so that it outlives everything that points into it.
+  google::protobuf::Arena arena_;
   UnixDiagTable table_;
   uint64_t selfNetns_ = 0;
   std::map<uint32_t, Recorded> recorded_;  // by inode
