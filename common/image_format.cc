@@ -294,9 +294,6 @@ Status ImageWriter::writeRaw(std::string_view data) { return append(data); }
 
 Status ImageWriter::finish() {
   CRPIPE_TRY(flush());
-  if (::fsync(fd_.get()) < 0) {
-    return fail(Error::sys("fsync image " + name_));
-  }
   fd_.reset();
   return {};
 }

@@ -114,7 +114,8 @@ class ImageWriter {
 
   Status writeEntry(std::string_view payload);
   Status writeRaw(std::string_view data);
-  // Flushes and fsyncs; the file is complete after this.
+  // Flushes and closes; the file is complete after this. It is on disk once the caller
+  // syncs its file system (ImageSink: one syncfs for every image, not an fsync each).
   Status finish();
   uint64_t bytesWritten() const { return written_; }
   const std::string& name() const { return name_; }
