@@ -169,8 +169,27 @@ Status collectFds(DumpContext& ctx, const FrozenProcess& p, int pidfd, ProgressS
 
 }  // namespace
 
+struct DumpHold::Parts {
+  // In this order, so that the files (which point into the fast snapshot) go first.
+  std::map<pid_t, UniqueFd> pidfds;
+  std::unique_ptr<FastSnapshot> fast;
+  std::unique_ptr<FileTable> files;
+};
+
+DumpHold::DumpHold() = default;
+DumpHold::~DumpHold() = default;
+void DumpHold::drop() { parts_.reset(); }
+
+class DumpHoldAccess {
+ public:
+  static DumpHold::Parts& parts(DumpHold& h) {
+    h.parts_ = std::make_unique<DumpHold::Parts>();
+    return *h.parts_;
+  }
+};
+
 Result<FrozenTree> collectTree(const DumpOptions& opts, Log& log, StageWriter& data,
-                               ProgressSink& progress) {
+                               ProgressSink& progress, DumpHold& hold) {
   raiseFdLimit();  // a duplicate of every fd of the tree is held at once
   CRPIPE_TRY(writeHello(data, opts.root));
   progress.progress("freeze", 0, 0, "pid " + std::to_string(opts.root));
@@ -195,9 +214,11 @@ Result<FrozenTree> collectTree(const DumpOptions& opts, Log& log, StageWriter& d
     CRPIPE_TRY(out.entryTo("pstree.img", e));
   }
 
-  FileTable files(makeFdKinds());
+  DumpHold::Parts& held = DumpHoldAccess::parts(hold);
+  held.files = std::make_unique<FileTable>(makeFdKinds());
+  FileTable& files = *held.files;
   DumpContext ctx{opts, log, out, files, pids};
-  std::unique_ptr<FastSnapshot> fast;
+  std::unique_ptr<FastSnapshot>& fast = held.fast;
   if (opts.useBpf) {
     auto snap = FastSnapshot::take(pids, log);
     if (snap) {
@@ -211,7 +232,7 @@ Result<FrozenTree> collectTree(const DumpOptions& opts, Log& log, StageWriter& d
   CRPIPE_TRY(files.prepareAll(ctx));
   // One pidfd per process for the whole dump: a kind may take a duplicate of a file the
   // fast path described at any time (OpenFile::ensureDup).
-  std::map<pid_t, UniqueFd> pidfds;
+  std::map<pid_t, UniqueFd>& pidfds = held.pidfds;
   for (const auto& p : tree->processes()) {
     UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, p.pid, 0)));
     if (!pidfd.valid()) {
