@@ -231,6 +231,27 @@ std::string editFirstChunk(const std::string& stream, Edit edit, uint64_t* chunk
   return bytes ? *bytes : std::string();
 }
 
+// Sinks `bad` and expects a refusal whose message has every one of `parts`.
+void expectRefused(const std::string& bad, const std::vector<std::string>& parts) {
+  testing::TempDir dir;
+  auto done = sinkAll(bad, dir.fd());
+  ASSERT_FALSE(done);
+  for (const auto& part : parts) {
+    EXPECT_NE(done.error().str().find(part), std::string::npos)
+        << "no '" << part << "' in: " << done.error().str();
+  }
+}
+
+// Replaces a chunk's bytes.
+void setBytes(proto::ImageChunk::Builder c, const std::string& bytes) {
+  c.setBytes(kj::arrayPtr(reinterpret_cast<const kj::byte*>(bytes.data()), bytes.size()));
+}
+
+std::string bytesOf(proto::ImageChunk::Builder c) {
+  auto b = c.getBytes();
+  return std::string(reinterpret_cast<const char*>(b.begin()), b.size());
+}
+
 TEST(ImageChunk, AChunkThatLiesAboutItsCountsIsRefusedAtItsOffset) {
   int chunks = 0;
   std::string stream = emitPackets(3, &chunks);
@@ -238,14 +259,7 @@ TEST(ImageChunk, AChunkThatLiesAboutItsCountsIsRefusedAtItsOffset) {
   std::string bad = editFirstChunk(
       stream, [](proto::ImageChunk::Builder c) { c.setEntries(c.getEntries() + 1); }, &at,
       [](proto::End::Builder) {});
-  testing::TempDir dir;
-  auto done = sinkAll(bad, dir.fd());
-  ASSERT_FALSE(done);
-  EXPECT_NE(done.error().str().find("test-stream at offset " + std::to_string(at)),
-            std::string::npos)
-      << done.error().str();
-  EXPECT_NE(done.error().str().find("announces 4 entries"), std::string::npos)
-      << done.error().str();
+  expectRefused(bad, {"test-stream at offset " + std::to_string(at), "announces 4 entries"});
 }
 
 TEST(ImageChunk, AChunkCutInsideAnEntryIsRefusedAtItsOffset) {
@@ -256,19 +270,11 @@ TEST(ImageChunk, AChunkCutInsideAnEntryIsRefusedAtItsOffset) {
       stream,
       [](proto::ImageChunk::Builder c) {
         // Keep the first entry's length word and two bytes of its protobuf only.
-        auto b = c.getBytes();
-        std::string head(reinterpret_cast<const char*>(b.begin()), 6);
-        c.setBytes(kj::arrayPtr(reinterpret_cast<const kj::byte*>(head.data()), head.size()));
+        setBytes(c, bytesOf(c).substr(0, 6));
       },
       &at, [](proto::End::Builder) {});
-  testing::TempDir dir;
-  auto done = sinkAll(bad, dir.fd());
-  ASSERT_FALSE(done);
-  EXPECT_NE(done.error().str().find("test-stream at offset " + std::to_string(at)),
-            std::string::npos)
-      << done.error().str();
-  EXPECT_NE(done.error().str().find("sk-queues.img"), std::string::npos) << done.error().str();
-  EXPECT_NE(done.error().str().find("at byte 0"), std::string::npos) << done.error().str();
+  expectRefused(bad,
+                {"test-stream at offset " + std::to_string(at), "sk-queues.img", "at byte 0"});
 }
 
 TEST(ImageChunk, AStreamThatEndsOwingAnEntrysDataIsRefused) {
@@ -279,16 +285,12 @@ TEST(ImageChunk, AStreamThatEndsOwingAnEntrysDataIsRefused) {
   std::string bad = editFirstChunk(
       stream,
       [](proto::ImageChunk::Builder c) {
-        auto b = c.getBytes();
-        std::string cut(reinterpret_cast<const char*>(b.begin()), b.size() - 10);
+        std::string all = bytesOf(c);
         c.setRawBytes(c.getRawBytes() - 10);
-        c.setBytes(kj::arrayPtr(reinterpret_cast<const kj::byte*>(cut.data()), cut.size()));
+        setBytes(c, all.substr(0, all.size() - 10));
       },
       &at, [](proto::End::Builder e) { e.setRawBytes(e.getRawBytes() - 10); });
-  testing::TempDir dir;
-  auto done = sinkAll(bad, dir.fd());
-  ASSERT_FALSE(done);
-  EXPECT_NE(done.error().str().find("owing 10 bytes"), std::string::npos) << done.error().str();
+  expectRefused(bad, {"owing 10 bytes"});
 }
 
 }  // namespace
