@@ -15,6 +15,7 @@
 
 #include "collector/fast/fast_snapshot.h"
 #include "collector/file_table.h"
+#include "collector/grab_fd.h"
 #include "collector/kinds/registry.h"
 #include "collector/process_tree.h"
 #include "collector/task/task_state.h"
@@ -61,88 +62,6 @@ images::InventoryEntry makeInventory(const DumpOptions& opts) {
   return inv;
 }
 
-// The /proc directories of one task that every fd needs, opened once.
-struct TaskProcDirs {
-  UniqueFd fd;      // /proc/PID/fd
-  UniqueFd fdinfo;  // /proc/PID/fdinfo
-};
-
-Result<TaskProcDirs> openTaskProcDirs(pid_t pid) {
-  TaskProcDirs d;
-  const std::string base = "/proc/" + std::to_string(pid);
-  d.fd.reset(::open((base + "/fd").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!d.fd.valid()) {
-    return fail(Error::sys("open " + base + "/fd"));
-  }
-  d.fdinfo.reset(::open((base + "/fdinfo").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!d.fdinfo.valid()) {
-    return fail(Error::sys("open " + base + "/fdinfo"));
-  }
-  return d;
-}
-
-// fdinfo of one fd in a single read: the kernel formats the whole (small) file at once,
-// so a read that does not fill the buffer has everything. Files with long tails (epoll,
-// inotify) fall back to reading until EOF.
-Result<std::string> readFdInfo(int fdinfoDir, int fd) {
-  const std::string name = std::to_string(fd);
-  UniqueFd f(::openat(fdinfoDir, name.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!f.valid()) {
-    return fail(Error::sys("open fdinfo/" + name));
-  }
-  std::string buf(4096, '\0');
-  ssize_t n = ::read(f.get(), buf.data(), buf.size());
-  if (n < 0) {
-    return fail(Error::sys("read fdinfo/" + name));
-  }
-  if (static_cast<size_t>(n) < buf.size()) {
-    buf.resize(static_cast<size_t>(n));
-    return buf;
-  }
-  auto rest = readAll(f.get());
-  if (!rest) {
-    return fail(std::move(rest).error().context("fdinfo/" + name));
-  }
-  return buf + *rest;
-}
-
-// Takes the target's descriptor `fd` into the collector, with what /proc says about it.
-Result<OpenFile> grabFd(int pidfd, const TaskProcDirs& dirs, pid_t pid, int fd) {
-  OpenFile f;
-  f.pid = pid;
-  f.fd = fd;
-  const std::string where = "fd " + std::to_string(fd) + " of pid " + std::to_string(pid);
-  // pidfd_getfd duplicates the very open file description (like SCM_RIGHTS), CLOEXEC.
-  f.dup.reset(static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd, fd, 0)));
-  if (!f.dup.valid()) {
-    return fail(Error::sys(where + ": pidfd_getfd"));
-  }
-  if (::fstat(f.dup.get(), &f.st) < 0) {
-    return fail(Error::sys(where + ": fstat"));
-  }
-  if (S_ISSOCK(f.st.st_mode)) {
-    // What the link would say; sockets are many, and the syscall is not needed.
-    f.link = "socket:[" + std::to_string(f.st.st_ino) + "]";
-  } else {
-    char buf[4096];
-    ssize_t n = ::readlinkat(dirs.fd.get(), std::to_string(fd).c_str(), buf, sizeof(buf));
-    if (n < 0) {
-      return fail(Error::sys(where + ": readlink"));
-    }
-    f.link.assign(buf, static_cast<size_t>(n));
-  }
-  auto info = readFdInfo(dirs.fdinfo.get(), fd);
-  if (!info) {
-    return fail(std::move(info).error().context(where));
-  }
-  auto parsed = parseFdInfo(*info);
-  if (!parsed) {
-    return fail(std::move(parsed).error().context(where));
-  }
-  f.fdinfo = *parsed;
-  return f;
-}
-
 // A unix socket the fast path described: everything grabFd would read, without a syscall.
 // The unix kind takes a duplicate itself if it needs one (a bound name, a queue to peek).
 OpenFile openFileFromFast(const FastFd& r, int pidfd, pid_t pid) {
@@ -183,6 +102,9 @@ Status collectOneFd(DumpContext& ctx, uint32_t imgIdx, OpenFile f) {
   return ctx.out.entry(imgIdx, fe);
 }
 
+// Below this many fds a task's fds are grabbed in line: a thread costs more than it saves.
+constexpr size_t kPrefetchFrom = 64;
+
 Status collectFds(DumpContext& ctx, const FrozenProcess& p, int pidfd, ProgressSink& progress,
                   uint64_t& done) {
   auto dirs = openTaskProcDirs(p.pid);
@@ -220,8 +142,21 @@ Status collectFds(DumpContext& ctx, const FrozenProcess& p, int pidfd, ProgressS
   if (!fds) {
     return fail(std::move(fds).error());
   }
-  for (int fd : *fds) {
-    auto f = grabFd(pidfd, *dirs, p.pid, fd);
+  if (fds->size() < kPrefetchFrom) {
+    for (int fd : *fds) {
+      auto f = grabFd(pidfd, *dirs, p.pid, fd);
+      if (!f) {
+        return fail(std::move(f).error());
+      }
+      CRPIPE_TRY(collectOneFd(ctx, *img, std::move(*f)));
+      tick();
+    }
+    return {};
+  }
+  // Many fds: a second thread grabs them ahead of the kinds (grab_fd.h).
+  FdPrefetcher ahead(pidfd, *dirs, p.pid, std::move(*fds));
+  for (size_t i = 0; i < ahead.size(); ++i) {
+    auto f = ahead.take(i);
     if (!f) {
       return fail(std::move(f).error());
     }
@@ -234,8 +169,27 @@ Status collectFds(DumpContext& ctx, const FrozenProcess& p, int pidfd, ProgressS
 
 }  // namespace
 
+struct DumpHold::Parts {
+  // In this order, so that the files (which point into the fast snapshot) go first.
+  std::map<pid_t, UniqueFd> pidfds;
+  std::unique_ptr<FastSnapshot> fast;
+  std::unique_ptr<FileTable> files;
+};
+
+DumpHold::DumpHold() = default;
+DumpHold::~DumpHold() = default;
+void DumpHold::drop() { parts_.reset(); }
+
+class DumpHoldAccess {
+ public:
+  static DumpHold::Parts& parts(DumpHold& h) {
+    h.parts_ = std::make_unique<DumpHold::Parts>();
+    return *h.parts_;
+  }
+};
+
 Result<FrozenTree> collectTree(const DumpOptions& opts, Log& log, StageWriter& data,
-                               ProgressSink& progress) {
+                               ProgressSink& progress, DumpHold& hold) {
   raiseFdLimit();  // a duplicate of every fd of the tree is held at once
   CRPIPE_TRY(writeHello(data, opts.root));
   progress.progress("freeze", 0, 0, "pid " + std::to_string(opts.root));
@@ -260,9 +214,11 @@ Result<FrozenTree> collectTree(const DumpOptions& opts, Log& log, StageWriter& d
     CRPIPE_TRY(out.entryTo("pstree.img", e));
   }
 
-  FileTable files(makeFdKinds());
+  DumpHold::Parts& held = DumpHoldAccess::parts(hold);
+  held.files = std::make_unique<FileTable>(makeFdKinds());
+  FileTable& files = *held.files;
   DumpContext ctx{opts, log, out, files, pids};
-  std::unique_ptr<FastSnapshot> fast;
+  std::unique_ptr<FastSnapshot>& fast = held.fast;
   if (opts.useBpf) {
     auto snap = FastSnapshot::take(pids, log);
     if (snap) {
@@ -276,7 +232,7 @@ Result<FrozenTree> collectTree(const DumpOptions& opts, Log& log, StageWriter& d
   CRPIPE_TRY(files.prepareAll(ctx));
   // One pidfd per process for the whole dump: a kind may take a duplicate of a file the
   // fast path described at any time (OpenFile::ensureDup).
-  std::map<pid_t, UniqueFd> pidfds;
+  std::map<pid_t, UniqueFd>& pidfds = held.pidfds;
   for (const auto& p : tree->processes()) {
     UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, p.pid, 0)));
     if (!pidfd.valid()) {

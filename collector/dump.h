@@ -1,5 +1,6 @@
 #pragma once
 
+#include <memory>
 #include <optional>
 
 #include "collector/freezer.h"
@@ -18,10 +19,33 @@ class ProgressSink {
                         const std::string& detail) = 0;
 };
 
+// The collector's hold on what it read, past the end of the stream: a duplicate of every
+// file of the tree and the kinds' records. Dropping it (closing 10,000 duplicates, freeing
+// their records) takes tens of ms, which the tree need not spend frozen: main drops it
+// once the tree is released, or while the tree waits for the verdict anyway. Declared
+// before the tree, it also goes after the tree on every error path.
+class DumpHold {
+ public:
+  DumpHold();
+  ~DumpHold();
+  DumpHold(const DumpHold&) = delete;
+  DumpHold& operator=(const DumpHold&) = delete;
+
+  // Closes and frees everything now.
+  void drop();
+
+  struct Parts;
+
+ private:
+  friend class DumpHoldAccess;
+  std::unique_ptr<Parts> parts_;
+};
+
 // Freezes the tree of opts.root and writes the whole dump onto `data` (ending with End).
 // On success the tree is returned still frozen: the caller decides, once the images are
 // safe, whether to kill it or release it. On failure the tree has been released running.
+// What the dump holds afterwards is left in `hold`.
 Result<FrozenTree> collectTree(const DumpOptions& opts, Log& log, StageWriter& data,
-                               ProgressSink& progress);
+                               ProgressSink& progress, DumpHold& hold);
 
 }  // namespace crpipe::collector

@@ -204,7 +204,8 @@ int main(int argc, char** argv) {
   control.hello(proto::Hello::Role::COLLECTOR, a.dump.root);
   Progress progress(control, log);
 
-  auto tree = collectTree(a.dump, log, data, progress);
+  DumpHold hold;  // before the tree: on any early return the tree is released first
+  auto tree = collectTree(a.dump, log, data, progress, hold);
   if (!tree) {
     log.error("%s", tree.error().str().c_str());
     sendFailure(data, tree.error());
@@ -221,11 +222,15 @@ int main(int argc, char** argv) {
     // committed: the stream is complete, release it now.
     log.info("stream complete; the tree goes on running");
     tree->release();
+    hold.drop();
     if (a.controlFd >= 0) {
       (void)waitVerdictKill(a.controlFd, log);
     }
     return 0;
   }
+  // The tree waits frozen for the verdict anyway; what the dump holds goes meanwhile,
+  // while the serializer commits.
+  hold.drop();
   bool kill = false;
   if (a.controlFd >= 0) {
     kill = waitVerdictKill(a.controlFd, log);

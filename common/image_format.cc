@@ -123,6 +123,35 @@ Result<uint64_t> trailingBytes(const ImageKind& kind, std::string_view payload) 
   return 0;
 }
 
+Status ImageFramer::feedEntry(std::string_view payload) {
+  if (rawImage_) {
+    return failMsg("an entry in a raw image");
+  }
+  if (owed_ != 0) {
+    return failMsg("an entry where the last one still owes " + std::to_string(owed_) +
+                   " bytes of data");
+  }
+  auto extra = trailingBytes(kind_, payload);
+  if (!extra) {
+    return fail(std::move(extra).error());
+  }
+  owed_ = *extra;
+  return {};
+}
+
+Status ImageFramer::feedRaw(uint64_t size) {
+  if (rawImage_ || size == 0) {
+    return {};
+  }
+  if (size > owed_) {
+    return failMsg(std::to_string(size) + " raw bytes where " +
+                   (owed_ == 0 ? std::string("no entry announced any")
+                               : "the last entry announced " + std::to_string(owed_)));
+  }
+  owed_ -= size;
+  return {};
+}
+
 Result<ImageFile> ImageFile::load(int dirFd, const std::string& name) {
   UniqueFd fd(::openat(dirFd, name.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd.valid()) {
@@ -228,9 +257,12 @@ Result<ImageWriter> ImageWriter::create(int dirFd, const std::string& name, uint
 
 Status ImageWriter::append(std::string_view data) {
   constexpr size_t kBufLimit = 1 << 20;
-  if (buf_.size() + data.size() > kBufLimit) {
+  // Large pieces (a stream's chunks, page batches) go to the file as they are: copying
+  // them into the buffer first would only add a copy.
+  constexpr size_t kDirect = 64 << 10;
+  if (data.size() >= kDirect || buf_.size() + data.size() > kBufLimit) {
     CRPIPE_TRY(flush());
-    if (data.size() >= kBufLimit) {
+    if (data.size() >= kDirect) {
       CRPIPE_TRY_CTX(writeAll(fd_.get(), data), "write image " + name_);
       written_ += data.size();
       return {};
@@ -262,9 +294,6 @@ Status ImageWriter::writeRaw(std::string_view data) { return append(data); }
 
 Status ImageWriter::finish() {
   CRPIPE_TRY(flush());
-  if (::fsync(fd_.get()) < 0) {
-    return fail(Error::sys("fsync image " + name_));
-  }
   fd_.reset();
   return {};
 }

@@ -1,6 +1,8 @@
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <optional>
 #include <string>
@@ -45,6 +47,34 @@ std::string imageFileName(std::string_view pattern, uint64_t n = 0);
 // How many raw bytes follow an entry of an image kind (0 for most kinds).
 Result<uint64_t> trailingBytes(const ImageKind& kind, std::string_view payload);
 
+// Follows the framing of one image file's body (what comes after its magic) as it arrives
+// in pieces: runs of whole entries with their trailing data (a stream's ImageChunk), and
+// raw bytes (ImageRaw). It tells entries from trailing data without holding the file, so
+// a reader can check and split a chunk and know at the end whether the file is whole.
+class ImageFramer {
+ public:
+  explicit ImageFramer(const ImageKind& kind)
+      : kind_(kind), rawImage_(kind.magic == 0 && kind.headMagic == 0) {}
+
+  // Walks `bytes`: onEntry(payload) for each entry, onRaw(data) for each run of trailing
+  // data (which may continue an entry of an earlier piece, or go on in a later one). An
+  // entry cut by the end of `bytes` is refused; errors name the byte offset in `bytes`.
+  template <typename OnEntry, typename OnRaw>
+  Status feed(std::string_view bytes, OnEntry&& onEntry, OnRaw&& onRaw);
+  // One entry that arrives on its own (an ImageEntry message).
+  Status feedEntry(std::string_view payload);
+  // Raw bytes that arrive on their own: a raw image's data, or an entry's trailing data.
+  Status feedRaw(uint64_t size);
+  // The file may end here: no entry still owes trailing data.
+  bool complete() const { return owed_ == 0; }
+  uint64_t owed() const { return owed_; }
+
+ private:
+  ImageKind kind_;
+  bool rawImage_;
+  uint64_t owed_ = 0;  // trailing bytes the last entry announced that have not come yet
+};
+
 // One decoded piece of an image file, in file order.
 struct ImagePiece {
   enum class Type { Entry, Raw } type;
@@ -84,7 +114,8 @@ class ImageWriter {
 
   Status writeEntry(std::string_view payload);
   Status writeRaw(std::string_view data);
-  // Flushes and fsyncs; the file is complete after this.
+  // Flushes and closes; the file is complete after this. It is on disk once the caller
+  // syncs its file system (ImageSink: one syncfs for every image, not an fsync each).
   Status finish();
   uint64_t bytesWritten() const { return written_; }
   const std::string& name() const { return name_; }
@@ -99,6 +130,38 @@ class ImageWriter {
   std::string buf_;
   uint64_t written_ = 0;
 };
+
+template <typename OnEntry, typename OnRaw>
+Status ImageFramer::feed(std::string_view bytes, OnEntry&& onEntry, OnRaw&& onRaw) {
+  size_t off = 0;
+  while (off < bytes.size()) {
+    if (rawImage_ || owed_ > 0) {
+      size_t take = rawImage_ ? bytes.size() - off
+                              : static_cast<size_t>(std::min<uint64_t>(owed_, bytes.size() - off));
+      CRPIPE_TRY(onRaw(bytes.substr(off, take)));
+      if (!rawImage_) {
+        owed_ -= take;
+      }
+      off += take;
+      continue;
+    }
+    if (bytes.size() - off < 4) {
+      return failMsg("at byte " + std::to_string(off) + ": truncated entry length");
+    }
+    uint32_t len;
+    std::memcpy(&len, bytes.data() + off, 4);
+    if (len > bytes.size() - off - 4) {
+      return failMsg("at byte " + std::to_string(off) + ": entry of " + std::to_string(len) +
+                     " bytes runs past the end of the piece (" + std::to_string(bytes.size()) +
+                     " bytes)");
+    }
+    std::string_view payload = bytes.substr(off + 4, len);
+    CRPIPE_TRY_CTX(feedEntry(payload), "at byte " + std::to_string(off));
+    CRPIPE_TRY(onEntry(payload));
+    off += 4 + len;
+  }
+  return {};
+}
 
 // Writes all of `data` to fd, retrying short writes and EINTR.
 Status writeAll(int fd, std::string_view data);

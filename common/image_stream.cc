@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 
 #include "common/unique_fd.h"
 
@@ -13,9 +14,6 @@ namespace crpipe {
 namespace {
 constexpr size_t kRawBatch = 1 << 20;
 
-// A first segment just big enough for a message carrying `bytes` of data: the default
-// (8 KiB, zeroed) would cost more than the small entries most messages carry.
-uint32_t wordsFor(size_t bytes) { return static_cast<uint32_t>(16 + bytes / 8 + 1); }
 }  // namespace
 
 Result<uint32_t> ImageEmitter::image(const std::string& fileName) {
@@ -29,6 +27,7 @@ Result<uint32_t> ImageEmitter::image(const std::string& fileName) {
   }
   uint32_t idx = static_cast<uint32_t>(images_.size());
   images_.emplace(fileName, idx);
+  pending_.emplace_back().rawImage = kind->magic == 0 && kind->headMagic == 0;
   capnp::MallocMessageBuilder mb;
   auto o = mb.initRoot<proto::Message>().initImageOpen();
   o.setImage(idx);
@@ -40,23 +39,63 @@ Result<uint32_t> ImageEmitter::image(const std::string& fileName) {
 }
 
 Status ImageEmitter::entry(uint32_t image, const google::protobuf::MessageLite& msg) {
-  scratch_.clear();
-  if (!msg.SerializeToString(&scratch_)) {
+  if (image >= pending_.size()) {
+    return failMsg("entry for image #" + std::to_string(image) + ", which was never opened");
+  }
+  Pending& p = pending_[image];
+  // The protobuf is serialized straight behind its length word in the chunk.
+  size_t at = p.bytes.size();
+  p.bytes.append(4, '\0');
+  if (!msg.AppendToString(&p.bytes)) {
+    p.bytes.resize(at);
     return failMsg("cannot serialize " + msg.GetTypeName() + " (a required field is unset)");
   }
-  return entryBytes(image, scratch_);
+  auto len = static_cast<uint32_t>(p.bytes.size() - at - 4);
+  std::memcpy(p.bytes.data() + at, &len, 4);
+  ++p.entries;
+  ++entries_;
+  return maybeFlush(image);
 }
 
 Status ImageEmitter::entryBytes(uint32_t image, std::string_view payload) {
-  capnp::MallocMessageBuilder mb(wordsFor(payload.size()));
-  auto e = mb.initRoot<proto::Message>().initEntry();
-  e.setImage(image);
-  e.setPayload(kj::arrayPtr(reinterpret_cast<const kj::byte*>(payload.data()), payload.size()));
+  if (image >= pending_.size()) {
+    return failMsg("entry for image #" + std::to_string(image) + ", which was never opened");
+  }
+  Pending& p = pending_[image];
+  auto len = static_cast<uint32_t>(payload.size());
+  char l[4];
+  std::memcpy(l, &len, 4);
+  p.bytes.append(l, 4);
+  p.bytes.append(payload);
+  ++p.entries;
   ++entries_;
-  return out_.write(mb);
+  return maybeFlush(image);
 }
 
 Status ImageEmitter::raw(uint32_t image, std::string_view data) {
+  if (image >= pending_.size()) {
+    return failMsg("raw data for image #" + std::to_string(image) + ", which was never opened");
+  }
+  if (pending_[image].rawImage) {
+    // Entries that describe these pages go first.
+    CRPIPE_TRY(flush());
+    return rawMessages(image, data);
+  }
+  // An entry's data: into the chunk, a batch at a time so that no chunk grows past
+  // kChunkBytes + kRawBatch.
+  while (!data.empty()) {
+    auto piece = data.substr(0, kRawBatch);
+    Pending& p = pending_[image];
+    p.bytes.append(piece);
+    p.rawBytes += piece.size();
+    rawBytes_ += piece.size();
+    data.remove_prefix(piece.size());
+    CRPIPE_TRY(maybeFlush(image));
+  }
+  return {};
+}
+
+Status ImageEmitter::rawMessages(uint32_t image, std::string_view data) {
   while (!data.empty()) {
     auto chunk = data.substr(0, kRawBatch);
     auto bytes = kj::arrayPtr(reinterpret_cast<const kj::byte*>(chunk.data()), chunk.size());
@@ -79,6 +118,49 @@ Status ImageEmitter::raw(uint32_t image, std::string_view data) {
   return {};
 }
 
+Status ImageEmitter::maybeFlush(uint32_t image) {
+  if (pending_[image].bytes.size() < kChunkBytes) {
+    return {};
+  }
+  return flushChunk(image);
+}
+
+Status ImageEmitter::flushChunk(uint32_t image) {
+  Pending& p = pending_[image];
+  if (p.bytes.empty()) {
+    return {};
+  }
+  size_t size = p.bytes.size();
+  // The chunk's bytes are not copied into the message: it refers to them as an external
+  // segment, which must be whole words, so the buffer gets zeroed padding up to the next
+  // word (not part of the Data, whose length stays `size`).
+  p.bytes.append((sizeof(capnp::word) - size % sizeof(capnp::word)) % sizeof(capnp::word), '\0');
+  capnp::MallocMessageBuilder mb(16);
+  auto c = mb.initRoot<proto::Message>().initChunk();
+  c.setImage(image);
+  c.setEntries(p.entries);
+  c.setRawBytes(p.rawBytes);
+  auto bytes = kj::arrayPtr(reinterpret_cast<const kj::byte*>(p.bytes.data()), size);
+  if (reinterpret_cast<uintptr_t>(p.bytes.data()) % sizeof(capnp::word) == 0) {
+    c.adoptBytes(capnp::Orphanage::getForMessageContaining(c).referenceExternalData(
+        capnp::Data::Reader(bytes)));
+  } else {
+    c.setBytes(bytes);
+  }
+  CRPIPE_TRY(out_.write(mb));
+  p.bytes.clear();
+  p.entries = 0;
+  p.rawBytes = 0;
+  return {};
+}
+
+Status ImageEmitter::flush() {
+  for (uint32_t i = 0; i < pending_.size(); ++i) {
+    CRPIPE_TRY(flushChunk(i));
+  }
+  return {};
+}
+
 Status ImageEmitter::entryTo(const std::string& fileName,
                              const google::protobuf::MessageLite& msg) {
   auto idx = image(fileName);
@@ -89,6 +171,7 @@ Status ImageEmitter::entryTo(const std::string& fileName,
 }
 
 Status ImageEmitter::end() {
+  CRPIPE_TRY(flush());
   capnp::MallocMessageBuilder mb;
   auto e = mb.initRoot<proto::Message>().initEnd();
   e.setImages(static_cast<uint32_t>(images_.size()));
@@ -98,7 +181,7 @@ Status ImageEmitter::end() {
   return out_.flush();
 }
 
-Result<ImageWriter*> ImageSink::writer(uint32_t image, const std::string& where) {
+Result<ImageSink::Open*> ImageSink::writer(uint32_t image, const std::string& where) {
   auto it = writers_.find(image);
   if (it == writers_.end()) {
     return failMsg(where + ": data for image #" + std::to_string(image) +
@@ -126,7 +209,7 @@ Result<bool> ImageSink::consume(proto::Message::Reader msg, const std::string& w
       if (!w) {
         return fail(std::move(w).error());
       }
-      writers_.emplace(o.getImage(), std::move(*w));
+      writers_.emplace(o.getImage(), Open{std::move(*w), ImageFramer(*kind)});
       names_.push_back(name);
       return false;
     }
@@ -137,9 +220,45 @@ Result<bool> ImageSink::consume(proto::Message::Reader msg, const std::string& w
         return fail(std::move(w).error());
       }
       auto p = e.getPayload();
+      std::string_view payload(reinterpret_cast<const char*>(p.begin()), p.size());
+      CRPIPE_TRY_CTX((*w)->framer.feedEntry(payload), where + ": " + (*w)->writer.name());
       ++entries_;
-      CRPIPE_TRY((*w)->writeEntry(
-          std::string_view(reinterpret_cast<const char*>(p.begin()), p.size())));
+      CRPIPE_TRY((*w)->writer.writeEntry(payload));
+      return false;
+    }
+    case proto::Message::CHUNK: {
+      auto c = msg.getChunk();
+      auto w = writer(c.getImage(), where);
+      if (!w) {
+        return fail(std::move(w).error());
+      }
+      auto d = c.getBytes();
+      std::string_view bytes(reinterpret_cast<const char*>(d.begin()), d.size());
+      // The bytes go to the file as they are; the walk only checks that they are what the
+      // chunk says: whole entries, each with the data its kind announces.
+      uint64_t entries = 0, raw = 0;
+      auto st = (*w)->framer.feed(
+          bytes,
+          [&entries](std::string_view) -> Status {
+            ++entries;
+            return {};
+          },
+          [&raw](std::string_view r) -> Status {
+            raw += r.size();
+            return {};
+          });
+      std::string ctx = where + ": chunk of " + (*w)->writer.name();
+      if (!st) {
+        return fail(std::move(st).error().context(ctx));
+      }
+      if (entries != c.getEntries() || raw != c.getRawBytes()) {
+        return failMsg(ctx + " announces " + std::to_string(c.getEntries()) + " entries and " +
+                       std::to_string(c.getRawBytes()) + " raw bytes but holds " +
+                       std::to_string(entries) + " and " + std::to_string(raw));
+      }
+      entries_ += entries;
+      rawBytes_ += raw;
+      CRPIPE_TRY((*w)->writer.writeRaw(bytes));
       return false;
     }
     case proto::Message::RAW: {
@@ -149,9 +268,10 @@ Result<bool> ImageSink::consume(proto::Message::Reader msg, const std::string& w
         return fail(std::move(w).error());
       }
       auto d = r.getData();
+      CRPIPE_TRY_CTX((*w)->framer.feedRaw(d.size()), where + ": " + (*w)->writer.name());
       rawBytes_ += d.size();
-      CRPIPE_TRY(
-          (*w)->writeRaw(std::string_view(reinterpret_cast<const char*>(d.begin()), d.size())));
+      CRPIPE_TRY((*w)->writer.writeRaw(
+          std::string_view(reinterpret_cast<const char*>(d.begin()), d.size())));
       return false;
     }
     case proto::Message::END: {
@@ -164,12 +284,20 @@ Result<bool> ImageSink::consume(proto::Message::Reader msg, const std::string& w
                        std::to_string(writers_.size()) + ", " + std::to_string(entries_) +
                        ", " + std::to_string(rawBytes_));
       }
-      for (auto& [idx, w] : writers_) {
-        bytes_ += w.bytesWritten();
-        CRPIPE_TRY(w.finish());
+      for (auto& [idx, o] : writers_) {
+        if (!o.framer.complete()) {
+          return failMsg(where + ": stream ends with " + o.writer.name() + " owing " +
+                         std::to_string(o.framer.owed()) + " bytes of an entry's data");
+        }
       }
-      if (::fsync(dirFd_) < 0) {
-        return failSys("fsync image directory");
+      for (auto& [idx, o] : writers_) {
+        bytes_ += o.writer.bytesWritten();
+        CRPIPE_TRY(o.writer.finish());
+      }
+      // One syncfs for every image and the directory: a dump of many tasks writes
+      // hundreds of files, and an fsync each would commit the journal as many times.
+      if (::syncfs(dirFd_) < 0) {
+        return failSys("syncfs of the image directory");
       }
       return true;
     }

@@ -5,6 +5,7 @@
 #include <map>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/image_format.h"
 #include "common/result.h"
@@ -14,8 +15,14 @@ namespace crpipe {
 
 // Puts image files onto a stage stream: ImageOpen once per file, then its entries and raw
 // data in file order. Different files may interleave; each file's own order is kept.
+// Entries and the data that follows them are gathered per file into ImageChunk messages
+// of about kChunkBytes, laid out as the file stores them; a raw image's data (pages) goes
+// in ImageRaw messages, after every chunk gathered so far, so entries still come before
+// the pages they describe.
 class ImageEmitter {
  public:
+  static constexpr size_t kChunkBytes = 256 * 1024;
+
   explicit ImageEmitter(StageWriter& out) : out_(out) {}
 
   // The stream index of an image file, announcing it on first use.
@@ -25,15 +32,30 @@ class ImageEmitter {
   Status raw(uint32_t image, std::string_view data);
   // Convenience: entry into the named image.
   Status entryTo(const std::string& fileName, const google::protobuf::MessageLite& msg);
+  // Sends every chunk gathered so far.
+  Status flush();
   Status end();
 
   uint64_t entries() const { return entries_; }
   uint64_t rawBytes() const { return rawBytes_; }
 
  private:
+  // What one image has gathered for its next ImageChunk.
+  struct Pending {
+    std::string bytes;
+    uint32_t entries = 0;
+    uint64_t rawBytes = 0;
+    bool rawImage = false;  // pages-N.img: data only, sent as ImageRaw
+  };
+
+  Status flushChunk(uint32_t image);
+  // Sends the image's chunk once it is big enough.
+  Status maybeFlush(uint32_t image);
+  Status rawMessages(uint32_t image, std::string_view data);
+
   StageWriter& out_;
   std::map<std::string, uint32_t, std::less<>> images_;
-  std::string scratch_;
+  std::vector<Pending> pending_;  // by image index
   uint64_t entries_ = 0;
   uint64_t rawBytes_ = 0;
 };
@@ -50,10 +72,16 @@ class ImageSink {
   const std::vector<std::string>& names() const { return names_; }
 
  private:
-  Result<ImageWriter*> writer(uint32_t image, const std::string& where);
+  // An image being written, and where its framing stands.
+  struct Open {
+    ImageWriter writer;
+    ImageFramer framer;
+  };
+
+  Result<Open*> writer(uint32_t image, const std::string& where);
 
   int dirFd_;
-  std::map<uint32_t, ImageWriter> writers_;
+  std::map<uint32_t, Open> writers_;
   std::vector<std::string> names_;
   uint64_t entries_ = 0;
   uint64_t rawBytes_ = 0;

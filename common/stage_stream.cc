@@ -151,6 +151,13 @@ std::string describeMessage(proto::Message::Reader msg) {
       snprintf(buf, sizeof(buf), "entry #%u %zu bytes", e.getImage(), e.getPayload().size());
       return buf;
     }
+    case proto::Message::CHUNK: {
+      auto c = msg.getChunk();
+      snprintf(buf, sizeof(buf), "chunk #%u %u entries %lu raw bytes, %zu bytes", c.getImage(),
+               c.getEntries(), static_cast<unsigned long>(c.getRawBytes()),
+               c.getBytes().size());
+      return buf;
+    }
     case proto::Message::RAW: {
       auto r = msg.getRaw();
       snprintf(buf, sizeof(buf), "raw #%u %zu bytes", r.getImage(), r.getData().size());

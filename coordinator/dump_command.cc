@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "common/partial_dirs.h"
 #include "common/stage_stream.h"
@@ -12,6 +13,18 @@
 namespace crpipe {
 
 namespace {
+
+// The data channel holds what a unix stream socket's sender may have in flight: its
+// SO_SNDBUF (~200 KiB by default, less than one ImageChunk). A few MiB let the collector
+// write on while the serializer waits for a CPU, instead of the two taking turns on every
+// chunk. Best effort: root may go past net.core.wmem_max (SO_SNDBUFFORCE), others get
+// what the limit allows.
+void widenSendBuffer(int fd) {
+  int bytes = 8 << 20;
+  if (::setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &bytes, sizeof(bytes)) != 0) {
+    (void)::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof(bytes));
+  }
+}
 
 // Fd numbers the stages get their channels on.
 constexpr int kDataFd = 3;
@@ -259,6 +272,7 @@ Outcome runDump(const DumpOptions& opts, ProgressView& view, Log& log) {
     }
     serializer = *s;
     collectorData = std::move(data->first);
+    widenSendBuffer(collectorData.get());
     append(collArgs, {"--out", "-", "--out-fd", std::to_string(kDataFd)});
     collFds.push_back({kDataFd, collectorData.get()});
   }

@@ -31,6 +31,13 @@ Result<bool> RestoreImages::consume(proto::Message::Reader msg, const std::strin
       std::string name = o.getName();
       names_[o.getImage()] = name;
       images_[name];
+      if (auto kind = imageKindForFile(name)) {
+        framers_.insert_or_assign(o.getImage(), ImageFramer(*kind));
+      }
+      return false;
+    }
+    case proto::Message::CHUNK: {
+      CRPIPE_TRY(consumeChunk(msg.getChunk(), where));
       return false;
     }
     case proto::Message::ENTRY: {
@@ -41,8 +48,12 @@ Result<bool> RestoreImages::consume(proto::Message::Reader msg, const std::strin
                        " that was never opened");
       }
       auto p = e.getPayload();
-      images_[it->second].push_back(
-          {std::string(reinterpret_cast<const char*>(p.begin()), p.size()), {}});
+      std::string_view payload(reinterpret_cast<const char*>(p.begin()), p.size());
+      // Entries may come one by one or in chunks: one framer follows both.
+      if (auto fr = framers_.find(e.getImage()); fr != framers_.end()) {
+        CRPIPE_TRY_CTX(fr->second.feedEntry(payload), where + ": " + it->second);
+      }
+      images_[it->second].push_back({std::string(payload), {}});
       ++entryCount_;
       return false;
     }
@@ -61,6 +72,9 @@ Result<bool> RestoreImages::consume(proto::Message::Reader msg, const std::strin
                        " with no entry before it");
       }
       auto d = r.getData();
+      if (auto fr = framers_.find(r.getImage()); fr != framers_.end()) {
+        CRPIPE_TRY_CTX(fr->second.feedRaw(d.size()), where + ": " + it->second);
+      }
       auto kind = imageKindForFile(it->second);
       if (kind && kind->magic == 0 && kind->headMagic == 0) {
         // Page contents: hundreds of MiB, into memory that grows without copying.
@@ -94,6 +108,52 @@ Result<bool> RestoreImages::consume(proto::Message::Reader msg, const std::strin
     default:
       return failMsg(where + ": unexpected " + describeMessage(msg));
   }
+}
+
+Status RestoreImages::consumeChunk(proto::ImageChunk::Reader c, const std::string& where) {
+  auto it = names_.find(c.getImage());
+  auto fr = framers_.find(c.getImage());
+  if (it == names_.end() || fr == framers_.end()) {
+    return failMsg(where + ": chunk for image #" + std::to_string(c.getImage()) +
+                   " that was never opened");
+  }
+  const std::string& name = it->second;
+  auto& entries = images_[name];
+  auto kind = imageKindForFile(name);
+  const bool rawImage = kind && kind->magic == 0 && kind->headMagic == 0;
+  auto d = c.getBytes();
+  std::string_view bytes(reinterpret_cast<const char*>(d.begin()), d.size());
+  uint64_t got = 0, raw = 0;
+  auto st = fr->second.feed(
+      bytes,
+      [&entries, &got](std::string_view payload) -> Status {
+        entries.push_back({std::string(payload), {}});
+        ++got;
+        return {};
+      },
+      [this, &entries, &raw, &name, rawImage](std::string_view data) -> Status {
+        raw += data.size();
+        if (rawImage) {
+          if (entries.empty()) {
+            entries.push_back({std::string(), {}});
+          }
+          return rawStreamed_[name].append(data.data(), data.size());
+        }
+        entries.back().trailing.append(data);
+        return {};
+      });
+  if (!st) {
+    return fail(std::move(st).error().context(where + ": chunk of " + name));
+  }
+  if (got != c.getEntries() || raw != c.getRawBytes()) {
+    return failMsg(where + ": chunk of " + name + " announces " +
+                   std::to_string(c.getEntries()) + " entries and " +
+                   std::to_string(c.getRawBytes()) + " raw bytes but holds " +
+                   std::to_string(got) + " and " + std::to_string(raw));
+  }
+  entryCount_ += got;
+  rawBytes_ += raw;
+  return {};
 }
 
 GrowBuffer::~GrowBuffer() {

@@ -8,6 +8,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/image_format.h"
 #include "common/result.h"
 #include "protos/stage.capnp.h"
 
@@ -77,7 +78,11 @@ class RestoreImages {
   }
 
  private:
+  // One ImageChunk: its entries and their data, split with the image's framer.
+  Status consumeChunk(proto::ImageChunk::Reader c, const std::string& where);
+
   std::map<uint32_t, std::string> names_;
+  std::map<uint32_t, ImageFramer> framers_;  // where each image's chunks stand
   std::map<std::string, std::vector<ImageEntryData>> images_;
   std::map<std::string, std::string_view> mapped_;  // munmap'd by the destructor
   std::map<std::string, GrowBuffer> rawStreamed_;  // raw images that came on the stream

@@ -25,6 +25,7 @@ struct Message {
     taskOrder @9 :TaskOrder;
     phase @10 :Phase;
     phaseDone @11 :PhaseDone;
+    chunk @12 :ImageChunk;
   }
 }
 
@@ -65,6 +66,21 @@ struct ImageEntry {
 struct ImageRaw {
   image @0 :UInt32;
   data @1 :Data;
+}
+
+# Collector or serializer -> reader: a run of an image's entries, with the raw data that
+# follows them, exactly as the image file stores them: each entry as its 4-byte
+# little-endian length and its protobuf bytes, an sk-queue or pipe-data entry followed by
+# its data. A writer appends `bytes` to the file as they are; a reader that wants pieces
+# walks them (common/image_stream.h, forEachChunkPiece). One message for many entries
+# instead of one ImageEntry each: per-message costs were most of a dump's user time.
+# `entries` and `rawBytes` say what `bytes` holds, so a reader checks the framing inside
+# and End's counts still add up.
+struct ImageChunk {
+  image @0 :UInt32;
+  entries @1 :UInt32;
+  rawBytes @2 :UInt64;
+  bytes @3 :Data;
 }
 
 # Any stage -> coordinator (control channel): how far a long step has come.

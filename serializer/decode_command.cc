@@ -17,11 +17,15 @@ constexpr size_t kRawPreview = 32;
 struct OpenImage {
   std::string name;
   std::optional<ImageKind> kind;
+  std::optional<ImageFramer> framer;  // where the image's chunks stand
 };
 
-void printEntry(FILE* out, const OpenImage* img, proto::ImageEntry::Reader e) {
-  auto p = e.getPayload();
-  std::string_view payload(reinterpret_cast<const char*>(p.begin()), p.size());
+void printRaw(FILE* out, std::string_view data) {
+  fprintf(out, "    %s%s\n", hexBytes(data.substr(0, kRawPreview)).c_str(),
+          data.size() > kRawPreview ? "..." : "");
+}
+
+void printEntry(FILE* out, const OpenImage* img, std::string_view payload) {
   if (img == nullptr || !img->kind) {
     fprintf(out, "    (image never opened) %s\n", hexBytes(payload.substr(0, kRawPreview)).c_str());
     return;
@@ -35,20 +39,57 @@ void printEntry(FILE* out, const OpenImage* img, proto::ImageEntry::Reader e) {
           entryText(**msg, true).c_str());
 }
 
+// Each entry of a chunk as an ImageEntry would print, and each run of data as an ImageRaw.
+void printChunk(FILE* out, OpenImage* img, proto::ImageChunk::Reader c) {
+  if (img == nullptr || !img->framer) {
+    fprintf(out, "    (image never opened)\n");
+    return;
+  }
+  auto d = c.getBytes();
+  std::string_view bytes(reinterpret_cast<const char*>(d.begin()), d.size());
+  auto st = img->framer->feed(
+      bytes,
+      [out, img](std::string_view payload) -> Status {
+        printEntry(out, img, payload);
+        return {};
+      },
+      [out](std::string_view data) -> Status {
+        printRaw(out, data);
+        return {};
+      });
+  if (!st) {
+    fprintf(out, "    %s: %s\n", img->name.c_str(), st.error().str().c_str());
+  }
+}
+
 void printMessage(FILE* out, proto::Message::Reader m, uint64_t offset,
                   std::map<uint32_t, OpenImage>& images) {
   fprintf(out, "@%lu %s\n", static_cast<unsigned long>(offset), describeMessage(m).c_str());
   if (m.isImageOpen()) {
     auto o = m.getImageOpen();
-    images[o.getImage()] = OpenImage{o.getName(), imageKindForFile(o.getName().cStr())};
+    OpenImage img{o.getName(), imageKindForFile(o.getName().cStr()), std::nullopt};
+    if (img.kind) {
+      img.framer.emplace(*img.kind);
+    }
+    images[o.getImage()] = std::move(img);
   } else if (m.isEntry()) {
     auto it = images.find(m.getEntry().getImage());
-    printEntry(out, it == images.end() ? nullptr : &it->second, m.getEntry());
+    auto p = m.getEntry().getPayload();
+    std::string_view payload(reinterpret_cast<const char*>(p.begin()), p.size());
+    if (it != images.end() && it->second.framer) {
+      (void)it->second.framer->feedEntry(payload);
+    }
+    printEntry(out, it == images.end() ? nullptr : &it->second, payload);
+  } else if (m.isChunk()) {
+    auto it = images.find(m.getChunk().getImage());
+    printChunk(out, it == images.end() ? nullptr : &it->second, m.getChunk());
   } else if (m.isRaw()) {
+    auto it = images.find(m.getRaw().getImage());
     auto d = m.getRaw().getData();
-    std::string_view data(reinterpret_cast<const char*>(d.begin()), d.size());
-    fprintf(out, "    %s%s\n", hexBytes(data.substr(0, kRawPreview)).c_str(),
-            data.size() > kRawPreview ? "..." : "");
+    if (it != images.end() && it->second.framer) {
+      (void)it->second.framer->feedRaw(d.size());
+    }
+    printRaw(out, std::string_view(reinterpret_cast<const char*>(d.begin()), d.size()));
   }
 }
 

@@ -61,19 +61,28 @@ Result<UnixDiagSocket> parseUnixDiagPayload(std::span<const uint8_t> payload) {
   // that any byte span (a canned payload at an odd offset) parses the same way.
   size_t attrOff = NLMSG_ALIGN(sizeof(unix_diag_msg));
   size_t attrLen = payload.size() > attrOff ? payload.size() - attrOff : 0;
-  std::vector<uint64_t> aligned((attrLen + 7) / 8 + 1);
+  // Every socket of the namespace comes through here (tens of thousands on a busy host):
+  // the usual attributes fit the stack buffer, a listener's long ICONS takes the heap.
+  uint64_t small[64];
+  std::vector<uint64_t> large;
+  uint64_t* aligned = small;
+  if (attrLen > sizeof(small)) {
+    large.resize((attrLen + 7) / 8);
+    aligned = large.data();
+  }
   if (attrLen > 0) {
-    std::memcpy(aligned.data(), payload.data() + attrOff, attrLen);
+    std::memcpy(aligned, payload.data() + attrOff, attrLen);
   }
   // UNIX_DIAG_NAME is attribute type 0, which libnl's nla_parse stores like any other.
   nlattr* tb[UNIX_DIAG_MAX + 1] = {};
-  int err = nla_parse(tb, UNIX_DIAG_MAX, reinterpret_cast<nlattr*>(aligned.data()),
+  int err = nla_parse(tb, UNIX_DIAG_MAX, reinterpret_cast<nlattr*>(aligned),
                       static_cast<int>(attrLen), nullptr);
   if (err < 0) {
     return failMsg("sock_diag attributes of unix socket ino " + std::to_string(sk.ino) +
                    " do not parse (" + std::to_string(err) + ")");
   }
-  std::string ctx = "unix socket ino " + std::to_string(sk.ino);
+  // Only an error needs this text.
+  auto ctx = [&sk]() { return "unix socket ino " + std::to_string(sk.ino); };
 
   if (tb[UNIX_DIAG_NAME] != nullptr) {
     auto b = attrBytes(tb, UNIX_DIAG_NAME, 0, "NAME");
@@ -82,7 +91,7 @@ Result<UnixDiagSocket> parseUnixDiagPayload(std::span<const uint8_t> payload) {
   if (tb[UNIX_DIAG_VFS] != nullptr) {
     auto b = attrBytes(tb, UNIX_DIAG_VFS, sizeof(unix_diag_vfs), "VFS");
     if (!b) {
-      return fail(std::move(b).error().context(ctx));
+      return fail(std::move(b).error().context(ctx()));
     }
     auto v = readAs<unix_diag_vfs>(b->data());
     sk.vfsIno = v.udiag_vfs_ino;
@@ -91,14 +100,14 @@ Result<UnixDiagSocket> parseUnixDiagPayload(std::span<const uint8_t> payload) {
   if (tb[UNIX_DIAG_PEER] != nullptr) {
     auto b = attrBytes(tb, UNIX_DIAG_PEER, sizeof(uint32_t), "PEER");
     if (!b) {
-      return fail(std::move(b).error().context(ctx));
+      return fail(std::move(b).error().context(ctx()));
     }
     sk.peer = readAs<uint32_t>(b->data());
   }
   if (tb[UNIX_DIAG_ICONS] != nullptr) {
     auto b = attrBytes(tb, UNIX_DIAG_ICONS, 0, "ICONS");
     if (b->size() % sizeof(uint32_t) != 0) {
-      return failMsg(ctx + ": sock_diag attribute ICONS has " + std::to_string(b->size()) +
+      return failMsg(ctx() + ": sock_diag attribute ICONS has " + std::to_string(b->size()) +
                      " bytes, not a multiple of 4");
     }
     sk.icons.resize(b->size() / sizeof(uint32_t));
@@ -107,7 +116,7 @@ Result<UnixDiagSocket> parseUnixDiagPayload(std::span<const uint8_t> payload) {
   if (tb[UNIX_DIAG_RQLEN] != nullptr) {
     auto b = attrBytes(tb, UNIX_DIAG_RQLEN, sizeof(unix_diag_rqlen), "RQLEN");
     if (!b) {
-      return fail(std::move(b).error().context(ctx));
+      return fail(std::move(b).error().context(ctx()));
     }
     auto r = readAs<unix_diag_rqlen>(b->data());
     sk.rqueue = r.udiag_rqueue;
@@ -122,14 +131,14 @@ Result<UnixDiagSocket> parseUnixDiagPayload(std::span<const uint8_t> payload) {
   if (tb[UNIX_DIAG_SHUTDOWN] != nullptr) {
     auto b = attrBytes(tb, UNIX_DIAG_SHUTDOWN, sizeof(uint8_t), "SHUTDOWN");
     if (!b) {
-      return fail(std::move(b).error().context(ctx));
+      return fail(std::move(b).error().context(ctx()));
     }
     sk.shutdown = (*b)[0];
   }
   if (tb[UNIX_DIAG_UID] != nullptr) {
     auto b = attrBytes(tb, UNIX_DIAG_UID, sizeof(uint32_t), "UID");
     if (!b) {
-      return fail(std::move(b).error().context(ctx));
+      return fail(std::move(b).error().context(ctx()));
     }
     sk.uid = readAs<uint32_t>(b->data());
   }
@@ -181,6 +190,7 @@ uint32_t UnixDiagTable::addNamespace(uint64_t netnsIno, std::vector<UnixDiagSock
   if (!added) {
     return it->second;
   }
+  byIno_.reserve(byIno_.size() + sockets.size());
   for (auto& sk : sockets) {
     if (sk.state == TCP_LISTEN) {
       for (uint32_t client : sk.icons) {

@@ -26,7 +26,7 @@ Status UnixSocketKind::recordEmbryoQueues(DumpContext& ctx) {
   // (listener, accept index) -> the embryo's entry, as recordEmbryos() made them.
   std::map<std::pair<uint32_t, uint32_t>, Recorded*> byIndex;
   for (auto& em : embryos_) {
-    const auto& x = em.entry.crpipe();
+    const auto& x = em.entry->crpipe();
     byIndex[{x.listener(), x.icon_index()}] = &em;
   }
   auto out = ctx.out.image("sk-queues.img");
@@ -55,7 +55,7 @@ Status UnixSocketKind::recordEmbryoQueues(DumpContext& ctx) {
         // A client outside the tree connected between the sock_diag dump and now.
         return failMsg(what + " appeared during the dump; dump again");
       }
-      images::UnixSkEntry& e = it->second->entry;
+      images::UnixSkEntry& e = *it->second->entry;
       if (q.peerIno != 0 && e.peer() != 0 && q.peerIno != e.peer()) {
         return failMsg(what + ": its client is ino " + std::to_string(q.peerIno) +
                        " now, ino " + std::to_string(e.peer()) + " before; dump again");

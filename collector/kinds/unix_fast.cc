@@ -32,7 +32,6 @@ std::optional<UnixSockOpts> unixSockOptsFromFast(const FastUnix& u) {
   }
   UnixSockOpts out;
   images::SkOptsEntry& o = out.opts;
-  out.type = static_cast<int>(r.sk_type);
   // Field by field as readUnixSockOpts() sets them: which fields are present matters.
   o.set_so_sndbuf(static_cast<uint32_t>(r.sndbuf));
   o.set_so_rcvbuf(static_cast<uint32_t>(r.rcvbuf));

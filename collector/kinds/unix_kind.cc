@@ -1,6 +1,7 @@
 #include "collector/kinds/unix_kind.h"
 
 #include <fcntl.h>
+#include <linux/sock_diag.h>
 #include <linux/sockios.h>
 #include <netinet/tcp.h>
 #include <sys/ioctl.h>
@@ -70,6 +71,12 @@ bool UnixSocketKind::matches(const OpenFile& f) const {
   }
   if (f.fast != nullptr && (f.fast->flags & CRP_FD_SOCKET) != 0) {
     return f.fast->sk_family == AF_UNIX;
+  }
+  // Socket inodes are unique across namespaces (one sockfs): an inode in a sock_diag
+  // table of AF_UNIX sockets is one. Others (another family, or a unix socket of a
+  // namespace not dumped yet) are asked.
+  if (table_.find(static_cast<uint32_t>(f.st.st_ino)) != nullptr) {
+    return true;
   }
   int domain = 0;
   socklen_t len = sizeof(domain);
@@ -152,7 +159,8 @@ Result<const UnixDiagTable::Known*> UnixSocketKind::lookup(DumpContext& ctx, Ope
 }
 
 Status UnixSocketKind::recordQueue(DumpContext& ctx, OpenFile& f, uint32_t id, int type,
-                                   int peekOff, bool passCred, const FastUnix* fast) {
+                                   int peekOff, bool passCred, std::optional<uint32_t> queued,
+                                   const FastUnix* fast) {
   Result<std::vector<PeekedMessage>> msgs = std::vector<PeekedMessage>{};
   if (fast != nullptr && fast->queueRead) {
     *msgs = unixQueueFromFast(*fast, type);
@@ -161,7 +169,7 @@ Status UnixSocketKind::recordQueue(DumpContext& ctx, OpenFile& f, uint32_t id, i
     if (!dup) {
       return fail(std::move(dup).error());
     }
-    msgs = peekUnixQueue(*dup, type, peekOff, passCred, scratch_);
+    msgs = peekUnixQueue(*dup, type, peekOff, passCred, queued, scratch_);
   }
   if (!msgs) {
     return fail(std::move(msgs).error().context("receive queue"));
@@ -264,7 +272,13 @@ Status UnixSocketKind::collect(DumpContext& ctx, OpenFile& f, uint32_t id) {
                                                                    : nullptr;
   std::optional<UnixSockOpts> fastOpts = fast != nullptr ? unixSockOptsFromFast(*fast)
                                                          : std::nullopt;
-  auto opts = fromFastOrDup(f, std::move(fastOpts), readUnixSockOpts);
+  KnownUnixSockOpts knownOpts;
+  if (sk.meminfo.size() > SK_MEMINFO_SNDBUF) {
+    knownOpts.rcvbuf = sk.meminfo[SK_MEMINFO_RCVBUF];
+    knownOpts.sndbuf = sk.meminfo[SK_MEMINFO_SNDBUF];
+  }
+  auto opts = fromFastOrDup(f, std::move(fastOpts),
+                            [&knownOpts](int fd) { return readUnixSockOpts(fd, knownOpts); });
   if (!opts) {
     return fail(std::move(opts).error().context(where));
   }
@@ -276,7 +290,8 @@ Status UnixSocketKind::collect(DumpContext& ctx, OpenFile& f, uint32_t id) {
 
   Recorded rec;
   rec.where = f.where();
-  images::UnixSkEntry& e = rec.entry;
+  rec.entry = newEntry();
+  images::UnixSkEntry& e = *rec.entry;
   e.set_id(id);
   e.set_ino(ino);
   e.set_type(sk.type);
@@ -359,7 +374,11 @@ Status UnixSocketKind::collect(DumpContext& ctx, OpenFile& f, uint32_t id) {
   // socket has a queue only once connected (recvmsg on an unconnected one is EINVAL; a
   // connection whose peer closed stays established, with its data).
   if (sk.type == SOCK_DGRAM || sk.state == TCP_ESTABLISHED) {
-    auto st = recordQueue(ctx, f, id, sk.type, opts->peekOff, opts->opts.so_passcred(), fast);
+    // For a stream, sock_diag's rqueue is the bytes queued (for a datagram socket only
+    // the first datagram's).
+    std::optional<uint32_t> queued = sk.type == SOCK_STREAM ? sk.rqueue : std::nullopt;
+    auto st = recordQueue(ctx, f, id, sk.type, opts->peekOff, opts->opts.so_passcred(),
+                          queued, fast);
     if (!st) {
       return fail(std::move(st).error().context(where));
     }

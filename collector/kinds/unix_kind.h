@@ -2,6 +2,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -10,6 +11,9 @@
 #include "collector/mount_ns.h"
 #include "collector/kinds/unix_diag.h"
 #include "common/unique_fd.h"
+#include <google/protobuf/arena.h>
+
+#include "protos/fdinfo.pb.h"
 #include "protos/sk_unix.pb.h"
 
 namespace crpipe::collector {
@@ -30,15 +34,22 @@ class UnixSocketKind : public FdKind {
 
  private:
   struct Recorded {
-    images::UnixSkEntry entry;
+    images::UnixSkEntry* entry = nullptr;  // on arena_
     std::string where;  // "fd 5 of pid 300", for errors
   };
+
+  // A new entry on arena_.
+  images::UnixSkEntry* newEntry() {
+    return google::protobuf::Arena::CreateMessage<images::UnixSkEntry>(&arena_);
+  }
+  // Its FileEntry into files.img, without copying it.
+  Status writeEntry(DumpContext& ctx, images::UnixSkEntry* e);
 
   Status addNamespace(DumpContext& ctx, uint64_t netnsIno, int netnsFd);
   Result<const UnixDiagTable::Known*> lookup(DumpContext& ctx, OpenFile& f);
   // The queue from the fast path's records when it read it whole, else peeked.
   Status recordQueue(DumpContext& ctx, OpenFile& f, uint32_t id, int type, int peekOff,
-                     bool passCred, const FastUnix* fast);
+                     bool passCred, std::optional<uint32_t> queued, const FastUnix* fast);
   Status notePendingListener(OpenFile& f, uint32_t ino, uint64_t netnsIno);
   Status settlePeer(DumpContext& ctx, Recorded& r);
   Status markExternal(DumpContext& ctx, Recorded& r, uint32_t peerIno);
@@ -47,6 +58,10 @@ class UnixSocketKind : public FdKind {
   Status recordEmbryoQueues(DumpContext& ctx);
   Status writeExternalPeer(DumpContext& ctx, uint32_t peerIno);
 
+  // Every entry of the dump lives here: thousands of entries with their nested messages
+  // and strings are freed as a few blocks, and a FileEntry takes one without a copy.
+  // Declared first, so that it outlives everything that points into it.
+  google::protobuf::Arena arena_;
   UnixDiagTable table_;
   uint64_t selfNetns_ = 0;
   std::map<uint32_t, Recorded> recorded_;  // by inode

@@ -29,21 +29,22 @@ void fillEmpty(images::UnixSkEntry& e) {
   o->set_so_rcv_tmo_usec(0);
 }
 
-Status writeEntry(DumpContext& ctx, const images::UnixSkEntry& e) {
-  images::FileEntry fe;
-  fe.set_type(images::UNIXSK);
-  fe.set_id(e.id());
-  *fe.mutable_usk() = e;
-  return ctx.out.entryTo("files.img", fe);
-}
 
 // RCV_SHUTDOWN on one end of a connection is SEND_SHUTDOWN on the other.
 uint32_t swapShutdown(uint32_t s) { return ((s & 1) << 1) | ((s & 2) >> 1); }
 
 }  // namespace
 
+Status UnixSocketKind::writeEntry(DumpContext& ctx, images::UnixSkEntry* e) {
+  auto* fe = google::protobuf::Arena::CreateMessage<images::FileEntry>(&arena_);
+  fe->set_type(images::UNIXSK);
+  fe->set_id(e->id());
+  fe->unsafe_arena_set_allocated_usk(e);  // both on arena_
+  return ctx.out.entryTo("files.img", *fe);
+}
+
 Status UnixSocketKind::markExternal(DumpContext& ctx, Recorded& r, uint32_t peerIno) {
-  images::UnixSkEntry& e = r.entry;
+  images::UnixSkEntry& e = *r.entry;
   const auto* peer = table_.find(peerIno);
   std::string peerName = peer != nullptr && peer->sk.name ? *peer->sk.name : "";
   std::string ino = std::to_string(e.ino());
@@ -73,13 +74,13 @@ Status UnixSocketKind::markExternal(DumpContext& ctx, Recorded& r, uint32_t peer
 }
 
 Status UnixSocketKind::settlePeer(DumpContext& ctx, Recorded& r) {
-  images::UnixSkEntry& e = r.entry;
+  images::UnixSkEntry& e = *r.entry;
   if (e.peer() != 0) {
     auto it = recorded_.find(e.peer());
     if (it == recorded_.end()) {
       return markExternal(ctx, r, e.peer());
     }
-    const auto& pe = it->second.entry;
+    const auto& pe = *it->second.entry;
     if (pe.peer() != e.ino() && pe.name().empty()) {
       ctx.log.warn("unix: socket ino %u is connected to ino %u, which is connected elsewhere "
                    "and has no name", e.ino(), e.peer());
@@ -105,14 +106,15 @@ Status UnixSocketKind::settlePeer(DumpContext& ctx, Recorded& r) {
 }
 
 void UnixSocketKind::recordEmbryos(DumpContext& ctx, const Recorded& listener) {
-  const images::UnixSkEntry& l = listener.entry;
+  const images::UnixSkEntry& l = *listener.entry;
   const auto& icons = l.crpipe().icons();
   for (int i = 0; i < icons.size(); ++i) {
     uint32_t client = icons[i];
     Recorded em;
     em.where = "connection " + std::to_string(i) + " not accepted by ino " +
                std::to_string(l.ino());
-    images::UnixSkEntry& e = em.entry;
+    em.entry = newEntry();
+    images::UnixSkEntry& e = *em.entry;
     fillEmpty(e);
     e.set_id(ctx.files.newId());
     e.set_ino(0);  // an embryo has no inode until accept() gives it a file
@@ -160,7 +162,7 @@ void UnixSocketKind::recordEmbryos(DumpContext& ctx, const Recorded& listener) {
 Status UnixSocketKind::writeExternalPeer(DumpContext& ctx, uint32_t peerIno) {
   // CRIU's shape for a socket outside the tree: an entry of its own, USK_EXTERN, with the
   // name to reconnect to; the inside socket keeps `peer` = this inode.
-  images::UnixSkEntry e;
+  images::UnixSkEntry& e = *newEntry();
   fillEmpty(e);
   e.set_id(ctx.files.newId());
   e.set_ino(peerIno);
@@ -180,7 +182,7 @@ Status UnixSocketKind::writeExternalPeer(DumpContext& ctx, uint32_t peerIno) {
     e.set_ns_id(p->nsId);
     x->set_netns_ino(p->netnsIno);
   }
-  return writeEntry(ctx, e);
+  return writeEntry(ctx, &e);
 }
 
 Status UnixSocketKind::finish(DumpContext& ctx) {
@@ -188,7 +190,7 @@ Status UnixSocketKind::finish(DumpContext& ctx) {
     CRPIPE_TRY(settlePeer(ctx, rec));
   }
   for (const auto& [ino, rec] : recorded_) {
-    if (rec.entry.state() == TCP_LISTEN && rec.entry.crpipe().icons_size() > 0) {
+    if (rec.entry->state() == TCP_LISTEN && rec.entry->crpipe().icons_size() > 0) {
       recordEmbryos(ctx, rec);
     }
   }

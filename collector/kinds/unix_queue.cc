@@ -16,6 +16,7 @@ namespace {
 #endif
 
 constexpr size_t kInitialBuffer = 64 * 1024;
+constexpr size_t kMaxOneRead = 4 * 1024 * 1024;
 // Room for the files of one message (the kernel passes at most SCM_MAX_FD = 253) and its
 // credentials.
 constexpr size_t kControlSize = CMSG_SPACE(253 * sizeof(int)) + CMSG_SPACE(sizeof(ucred)) +
@@ -36,8 +37,9 @@ Status setPassCred(int fd, bool on) {
   return {};
 }
 
-// Puts the user's SO_PEEK_OFF and SO_PASSCRED back. restore() reports a failure; the
-// destructor is the best effort on an error path that already has an error to return.
+// Puts the user's SO_PEEK_OFF (if the peek changed it) and SO_PASSCRED back. restore()
+// reports a failure; the destructor is the best effort on an error path that already has
+// an error to return.
 class PeekStateGuard {
  public:
   PeekStateGuard(int fd, int peekOff, bool passCred)
@@ -49,9 +51,16 @@ class PeekStateGuard {
       (void)restore();
     }
   }
+  // Sets SO_PEEK_OFF for the walk; restore() puts the user's value back.
+  Status setPeekOff(int off) {
+    peekOffChanged_ = true;
+    return crpipe::collector::setPeekOff(fd_, off);
+  }
   Status restore() {
     armed_ = false;
-    CRPIPE_TRY(setPeekOff(fd_, peekOff_));
+    if (peekOffChanged_) {
+      CRPIPE_TRY(crpipe::collector::setPeekOff(fd_, peekOff_));
+    }
     if (!passCred_) {
       CRPIPE_TRY(setPassCred(fd_, false));
     }
@@ -62,6 +71,7 @@ class PeekStateGuard {
   int fd_;
   int peekOff_;
   bool passCred_;
+  bool peekOffChanged_ = false;
   bool armed_ = true;
 };
 
@@ -163,10 +173,10 @@ bool sameCreds(const std::optional<ucred>& a, const std::optional<ucred>& b) {
 // later peek *at an offset*, but a peek without offset always returns the head. Then the
 // rest is walked with SO_PEEK_OFF, which for these types counts the bytes of the messages
 // before (a zero-length message is returned once, then skipped because we peeked it).
-Status peekRecords(int fd, int type, int userPeekOff, std::vector<char>& buf,
-                   std::vector<PeekedMessage>& out) {
+Status peekRecords(int fd, int type, int userPeekOff, PeekStateGuard& state,
+                   std::vector<char>& buf, std::vector<PeekedMessage>& out) {
   if (userPeekOff != -1) {
-    CRPIPE_TRY(setPeekOff(fd, -1));
+    CRPIPE_TRY(state.setPeekOff(-1));
   }
   size_t size = std::max(buf.size(), kInitialBuffer);
   size_t off = 0;
@@ -183,7 +193,7 @@ Status peekRecords(int fd, int type, int userPeekOff, std::vector<char>& buf,
       // The kernel advanced the offset by what it copied: grow and read it again.
       size = r->len;
       if (!head) {
-        CRPIPE_TRY(setPeekOff(fd, static_cast<int>(off)));
+        CRPIPE_TRY(state.setPeekOff(static_cast<int>(off)));
       }
       continue;
     }
@@ -191,15 +201,30 @@ Status peekRecords(int fd, int type, int userPeekOff, std::vector<char>& buf,
     out.push_back(std::move(r->msg));
     if (head) {
       head = false;
-      CRPIPE_TRY(setPeekOff(fd, static_cast<int>(off)));
+      CRPIPE_TRY(state.setPeekOff(static_cast<int>(off)));
     }
   }
 }
 
-Status peekStream(int fd, std::vector<char>& buf, std::vector<PeekedMessage>& out) {
-  CRPIPE_TRY(setPeekOff(fd, 0));
+Status peekStream(int fd, int userPeekOff, std::optional<uint32_t> queued,
+                  PeekStateGuard& state, std::vector<char>& buf,
+                  std::vector<PeekedMessage>& out) {
   size_t size = std::max(buf.size(), kInitialBuffer);
+  if (queued) {
+    // Room for the whole queue in one read, within reason (the walk handles the rest).
+    size = std::max<size_t>(size, std::min<size_t>(*queued, kMaxOneRead));
+  }
   bool prevFull = false;  // the last read stopped only because the buffer was full
+  // Where the user has no peek offset, a peek without one starts at the head just as one
+  // at offset 0 does. When that first peek returns every byte sock_diag counted in the
+  // queue (one sender, no files: the common case), the queue is read, and SO_PEEK_OFF is
+  // neither set nor put back. Otherwise the walk goes on from there with the offset.
+  bool offsetSet = false;
+  if (userPeekOff != -1 || !queued) {
+    CRPIPE_TRY(state.setPeekOff(0));
+    offsetSet = true;
+  }
+  size_t total = 0;
   for (;;) {
     auto r = peekOnce(fd, SOCK_STREAM, buf, size);
     if (!r) {
@@ -209,6 +234,7 @@ Status peekStream(int fd, std::vector<char>& buf, std::vector<PeekedMessage>& ou
       return {};
     }
     size_t n = r->len;
+    total += n;
     PeekedMessage msg = std::move(r->msg);
     // A stream peek glues the bytes of several sends and stops after the first send that
     // carries files. Where that send began cannot be found by peeking: on this kernel
@@ -227,13 +253,21 @@ Status peekStream(int fd, std::vector<char>& buf, std::vector<PeekedMessage>& ou
     bool full = msg.rights.empty() && n == size;
     push(std::move(msg));
     prevFull = full;
+    if (!offsetSet) {
+      if (queued && total == *queued && !full) {
+        return {};
+      }
+      CRPIPE_TRY(state.setPeekOff(static_cast<int>(total)));
+      offsetSet = true;
+    }
   }
 }
 
 }  // namespace
 
 Result<std::vector<PeekedMessage>> peekUnixQueue(int fd, int type, int userPeekOff,
-                                                 bool userPassCred, std::vector<char>& scratch) {
+                                                 bool userPassCred, std::optional<uint32_t> queued,
+                                                 std::vector<char>& scratch) {
   PeekStateGuard guard(fd, userPeekOff, userPassCred);
   // Credentials are on during the peek: they tell a zero-length record from the end of a
   // shut-down seqpacket queue, and they keep stream peeks from gluing different senders.
@@ -242,9 +276,9 @@ Result<std::vector<PeekedMessage>> peekUnixQueue(int fd, int type, int userPeekO
   }
   std::vector<PeekedMessage> out;
   if (type == SOCK_STREAM) {
-    CRPIPE_TRY(peekStream(fd, scratch, out));
+    CRPIPE_TRY(peekStream(fd, userPeekOff, queued, guard, scratch, out));
   } else {
-    CRPIPE_TRY(peekRecords(fd, type, userPeekOff, scratch, out));
+    CRPIPE_TRY(peekRecords(fd, type, userPeekOff, guard, scratch, out));
   }
   CRPIPE_TRY(guard.restore());
   return out;

@@ -24,8 +24,11 @@ struct PeekedMessage {
 // seqpacket record (zero-length ones included); for a stream, one entry per run of bytes
 // with the same sender, cut after the byte that carries files so that the files stay
 // attached where they were. The user's SO_PEEK_OFF and SO_PASSCRED are put back before
-// returning, also on error. `scratch` is a reusable buffer.
+// returning, also on error. `queued` is what sock_diag counts in a stream's queue
+// (UNIX_DIAG_RQLEN), when known: a queue read whole by one peek needs no SO_PEEK_OFF walk.
+// `scratch` is a reusable buffer.
 Result<std::vector<PeekedMessage>> peekUnixQueue(int fd, int type, int userPeekOff,
-                                                 bool userPassCred, std::vector<char>& scratch);
+                                                 bool userPassCred, std::optional<uint32_t> queued,
+                                                 std::vector<char>& scratch);
 
 }  // namespace crpipe::collector

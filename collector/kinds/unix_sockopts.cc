@@ -60,7 +60,7 @@ Status readFilter(int fd, images::SkOptsEntry& opts) {
 
 }  // namespace
 
-Result<UnixSockOpts> readUnixSockOpts(int fd) {
+Result<UnixSockOpts> readUnixSockOpts(int fd, const KnownUnixSockOpts& known) {
   UnixSockOpts r;
   images::SkOptsEntry& o = r.opts;
 
@@ -70,14 +70,20 @@ Result<UnixSockOpts> readUnixSockOpts(int fd) {
     return fail(std::move(var).error());        \
   }
 
-  CRPIPE_GET_INT(type, SO_TYPE);
-  r.type = *type;
   // Kernel doubles a size on set and getsockopt shows the doubled value; CRIU records
   // it as shown, so does crpipe (restore sets half of it with SO_*BUFFORCE).
-  CRPIPE_GET_INT(sndbuf, SO_SNDBUF);
-  o.set_so_sndbuf(static_cast<uint32_t>(*sndbuf));
-  CRPIPE_GET_INT(rcvbuf, SO_RCVBUF);
-  o.set_so_rcvbuf(static_cast<uint32_t>(*rcvbuf));
+  if (known.sndbuf) {
+    o.set_so_sndbuf(*known.sndbuf);
+  } else {
+    CRPIPE_GET_INT(sndbuf, SO_SNDBUF);
+    o.set_so_sndbuf(static_cast<uint32_t>(*sndbuf));
+  }
+  if (known.rcvbuf) {
+    o.set_so_rcvbuf(*known.rcvbuf);
+  } else {
+    CRPIPE_GET_INT(rcvbuf, SO_RCVBUF);
+    o.set_so_rcvbuf(static_cast<uint32_t>(*rcvbuf));
+  }
   // SO_BUF_LOCK (5.14+) says whether the sizes were set by the user (then they stay).
   if (auto lock = getInt(fd, SO_BUF_LOCK, "SO_BUF_LOCK")) {
     o.set_so_buf_lock(static_cast<uint32_t>(*lock));

@@ -38,13 +38,16 @@ def alive(pid):
 
 
 def restorers_left():
+    """Processes running crpipe-restorer: the program itself (argv[0]), not any command
+    that merely names it (a build of the crpipe-restorer target, say)."""
     out = []
     for d in os.listdir("/proc"):
         if d.isdigit():
             try:
                 with open(f"/proc/{d}/cmdline", "rb") as f:
-                    if b"crpipe-restorer" in f.read():
-                        out.append(int(d))
+                    argv0 = f.read().split(b"\0", 1)[0]
+                if os.path.basename(argv0) == b"crpipe-restorer":
+                    out.append(int(d))
             except OSError:
                 pass
     return out

@@ -1,0 +1,159 @@
+#include "collector/grab_fd.h"
+
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <string>
+
+#include "common/image_format.h"
+#include "common/proc.h"
+
+namespace crpipe::collector {
+
+namespace {
+
+// fdinfo of one fd in a single read: the kernel formats the whole (small) file at once,
+// so a read that does not fill the buffer has everything. Files with long tails (epoll,
+// inotify) fall back to reading until EOF.
+Result<std::string> readFdInfo(int fdinfoDir, int fd) {
+  char name[16];
+  snprintf(name, sizeof(name), "%d", fd);
+  UniqueFd f(::openat(fdinfoDir, name, O_RDONLY | O_CLOEXEC));
+  if (!f.valid()) {
+    int err = errno;
+    return fail(Error::sys(err, std::string("open fdinfo/") + name));
+  }
+  char buf[4096];
+  ssize_t n = ::read(f.get(), buf, sizeof(buf));
+  if (n < 0) {
+    int err = errno;
+    return fail(Error::sys(err, std::string("read fdinfo/") + name));
+  }
+  std::string out(buf, static_cast<size_t>(n));
+  if (static_cast<size_t>(n) < sizeof(buf)) {
+    return out;
+  }
+  auto rest = readAll(f.get());
+  if (!rest) {
+    return fail(std::move(rest).error().context(std::string("fdinfo/") + name));
+  }
+  return out + *rest;
+}
+
+// The collector's fd table grows as duplicates arrive. While a second thread shares it,
+// every growth waits for an RCU grace period (expand_fdtable() calls synchronize_rcu()
+// when the table has more than one user): milliseconds each in a VM. So it is grown once,
+// before the thread starts, to hold the duplicates to come. Best effort: where the limit
+// does not allow it, the table grows as before.
+void growFdTable(int anyFd, size_t more) {
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+    return;
+  }
+  UniqueFd lowest(::fcntl(anyFd, F_DUPFD_CLOEXEC, 0));
+  if (!lowest.valid()) {
+    return;
+  }
+  uint64_t want = static_cast<uint64_t>(lowest.get()) + 2 * more + 64;
+  if (rl.rlim_cur != RLIM_INFINITY && want >= rl.rlim_cur) {
+    want = rl.rlim_cur - 1;
+  }
+  UniqueFd high(::fcntl(anyFd, F_DUPFD_CLOEXEC, static_cast<int>(want)));
+}
+
+std::string whereFd(pid_t pid, int fd) {
+  return "fd " + std::to_string(fd) + " of pid " + std::to_string(pid);
+}
+
+}  // namespace
+
+Result<TaskProcDirs> openTaskProcDirs(pid_t pid) {
+  TaskProcDirs d;
+  const std::string base = "/proc/" + std::to_string(pid);
+  d.fd.reset(::open((base + "/fd").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!d.fd.valid()) {
+    return fail(Error::sys("open " + base + "/fd"));
+  }
+  d.fdinfo.reset(::open((base + "/fdinfo").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!d.fdinfo.valid()) {
+    return fail(Error::sys("open " + base + "/fdinfo"));
+  }
+  return d;
+}
+
+Result<OpenFile> grabFd(int pidfd, const TaskProcDirs& dirs, pid_t pid, int fd) {
+  OpenFile f;
+  f.pid = pid;
+  f.fd = fd;
+  // pidfd_getfd duplicates the very open file description (like SCM_RIGHTS), CLOEXEC.
+  f.dup.reset(static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd, fd, 0)));
+  if (!f.dup.valid()) {
+    int err = errno;
+    return fail(Error::sys(err, whereFd(pid, fd) + ": pidfd_getfd"));
+  }
+  if (::fstat(f.dup.get(), &f.st) < 0) {
+    int err = errno;
+    return fail(Error::sys(err, whereFd(pid, fd) + ": fstat"));
+  }
+  if (S_ISSOCK(f.st.st_mode)) {
+    // What the link would say; sockets are many, and the syscall is not needed.
+    f.link = "socket:[" + std::to_string(f.st.st_ino) + "]";
+  } else {
+    char buf[4096];
+    ssize_t n = ::readlinkat(dirs.fd.get(), std::to_string(fd).c_str(), buf, sizeof(buf));
+    if (n < 0) {
+      int err = errno;
+    return fail(Error::sys(err, whereFd(pid, fd) + ": readlink"));
+    }
+    f.link.assign(buf, static_cast<size_t>(n));
+  }
+  auto info = readFdInfo(dirs.fdinfo.get(), fd);
+  if (!info) {
+    return fail(std::move(info).error().context(whereFd(pid, fd)));
+  }
+  auto parsed = parseFdInfo(*info);
+  if (!parsed) {
+    return fail(std::move(parsed).error().context(whereFd(pid, fd)));
+  }
+  f.fdinfo = *parsed;
+  return f;
+}
+
+FdPrefetcher::FdPrefetcher(int pidfd, const TaskProcDirs& dirs, pid_t pid, std::vector<int> fds)
+    : fds_(std::move(fds)), slots_(fds_.size()) {
+  growFdTable(pidfd, fds_.size());
+  worker_ = std::jthread([this, pidfd, &dirs, pid](std::stop_token stop) {
+    run(std::move(stop), pidfd, dirs, pid);
+  });
+}
+
+void FdPrefetcher::run(std::stop_token stop, int pidfd, const TaskProcDirs& dirs, pid_t pid) {
+  for (size_t i = 0; i < fds_.size() && !stop.stop_requested(); ++i) {
+    slots_[i].emplace(grabFd(pidfd, dirs, pid, fds_[i]));
+    // Release: the slot is written before the count that hands it out.
+    ready_.store(i + 1, std::memory_order_release);
+    ready_.notify_one();
+    if (!*slots_[i]) {
+      return;  // the taker stops at this error; nothing after it is needed
+    }
+  }
+}
+
+Result<OpenFile> FdPrefetcher::take(size_t i) {
+  if (i >= fds_.size()) {
+    return failMsg("fd prefetcher: no fd #" + std::to_string(i));
+  }
+  for (size_t seen = ready_.load(std::memory_order_acquire); seen <= i;
+       seen = ready_.load(std::memory_order_acquire)) {
+    ready_.wait(seen, std::memory_order_acquire);
+  }
+  Result<OpenFile> r = std::move(*slots_[i]);
+  slots_[i].reset();
+  return r;
+}
+
+}  // namespace crpipe::collector

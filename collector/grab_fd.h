@@ -1,0 +1,54 @@
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include "collector/open_file.h"
+#include "common/result.h"
+#include "common/unique_fd.h"
+
+namespace crpipe::collector {
+
+// The /proc directories of one task that every fd needs, opened once.
+struct TaskProcDirs {
+  UniqueFd fd;      // /proc/PID/fd
+  UniqueFd fdinfo;  // /proc/PID/fdinfo
+};
+
+Result<TaskProcDirs> openTaskProcDirs(pid_t pid);
+
+// Takes the target's descriptor `fd` into the collector (pidfd_getfd), with what /proc
+// says about it (fstat, the link text, fdinfo).
+Result<OpenFile> grabFd(int pidfd, const TaskProcDirs& dirs, pid_t pid, int fd);
+
+// Grabs a task's fds on a second thread, ahead of the kinds that read them, and hands them
+// out in order. pidfd_getfd, fstat and the fdinfo file are half of a socket's syscalls and
+// depend on nothing the kinds do, so on a machine with a second core they overlap with the
+// kinds' getsockopt and peeks. The thread is stopped and joined when this is destroyed,
+// also when the caller stops early on an error; fds grabbed but never handed out are
+// closed with it.
+class FdPrefetcher {
+ public:
+  // `pidfd` and `dirs` are borrowed and must outlive this.
+  FdPrefetcher(int pidfd, const TaskProcDirs& dirs, pid_t pid, std::vector<int> fds);
+  FdPrefetcher(const FdPrefetcher&) = delete;
+  FdPrefetcher& operator=(const FdPrefetcher&) = delete;
+
+  size_t size() const { return fds_.size(); }
+  // The i-th fd, grabbed; i goes 0, 1, 2, ... (each is taken once).
+  Result<OpenFile> take(size_t i);
+
+ private:
+  void run(std::stop_token stop, int pidfd, const TaskProcDirs& dirs, pid_t pid);
+
+  std::vector<int> fds_;
+  std::vector<std::optional<Result<OpenFile>>> slots_;
+  std::atomic<size_t> ready_{0};  // slots_[0, ready_) are filled
+  std::jthread worker_;           // last: started once the rest exists, joined first
+};
+
+}  // namespace crpipe::collector
