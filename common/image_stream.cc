@@ -79,6 +79,20 @@ Status ImageEmitter::raw(uint32_t image, std::string_view data) {
   return {};
 }
 
+Status ImageEmitter::pages(uint32_t image, std::string_view data) {
+  while (!data.empty()) {
+    auto chunk = data.substr(0, kMaxPagesPayload);
+    capnp::MallocMessageBuilder mb(16);
+    auto p = mb.initRoot<proto::Message>().initPages();
+    p.setImage(image);
+    p.setLength(chunk.size());
+    CRPIPE_TRY(out_.writeWithPayload(mb, chunk));
+    rawBytes_ += chunk.size();
+    data.remove_prefix(chunk.size());
+  }
+  return {};
+}
+
 Status ImageEmitter::entryTo(const std::string& fileName,
                              const google::protobuf::MessageLite& msg) {
   auto idx = image(fileName);
@@ -107,7 +121,8 @@ Result<ImageWriter*> ImageSink::writer(uint32_t image, const std::string& where)
   return &it->second;
 }
 
-Result<bool> ImageSink::consume(proto::Message::Reader msg, const std::string& where) {
+Result<bool> ImageSink::consume(proto::Message::Reader msg, const std::string& where,
+                                StageReader& in) {
   switch (msg.which()) {
     case proto::Message::IMAGE_OPEN: {
       auto o = msg.getImageOpen();
@@ -152,6 +167,23 @@ Result<bool> ImageSink::consume(proto::Message::Reader msg, const std::string& w
       rawBytes_ += d.size();
       CRPIPE_TRY(
           (*w)->writeRaw(std::string_view(reinterpret_cast<const char*>(d.begin()), d.size())));
+      return false;
+    }
+    case proto::Message::PAGES: {
+      auto p = msg.getPages();
+      auto w = writer(p.getImage(), where);
+      if (!w) {
+        return fail(std::move(w).error());
+      }
+      // The reader has refused lengths over kMaxPagesPayload already.
+      const size_t len = static_cast<size_t>(p.getLength());
+      auto dst = (*w)->reserve(len, &prefault_);
+      if (!dst) {
+        return fail(std::move(dst).error());
+      }
+      CRPIPE_TRY(in.readPayload(*dst, len));
+      CRPIPE_TRY((*w)->commit(len));
+      rawBytes_ += len;
       return false;
     }
     case proto::Message::END: {
@@ -223,6 +255,8 @@ Status emitImageDirectory(int dirFd, const std::string& dirName, ImageEmitter& o
     for (const auto& p : f->pieces()) {
       if (p.type == ImagePiece::Type::Entry) {
         CRPIPE_TRY(out.entryBytes(*idx, p.data));
+      } else if (f->kind().magic == 0 && f->kind().headMagic == 0) {
+        CRPIPE_TRY(out.pages(*idx, p.data));  // page contents: outside capnp framing
       } else {
         CRPIPE_TRY(out.raw(*idx, p.data));
       }

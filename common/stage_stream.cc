@@ -61,6 +61,16 @@ StageReader::~StageReader() { dropReader(current_); }
 
 Result<std::optional<proto::Message::Reader>> StageReader::next() {
   dropReader(current_);
+  if (payloadLeft_ > 0) {
+    // The caller did not want the payload (a decoder, a reader that skips pages).
+    try {
+      counting_->skip(payloadLeft_);
+    } catch (const kj::Exception&) {
+      return failMsg(name_ + " at offset " + std::to_string(offset_) +
+                     ": stream ends inside the payload of this message");
+    }
+    payloadLeft_ = 0;
+  }
   offset_ = counting_->count();
   try {
     if (buffered_->tryGetReadBuffer().size() == 0) {
@@ -74,7 +84,16 @@ Result<std::optional<proto::Message::Reader>> StageReader::next() {
     }
     auto msg = current_->getRoot<proto::Message>();
     // Touch the union tag so that a malformed root is caught here, not later.
-    (void)msg.which();
+    if (msg.which() == proto::Message::PAGES) {
+      uint64_t len = msg.getPages().getLength();
+      if (len > kMaxPagesPayload) {
+        dropReader(current_);
+        return failMsg(name_ + " at offset " + std::to_string(offset_) + ": a pages message of " +
+                       std::to_string(len) + " bytes, more than the " +
+                       std::to_string(kMaxPagesPayload) + " a reader takes");
+      }
+      payloadLeft_ = len;
+    }
     return std::optional<proto::Message::Reader>(msg);
   } catch (const kj::Exception& e) {
     dropReader(current_);
@@ -84,6 +103,38 @@ Result<std::optional<proto::Message::Reader>> StageReader::next() {
     }
     return failMsg(name_ + " at offset " + std::to_string(offset_) + ": " + what);
   }
+}
+
+Status StageReader::readPayload(void* dst, size_t len) {
+  if (len > payloadLeft_) {
+    return failMsg(name_ + " at offset " + std::to_string(offset_) + ": " +
+                   std::to_string(len) + " payload bytes wanted, " +
+                   std::to_string(payloadLeft_) + " left in this message");
+  }
+  uint64_t at = counting_->count();
+  size_t got = 0;
+  try {
+    // kj's buffered stream hands over what it read ahead, then reads the rest from the fd
+    // straight into dst.
+    got = counting_->tryRead(dst, len, len);
+  } catch (const kj::Exception& e) {
+    payloadLeft_ = 0;
+    std::string what = e.getDescription().cStr();
+    if (what.find("Premature EOF") != std::string::npos) {
+      what = "stream ends inside the payload";
+    }
+    return failMsg(name_ + " at offset " + std::to_string(at) + ": " + what +
+                   " of the message at offset " + std::to_string(offset_));
+  }
+  if (got < len) {
+    payloadLeft_ = 0;  // nothing more to skip: the stream is over
+    return failMsg(name_ + " at offset " + std::to_string(at + got) +
+                   ": stream ends inside the payload of the message at offset " +
+                   std::to_string(offset_) + " (" + std::to_string(len - got) +
+                   " bytes missing)");
+  }
+  payloadLeft_ -= len;
+  return {};
 }
 
 StageWriter::StageWriter(int fd)
@@ -113,6 +164,18 @@ Status StageWriter::write(capnp::MessageBuilder& msg) {
     return {};
   } catch (const kj::Exception& e) {
     return failMsg(std::string("write stage message: ") + e.getDescription().cStr());
+  }
+}
+
+Status StageWriter::writeWithPayload(capnp::MessageBuilder& msg, std::string_view payload) {
+  CRPIPE_TRY(write(msg));
+  try {
+    // A write larger than kj's buffer flushes it and goes to the fd from `payload` itself.
+    buffered_->write(payload.data(), payload.size());
+    bytes_ += payload.size();
+    return {};
+  } catch (const kj::Exception& e) {
+    return failMsg(std::string("write stage payload: ") + e.getDescription().cStr());
   }
 }
 
@@ -149,6 +212,12 @@ std::string describeMessage(proto::Message::Reader msg) {
     case proto::Message::RAW: {
       auto r = msg.getRaw();
       snprintf(buf, sizeof(buf), "raw #%u %zu bytes", r.getImage(), r.getData().size());
+      return buf;
+    }
+    case proto::Message::PAGES: {
+      auto p = msg.getPages();
+      snprintf(buf, sizeof(buf), "pages #%u %lu bytes", p.getImage(),
+               static_cast<unsigned long>(p.getLength()));
       return buf;
     }
     case proto::Message::PROGRESS: {

@@ -24,8 +24,17 @@ class StageReader {
   StageReader& operator=(const StageReader&) = delete;
 
   // The next message; std::nullopt at a clean end of stream (between two messages).
-  // The returned reader stays valid until the next call.
+  // The returned reader stays valid until the next call. After an ImagePages message its
+  // `length` bytes follow on the stream: take them with readPayload(); whatever is not
+  // taken is skipped by the next call.
   Result<std::optional<proto::Message::Reader>> next();
+
+  // Bytes of the last message's payload not taken yet (0 unless it was ImagePages).
+  uint64_t payloadLeft() const { return payloadLeft_; }
+  // Takes the next `len` bytes of the payload straight into `dst` (at most one copy: from
+  // the fd, or from what was read ahead). A stream that ends inside the payload is refused
+  // with the stream's name and the offsets of the message and of the cut.
+  Status readPayload(void* dst, size_t len);
 
   uint64_t offset() const { return offset_; }
   const std::string& name() const { return name_; }
@@ -38,7 +47,8 @@ class StageReader {
   std::unique_ptr<kj::BufferedInputStreamWrapper> buffered_;
   std::unique_ptr<Counting> counting_;
   std::unique_ptr<capnp::InputStreamMessageReader> current_;
-  uint64_t offset_ = 0;  // offset of the start of the next message
+  uint64_t offset_ = 0;  // offset of the start of the current message
+  uint64_t payloadLeft_ = 0;
 };
 
 // Writes stage messages to an fd, buffered. flush() before handing the fd on or waiting
@@ -51,6 +61,9 @@ class StageWriter {
   StageWriter& operator=(const StageWriter&) = delete;
 
   Status write(capnp::MessageBuilder& msg);
+  // `msg` (an ImagePages announcing payload.size() bytes), then the payload as it is; a
+  // payload larger than the buffer goes to the fd straight from the caller's memory.
+  Status writeWithPayload(capnp::MessageBuilder& msg, std::string_view payload);
   Status flush();
   uint64_t bytesWritten() const { return bytes_; }
 
@@ -62,6 +75,8 @@ class StageWriter {
 
 // Limits for messages read from outside: a raw batch is at most a few MiB.
 capnp::ReaderOptions stageReaderOptions();
+// The largest payload an ImagePages message may announce.
+inline constexpr uint64_t kMaxPagesPayload = 64ull << 20;
 
 // Human-readable one-line description of a message, for `crpipe stage decode`.
 std::string describeMessage(proto::Message::Reader msg);

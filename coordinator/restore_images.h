@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <deque>
+#include <functional>
 #include <map>
 #include <set>
 #include <string>
@@ -9,6 +10,7 @@
 #include <vector>
 
 #include "common/result.h"
+#include "common/stage_stream.h"
 #include "protos/stage.capnp.h"
 
 namespace crpipe {
@@ -31,6 +33,9 @@ class GrowBuffer {
   GrowBuffer& operator=(const GrowBuffer&) = delete;
   ~GrowBuffer();
   Status append(const void* data, size_t len);
+  // Room for `len` more bytes at the end, to fill (straight from a stream) before commit.
+  Result<char*> reserve(size_t len);
+  void commit(size_t len) { size_ += len; }
   std::string_view view() const { return {data_, size_}; }
 
  private:
@@ -46,8 +51,9 @@ class RestoreImages {
   RestoreImages& operator=(const RestoreImages&) = delete;
   ~RestoreImages();
 
-  // Takes one message; true once End arrived and the counts matched.
-  Result<bool> consume(proto::Message::Reader msg, const std::string& where);
+  // Takes one message; true once End arrived and the counts matched. The payload of an
+  // ImagePages message is read from `in`, straight into its place.
+  Result<bool> consume(proto::Message::Reader msg, const std::string& where, StageReader& in);
 
   // The entries of one image file ("pstree.img"); empty if the dump has none.
   const std::vector<ImageEntryData>& entries(const std::string& name) const;
@@ -77,6 +83,10 @@ class RestoreImages {
   }
 
  private:
+  // Appends `len` raw bytes to image #image: `fill` writes them to the pointer it is given.
+  Status appendRaw(uint32_t image, size_t len, const std::string& where,
+                   const std::function<Status(char*)>& fill);
+
   std::map<uint32_t, std::string> names_;
   std::map<std::string, std::vector<ImageEntryData>> images_;
   std::map<std::string, std::string_view> mapped_;  // munmap'd by the destructor

@@ -25,6 +25,7 @@ struct Message {
     taskOrder @9 :TaskOrder;
     phase @10 :Phase;
     phaseDone @11 :PhaseDone;
+    pages @12 :ImagePages;
   }
 }
 
@@ -42,7 +43,8 @@ struct Hello {
   }
 }
 
-const protocolVersion :UInt32 = 1;
+# 2: ImagePages, whose bytes follow the message outside Cap'n Proto framing.
+const protocolVersion :UInt32 = 2;
 
 # Collector or serializer -> reader: a new image file starts. Entries and raw data that
 # follow name it by `image`, an index unique within the stream.
@@ -65,6 +67,18 @@ struct ImageEntry {
 struct ImageRaw {
   image @0 :UInt32;
   data @1 :Data;
+}
+
+# Collector or serializer -> reader: `length` raw bytes appended to an image (a batch of
+# pages for pages-N.img). The bytes follow this message on the stream as they are, outside
+# Cap'n Proto framing, so a writer sends them straight from its buffer and a reader takes
+# them straight into their destination (the mapped image file, restore memory), with no
+# copy into or out of a message. The next message starts right after them. Readers refuse
+# a length over 64 MiB, and a stream that ends inside the bytes, naming this message's
+# offset. End.rawBytes counts these bytes like ImageRaw's.
+struct ImagePages {
+  image @0 :UInt32;
+  length @1 :UInt64;
 }
 
 # Any stage -> coordinator (control channel): how far a long step has come.

@@ -35,8 +35,8 @@ void printEntry(FILE* out, const OpenImage* img, proto::ImageEntry::Reader e) {
           entryText(**msg, true).c_str());
 }
 
-void printMessage(FILE* out, proto::Message::Reader m, uint64_t offset,
-                  std::map<uint32_t, OpenImage>& images) {
+Status printMessage(FILE* out, proto::Message::Reader m, uint64_t offset,
+                    std::map<uint32_t, OpenImage>& images, StageReader& reader) {
   fprintf(out, "@%lu %s\n", static_cast<unsigned long>(offset), describeMessage(m).c_str());
   if (m.isImageOpen()) {
     auto o = m.getImageOpen();
@@ -49,7 +49,14 @@ void printMessage(FILE* out, proto::Message::Reader m, uint64_t offset,
     std::string_view data(reinterpret_cast<const char*>(d.begin()), d.size());
     fprintf(out, "    %s%s\n", hexBytes(data.substr(0, kRawPreview)).c_str(),
             data.size() > kRawPreview ? "..." : "");
+  } else if (m.isPages()) {
+    // The first bytes of the payload; the reader skips the rest.
+    std::string head(std::min<uint64_t>(reader.payloadLeft(), kRawPreview), '\0');
+    CRPIPE_TRY(reader.readPayload(head.data(), head.size()));
+    fprintf(out, "    %s%s\n", hexBytes(head).c_str(),
+            m.getPages().getLength() > kRawPreview ? "..." : "");
   }
+  return {};
 }
 
 }  // namespace
@@ -73,7 +80,11 @@ Status runDecode(const DecodeOptions& opts, FILE* out) {
     }
     ++count;
     try {
-      printMessage(out, **msg, reader.offset(), images);
+      auto printed = printMessage(out, **msg, reader.offset(), images, reader);
+      if (!printed) {
+        fflush(out);
+        return fail(std::move(printed).error());
+      }
     } catch (const kj::Exception& e) {
       fflush(out);
       return failMsg(in->name + " at offset " + std::to_string(reader.offset()) + ": " +

@@ -96,7 +96,7 @@ Status PageWriter::flush() {
     return failMsg("pid " + std::to_string(pid_) + ": cannot read the page at " +
                    hexAddr(addr) + " (process_vm_readv)");
   }
-  CRPIPE_TRY(out_->raw(pagesImg_, std::string_view(buf_->bytes.data(), queuedBytes_)));
+  CRPIPE_TRY(out_->pages(pagesImg_, std::string_view(buf_->bytes.data(), queuedBytes_)));
   queued_.clear();
   queuedBytes_ = 0;
   return {};
@@ -125,7 +125,7 @@ Status PageWriter::addFromFd(int fd, uint64_t offset, uint64_t vaddr, uint64_t n
       }
       got += static_cast<size_t>(r);
     }
-    CRPIPE_TRY(out_->raw(pagesImg_, std::string_view(buf_->bytes.data(), take)));
+    CRPIPE_TRY(out_->pages(pagesImg_, std::string_view(buf_->bytes.data(), take)));
     offset += take;
     vaddr += take;
     len -= take;
