@@ -2,7 +2,7 @@
 // syscalls: the restorer's own memory goes, the vDSO and vvar move to where the task had
 // them (same kernel, so the same code), every VMA comes back at its address, and the pages
 // the dump stored are written in with process_vm_writev straight from the images the
-// coordinator holds — one copy, in batches of up to IOV_MAX runs.
+// coordinator holds — one copy, in batches of up to IOV_MAX runs (page_fill.cc).
 #include <fcntl.h>
 #include <sched.h>
 #include <linux/mman.h>
@@ -20,6 +20,7 @@
 #include "common/proc.h"
 #include "common/ptrace/remote_mem.h"
 #include "coordinator/inject/injected_task.h"
+#include "coordinator/inject/page_fill.h"
 
 namespace crpipe::inject {
 
@@ -82,52 +83,6 @@ Status unregisterRseq(InjectedTask& t, InjectedThread& th) {
                    t.where());
   }
   th.session->forgetRseq();
-  return {};
-}
-
-// Writes the stored pages of `runs` into the task: runs are at their vaddr (+ base).
-Status fillPages(pid_t pid, const PageRuns& runs, uint64_t* bytes) {
-  std::vector<iovec> remote;
-  remote.reserve(std::min<size_t>(runs.entries.size(), IOV_MAX));
-  size_t offset = 0;
-  size_t i = 0;
-  while (i < runs.entries.size()) {
-    remote.clear();
-    size_t want = 0;
-    for (; i < runs.entries.size() && remote.size() < IOV_MAX; ++i) {
-      const auto& e = runs.entries[i];
-      size_t len = e.nr_pages() * kPage;
-      remote.push_back({reinterpret_cast<void*>(e.vaddr()), len});
-      want += len;
-    }
-    size_t done = 0;
-    size_t first = 0;
-    while (done < want) {
-      iovec local{const_cast<char*>(runs.pages.data()) + offset + done, want - done};
-      ssize_t n = ::process_vm_writev(pid, &local, 1, remote.data() + first,
-                                      remote.size() - first, 0);
-      if (n <= 0) {
-        uint64_t at = reinterpret_cast<uint64_t>(remote[first].iov_base);
-        return fail(Error::sys(n < 0 ? errno : EFAULT,
-                               "process_vm_writev of pages at 0x" + hexRange(at, at + remote[first].iov_len)));
-      }
-      done += static_cast<size_t>(n);
-      // Skip the runs written whole; shorten the one written in part.
-      size_t left = static_cast<size_t>(n);
-      while (left > 0 && first < remote.size()) {
-        if (left >= remote[first].iov_len) {
-          left -= remote[first].iov_len;
-          ++first;
-        } else {
-          remote[first].iov_base = static_cast<char*>(remote[first].iov_base) + left;
-          remote[first].iov_len -= left;
-          left = 0;
-        }
-      }
-    }
-    offset += want;
-  }
-  *bytes += offset;
   return {};
 }
 
