@@ -1,14 +1,10 @@
 #include "common/image_format.h"
 
-#include "common/page_prefaulter.h"
-
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstring>
-#include <utility>
 
 #include "protos/pipe.pb.h"
 #include "protos/sk_unix.pb.h"
@@ -211,8 +207,7 @@ Status ImageFile::parse() {
 
 Result<ImageWriter> ImageWriter::create(int dirFd, const std::string& name, uint32_t headMagic,
                                         uint32_t magic) {
-  // Read-write: large appends map the file shared and writable (reserve()).
-  UniqueFd fd(::openat(dirFd, name.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  UniqueFd fd(::openat(dirFd, name.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
   if (!fd.valid()) {
     return fail(Error::sys("create image " + name));
   }
@@ -231,125 +226,16 @@ Result<ImageWriter> ImageWriter::create(int dirFd, const std::string& name, uint
   return w;
 }
 
-GrowingFileMap& GrowingFileMap::operator=(GrowingFileMap&& o) noexcept {
-  if (this != &o) {
-    reset();
-    base_ = std::exchange(o.base_, nullptr);
-    reserved_ = std::exchange(o.reserved_, 0);
-    mapped_ = std::exchange(o.mapped_, 0);
-  }
-  return *this;
-}
-
-void GrowingFileMap::reset() {
-  if (base_ != nullptr) {
-    ::munmap(base_, reserved_);
-  }
-  base_ = nullptr;
-  reserved_ = 0;
-  mapped_ = 0;
-}
-
-Result<bool> GrowingFileMap::ensure(int fd, uint64_t size) {
-  // Address space only (PROT_NONE, no reserve): 64 GiB, more than one task's pages image
-  // needs in practice; past it the writer goes on with write().
-  constexpr size_t kReserve = 64ull << 30;
-  // The file grows (and is mapped) in steps; finish() cuts it to the bytes written.
-  constexpr uint64_t kGrow = 32ull << 20;
-  if (size <= mapped_) {
-    return true;
-  }
-  if (base_ == nullptr) {
-    void* p = ::mmap(nullptr, kReserve, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                     -1, 0);
-    if (p == MAP_FAILED) {
-      return false;
-    }
-    base_ = static_cast<char*>(p);
-    reserved_ = kReserve;
-  }
-  uint64_t want = (size + kGrow - 1) / kGrow * kGrow;
-  if (want > reserved_) {
-    return false;
-  }
-  if (::ftruncate(fd, static_cast<off_t>(want)) < 0) {
-    return failSys("grow the file to " + std::to_string(want) + " bytes");
-  }
-  void* p = ::mmap(base_ + mapped_, want - mapped_, PROT_READ | PROT_WRITE,
-                   MAP_SHARED | MAP_FIXED, fd, static_cast<off_t>(mapped_));
-  if (p == MAP_FAILED) {
-    if (errno == ENODEV || errno == EACCES) {
-      return false;  // a file system that cannot map files, or a write-only fd
-    }
-    return failSys("map the file at offset " + std::to_string(mapped_));
-  }
-  mapped_ = want;
-  return true;
-}
-
-ImageWriter::~ImageWriter() { stopPrefault(); }
-
-void ImageWriter::stopPrefault() {
-  if (prefault_ != nullptr) {
-    prefault_->finish();
-    prefault_ = nullptr;
-  }
-}
-
-Result<char*> ImageWriter::reserve(size_t len, PagePrefaulter* prefault) {
-  stopPrefault();
-  // Below this a copy through the buffer is cheaper than faulting the mapping in.
-  constexpr size_t kMapFrom = 256 << 10;
-  if (!noMap_ && (map_.active() || len >= kMapFrom)) {
-    if (!map_.active()) {
-      CRPIPE_TRY(flush());  // the mapping shows what is in the file
-    }
-    auto ok = map_.ensure(fd_.get(), written_ + len);
-    if (!ok) {
-      return fail(std::move(ok).error().context("image " + name_));
-    }
-    if (*ok) {
-      char* dst = map_.base() + written_;
-      if (prefault != nullptr && len >= kMapFrom) {
-        prefault->start(dst, dst + len);
-        prefault_ = prefault;
-      }
-      return dst;
-    }
-    noMap_ = true;
-    CRPIPE_TRY(leaveMap());
-  }
-  scratch_.resize(len);
-  return scratch_.data();
-}
-
-Status ImageWriter::commit(size_t len) {
-  stopPrefault();
-  if (map_.active()) {
-    written_ += len;
-    return {};
-  }
-  return append(std::string_view(scratch_.data(), len));
-}
-
-Status ImageWriter::leaveMap() {
-  stopPrefault();
-  if (!map_.active()) {
-    return {};
-  }
-  map_.reset();
-  if (::ftruncate(fd_.get(), static_cast<off_t>(written_)) < 0) {
-    return fail(Error::sys("cut image " + name_ + " to " + std::to_string(written_) + " bytes"));
-  }
-  if (::lseek(fd_.get(), static_cast<off_t>(written_), SEEK_SET) < 0) {
-    return fail(Error::sys("seek image " + name_));
-  }
+Status ImageWriter::appendFrom(size_t len,
+                               const std::function<Status(int, const std::string&)>& fill) {
+  CRPIPE_TRY(flush());
+  CRPIPE_TRY(fill(fd_.get(), "image " + name_));
+  written_ += len;
   return {};
 }
 
 Status ImageWriter::append(std::string_view data) {
   constexpr size_t kBufLimit = 1 << 20;
-  CRPIPE_TRY(leaveMap());
   if (buf_.size() + data.size() > kBufLimit) {
     CRPIPE_TRY(flush());
     if (data.size() >= kBufLimit) {
@@ -383,7 +269,6 @@ Status ImageWriter::writeEntry(std::string_view payload) {
 Status ImageWriter::writeRaw(std::string_view data) { return append(data); }
 
 Status ImageWriter::finish() {
-  CRPIPE_TRY(leaveMap());
   CRPIPE_TRY(flush());
   if (::fsync(fd_.get()) < 0) {
     return fail(Error::sys("fsync image " + name_));

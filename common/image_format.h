@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -74,30 +75,6 @@ class ImageFile {
   std::vector<ImagePiece> pieces_;
 };
 
-class PagePrefaulter;
-
-// A shared, writable mapping of a file that grows at its end (ImageWriter::reserve). The
-// address range is reserved once, so addresses handed out stay valid while it grows.
-class GrowingFileMap {
- public:
-  GrowingFileMap() = default;
-  GrowingFileMap(GrowingFileMap&& o) noexcept { *this = std::move(o); }
-  GrowingFileMap& operator=(GrowingFileMap&& o) noexcept;
-  ~GrowingFileMap() { reset(); }
-
-  bool active() const { return base_ != nullptr; }
-  char* base() const { return base_; }
-  // Makes [0, size) of `fd` mapped (ftruncate, then mmap of the new part): false when the
-  // reserved range is too small or the file system cannot map files (the caller writes).
-  Result<bool> ensure(int fd, uint64_t size);
-  void reset();
-
- private:
-  char* base_ = nullptr;
-  size_t reserved_ = 0;
-  uint64_t mapped_ = 0;
-};
-
 // Appends to one image file. Buffered; errors name the file.
 class ImageWriter {
  public:
@@ -105,17 +82,12 @@ class ImageWriter {
                                     uint32_t magic);
   ImageWriter(ImageWriter&&) = default;
   ImageWriter& operator=(ImageWriter&&) = default;
-  ~ImageWriter();
 
   Status writeEntry(std::string_view payload);
   Status writeRaw(std::string_view data);
-  // Room for the next `len` bytes of the file, for the caller to fill (straight from a
-  // stream) before commit(len). Large appends go through a shared mapping of the file, so
-  // a payload is copied once, from the stream into the file's pages; `prefault`, if given,
-  // faults those pages in on its own thread meanwhile. Elsewhere (a file system that cannot
-  // map files) the room is a buffer that commit() writes.
-  Result<char*> reserve(size_t len, PagePrefaulter* prefault = nullptr);
-  Status commit(size_t len);
+  // Appends `len` bytes that `fill` writes to the file's fd, at its position (spliced
+  // from a stream: StageReader::splicePayload), after whatever is buffered.
+  Status appendFrom(size_t len, const std::function<Status(int, const std::string&)>& fill);
   // Flushes and fsyncs; the file is complete after this.
   Status finish();
   uint64_t bytesWritten() const { return written_; }
@@ -125,18 +97,11 @@ class ImageWriter {
   ImageWriter(std::string name, UniqueFd fd) : name_(std::move(name)), fd_(std::move(fd)) {}
   Status flush();
   Status append(std::string_view data);
-  // Unmaps the file, cuts it to the bytes written and goes on with write() after them.
-  Status leaveMap();
-  void stopPrefault();
 
   std::string name_;
   UniqueFd fd_;
   std::string buf_;
   uint64_t written_ = 0;
-  GrowingFileMap map_;
-  bool noMap_ = false;                 // mapping failed once: reserve() hands out scratch_
-  std::string scratch_;
-  PagePrefaulter* prefault_ = nullptr;  // running on the reserved room until commit()
 };
 
 // Writes all of `data` to fd, retrying short writes and EINTR.

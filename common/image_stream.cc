@@ -177,12 +177,11 @@ Result<bool> ImageSink::consume(proto::Message::Reader msg, const std::string& w
       }
       // The reader has refused lengths over kMaxPagesPayload already.
       const size_t len = static_cast<size_t>(p.getLength());
-      auto dst = (*w)->reserve(len, &prefault_);
-      if (!dst) {
-        return fail(std::move(dst).error());
-      }
-      CRPIPE_TRY(in.readPayload(*dst, len));
-      CRPIPE_TRY((*w)->commit(len));
+      // Socket (or pipe, file) -> pipe -> image file: the bytes are copied once, by the
+      // kernel, into the file's pages; the ImagePages framing exists for this.
+      CRPIPE_TRY((*w)->appendFrom(len, [&](int fd, const std::string& name) {
+        return in.splicePayload(fd, len, name);
+      }));
       rawBytes_ += len;
       return false;
     }

@@ -7,7 +7,6 @@
 #include <string_view>
 
 #include "common/image_format.h"
-#include "common/page_prefaulter.h"
 #include "common/result.h"
 #include "common/stage_stream.h"
 
@@ -48,7 +47,7 @@ class ImageSink {
   explicit ImageSink(int dirFd) : dirFd_(dirFd) {}
 
   // Handles one message; returns true once End arrived and every file is synced. The
-  // payload of an ImagePages message is taken from `in`, straight into the image file.
+  // payload of an ImagePages message is spliced from `in` straight into the image file.
   Result<bool> consume(proto::Message::Reader msg, const std::string& where, StageReader& in);
   uint32_t imagesWritten() const { return static_cast<uint32_t>(names_.size()); }
   uint64_t bytesWritten() const { return bytes_; }
@@ -58,8 +57,6 @@ class ImageSink {
   Result<ImageWriter*> writer(uint32_t image, const std::string& where);
 
   int dirFd_;
-  // Before writers_: a writer stops the prefaulter's work on its mapping when destroyed.
-  PagePrefaulter prefault_;
   std::map<uint32_t, ImageWriter> writers_;
   std::vector<std::string> names_;
   uint64_t entries_ = 0;

@@ -1,8 +1,13 @@
 #include "common/stage_stream.h"
 
+#include "common/image_format.h"
 #include "common/restore_phase.h"
 
+#include <fcntl.h>
+#include <unistd.h>
 #include <kj/exception.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <cstdio>
 
@@ -21,6 +26,10 @@ class StageReader::Counting : public kj::InputStream {
     in_.skip(bytes);
     count_ += bytes;
   }
+  // Bytes taken from the fd past the buffer (splice).
+  void advance(uint64_t bytes) { count_ += bytes; }
+  // What the buffer holds already, without reading the fd.
+  kj::ArrayPtr<const kj::byte> buffered() { return in_.tryGetReadBuffer(); }
   uint64_t count() const { return count_; }
 
  private:
@@ -39,7 +48,8 @@ StageReader::StageReader(int fd, std::string name)
     : name_(std::move(name)),
       raw_(std::make_unique<kj::FdInputStream>(fd)),
       buffered_(std::make_unique<kj::BufferedInputStreamWrapper>(*raw_)),
-      counting_(std::make_unique<Counting>(*buffered_)) {}
+      counting_(std::make_unique<Counting>(*buffered_)),
+      fd_(fd) {}
 
 namespace {
 
@@ -134,6 +144,112 @@ Status StageReader::readPayload(void* dst, size_t len) {
                    " bytes missing)");
   }
   payloadLeft_ -= len;
+  return {};
+}
+
+void widenStreamBuffer(int fd, int bytes) {
+  struct stat st {};
+  if (::fstat(fd, &st) < 0) {
+    return;
+  }
+  if (S_ISSOCK(st.st_mode)) {
+    // Past net.core.wmem_max only with CAP_NET_ADMIN (SO_SNDBUFFORCE).
+    if (::setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &bytes, sizeof(bytes)) < 0) {
+      (void)::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof(bytes));
+    }
+  } else if (S_ISFIFO(st.st_mode)) {
+    (void)::fcntl(fd, F_SETPIPE_SZ, 1 << 20);
+  }
+}
+
+Status StageReader::splicePayload(int outFd, size_t len, const std::string& outName) {
+  if (len > payloadLeft_) {
+    return failMsg(name_ + " at offset " + std::to_string(offset_) + ": " +
+                   std::to_string(len) + " payload bytes wanted, " +
+                   std::to_string(payloadLeft_) + " left in this message");
+  }
+  auto cut = [&](uint64_t at, const std::string& what) {
+    payloadLeft_ = 0;
+    return failMsg(name_ + " at offset " + std::to_string(at) + ": " + what +
+                   " of the message at offset " + std::to_string(offset_) + " (" +
+                   std::to_string(len) + " bytes missing)");
+  };
+  // Bytes kj read ahead come first, written from its buffer. tryGetReadBuffer() reads the
+  // fd when the buffer is empty: those bytes are written from it too.
+  while (len > 0 && !noSplice_) {
+    kj::ArrayPtr<const kj::byte> head;
+    try {
+      head = counting_->buffered();
+    } catch (const kj::Exception& e) {
+      return cut(counting_->count(), e.getDescription().cStr());
+    }
+    if (head.size() == 0) {
+      return cut(counting_->count(), "stream ends inside the payload");
+    }
+    size_t n = std::min(head.size(), len);
+    CRPIPE_TRY_CTX(writeAll(outFd, std::string_view(reinterpret_cast<const char*>(head.begin()), n)),
+                   "write " + outName);
+    counting_->skip(n);
+    payloadLeft_ -= n;
+    len -= n;
+    if (len == 0) {
+      return {};
+    }
+    // The buffer is empty now: the rest comes straight from the fd.
+    if (!pipeRead_.valid()) {
+      int p[2];
+      if (::pipe2(p, O_CLOEXEC) < 0) {
+        return failSys("pipe for splicing " + outName);
+      }
+      pipeRead_.reset(p[0]);
+      pipeWrite_.reset(p[1]);
+      (void)::fcntl(p[1], F_SETPIPE_SZ, 1 << 20);
+    }
+    break;
+  }
+  while (len > 0 && !noSplice_) {
+    uint64_t at = counting_->count();
+    ssize_t in = ::splice(fd_, nullptr, pipeWrite_.get(), nullptr, std::min<size_t>(len, 1 << 20),
+                          SPLICE_F_MOVE);
+    if (in < 0 && errno == EINTR) {
+      continue;
+    }
+    if (in < 0 && (errno == EINVAL || errno == ENOSYS)) {
+      noSplice_ = true;  // this fd cannot splice: through a buffer below
+      break;
+    }
+    if (in < 0) {
+      return fail(Error::sys(name_ + " at offset " + std::to_string(at) +
+                             ": splice the payload of the message at offset " +
+                             std::to_string(offset_)));
+    }
+    if (in == 0) {
+      return cut(at, "stream ends inside the payload");
+    }
+    size_t left = static_cast<size_t>(in);
+    while (left > 0) {
+      ssize_t out = ::splice(pipeRead_.get(), nullptr, outFd, nullptr, left, SPLICE_F_MOVE);
+      if (out < 0 && errno == EINTR) {
+        continue;
+      }
+      if (out <= 0) {
+        return fail(Error::sys(out < 0 ? errno : EIO, "write " + outName + " (splice)"));
+      }
+      left -= static_cast<size_t>(out);
+    }
+    counting_->advance(static_cast<uint64_t>(in));
+    payloadLeft_ -= static_cast<uint64_t>(in);
+    len -= static_cast<size_t>(in);
+  }
+  // Through a buffer: a stream that cannot splice (a file system without splice_read).
+  constexpr size_t kBounce = 1 << 20;
+  while (len > 0) {
+    size_t n = std::min(len, kBounce);
+    bounce_.resize(kBounce);
+    CRPIPE_TRY(readPayload(bounce_.data(), n));
+    CRPIPE_TRY_CTX(writeAll(outFd, std::string_view(bounce_.data(), n)), "write " + outName);
+    len -= n;
+  }
   return {};
 }
 

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "common/result.h"
+#include "common/unique_fd.h"
 #include "protos/stage.capnp.h"
 
 namespace crpipe {
@@ -35,6 +36,12 @@ class StageReader {
   // the fd, or from what was read ahead). A stream that ends inside the payload is refused
   // with the stream's name and the offsets of the message and of the cut.
   Status readPayload(void* dst, size_t len);
+  // Moves the next `len` bytes of the payload to `outFd` (a file, appended at its
+  // position) with splice(2) through a pipe of the reader's own: from a socket or pipe the
+  // bytes reach the file with one copy, the kernel's into the file's pages, none into this
+  // process. An fd that cannot splice gets them through a buffer. Errors as readPayload's,
+  // or name `outName`.
+  Status splicePayload(int outFd, size_t len, const std::string& outName);
 
   uint64_t offset() const { return offset_; }
   const std::string& name() const { return name_; }
@@ -49,6 +56,10 @@ class StageReader {
   std::unique_ptr<capnp::InputStreamMessageReader> current_;
   uint64_t offset_ = 0;  // offset of the start of the current message
   uint64_t payloadLeft_ = 0;
+  int fd_;
+  UniqueFd pipeRead_, pipeWrite_;  // splicePayload's pipe, made at its first use
+  bool noSplice_ = false;          // the fd cannot splice: buffer copies
+  std::string bounce_;
 };
 
 // Writes stage messages to an fd, buffered. flush() before handing the fd on or waiting
@@ -72,6 +83,12 @@ class StageWriter {
   std::unique_ptr<kj::BufferedOutputStreamWrapper> buffered_;
   uint64_t bytes_ = 0;
 };
+
+// Gives a stream fd room for a few page batches in flight, so that a writer and its
+// reader on two CPUs do not take turns batch by batch: a socket's send buffer (unix
+// stream sockets count queued bytes against the sender) to `bytes`, a pipe to 1 MiB.
+// Best effort: a file, or a limit the caller may not exceed, leaves the fd as it was.
+void widenStreamBuffer(int fd, int bytes);
 
 // Limits for messages read from outside: a raw batch is at most a few MiB.
 capnp::ReaderOptions stageReaderOptions();

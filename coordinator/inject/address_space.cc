@@ -2,7 +2,8 @@
 // syscalls: the restorer's own memory goes, the vDSO and vvar move to where the task had
 // them (same kernel, so the same code), every VMA comes back at its address, and the pages
 // the dump stored are written in with process_vm_writev straight from the images the
-// coordinator holds — one copy, in batches of up to IOV_MAX runs (page_fill.cc).
+// coordinator holds — one copy, in batches of up to IOV_MAX runs (page_fill.cc, driven by
+// tree_injector.cc between mapAddressSpace and finishAddressSpace).
 #include <fcntl.h>
 #include <sched.h>
 #include <linux/mman.h>
@@ -20,7 +21,6 @@
 #include "common/proc.h"
 #include "common/ptrace/remote_mem.h"
 #include "coordinator/inject/injected_task.h"
-#include "coordinator/inject/page_fill.h"
 
 namespace crpipe::inject {
 
@@ -129,7 +129,7 @@ Status mapTrampoline(InjectedTask& t, const std::vector<std::pair<uint64_t, uint
   return failMsg(t.where() + ": no free place for the trampoline page");
 }
 
-Status restoreAddressSpace(InjectedTask& t, uint64_t* bytesFilled) {
+Status mapAddressSpace(InjectedTask& t) {
   SyscallSession& s = t.leader();
   const std::string w = t.where();
   CRPIPE_TRY(unregisterRseq(t, t.threads[0]));
@@ -275,22 +275,12 @@ Status restoreAddressSpace(InjectedTask& t, uint64_t* bytesFilled) {
   for (const auto& [key, fd] : openFiles) {
     CRPIPE_TRY_CTX(s.callChecked("close", SYS_close, {static_cast<uint64_t>(fd)}), w);
   }
+  return {};
+}
 
-  {
-    // The copy takes no ptrace stop: it may run on whichever CPU is free.
-    if (t.coordinatorMask != nullptr) {
-      ::sched_setaffinity(0, sizeof(*t.coordinatorMask), t.coordinatorMask);
-    }
-    auto filled = fillPages(t.pid, t.image->pages, bytesFilled);
-    if (t.coordinatorMask != nullptr) {
-      cpu_set_t one;
-      CPU_ZERO(&one);
-      CPU_SET(t.cpu, &one);
-      ::sched_setaffinity(0, sizeof(one), &one);
-    }
-    CRPIPE_TRY_CTX(std::move(filled), w);
-  }
-
+Status finishAddressSpace(InjectedTask& t) {
+  SyscallSession& s = t.leader();
+  const std::string w = t.where();
   for (const auto& v : t.image->mm.vmas()) {
     if (isSpecial(v) || (v.status() & kVmaVsyscall) != 0) {
       continue;

@@ -41,7 +41,13 @@ class TreeInjector {
 
  private:
   Status createShmemObjects();
-  Status restoreTask(InjectedTask& t);
+  struct FillJob;
+  // Seizes the restorer and maps its address space (no pages yet).
+  Status prepareTask(InjectedTask& t);
+  // Starts writing the task's pages on a thread of their own.
+  std::unique_ptr<FillJob> startFill(InjectedTask& t);
+  // Waits for those pages, then everything else: protections, process state, threads.
+  Status completeTask(FillJob& job);
   Status seize(pid_t pid);
   Status createThreads(InjectedTask& t);
   void dropShmemObjects();

@@ -9,7 +9,6 @@
 #include <set>
 
 #include "common/image_stream.h"
-#include "common/page_prefaulter.h"
 #include "serializer/commands.h"
 #include "common/control_sender.h"
 #include "tests/unit/image_fixture.h"
@@ -193,37 +192,6 @@ TEST_F(RoundTrip, StreamCutInsidePagesWritesNothing) {
   ASSERT_FALSE(st);
   EXPECT_NE(st.error().str().find("inside the payload"), std::string::npos) << st.error().str();
   EXPECT_TRUE(listing(dst_.path()).empty());
-}
-
-TEST(ImageWriter, ReservedRoomAndBufferedWritesKeepFileOrder) {
-  testing::TempDir dir;
-  auto w = ImageWriter::create(dir.fd(), "pages-3.img", 0, 0);
-  ASSERT_TRUE(w);
-  PagePrefaulter prefault;
-  std::string want;
-  auto add = [&](std::string_view d, bool room) {
-    if (room) {
-      auto dst = w->reserve(d.size(), &prefault);
-      ASSERT_TRUE(dst);
-      std::memcpy(*dst, d.data(), d.size());
-      ASSERT_TRUE(w->commit(d.size()));
-    } else {
-      ASSERT_TRUE(w->writeRaw(d));
-    }
-    want.append(d);
-  };
-  const std::string big = pageBytes(3 << 20);
-  add(std::string_view(big).substr(0, 10), false);
-  add(std::string_view(big).substr(10, (1 << 20) + 5), true);   // mapped, not page-aligned
-  add(std::string_view(big).substr(7, 3), false);               // back to write()
-  add(std::string_view(big).substr(100, 300 << 10), true);
-  add(std::string_view(big).substr(50, 100), true);             // small: through the map
-  add(big, true);
-  ASSERT_TRUE(w->finish());
-  EXPECT_EQ(w->bytesWritten(), want.size());
-  std::string got = testing::slurp(dir.fd(), "pages-3.img");
-  EXPECT_EQ(got.size(), want.size());  // the file's growth steps are cut off again
-  EXPECT_TRUE(got == want);
 }
 
 }  // namespace
