@@ -72,7 +72,7 @@ Status writeSegments(pid_t pid, std::span<const Segment> segs, const char* data)
 
 }  // namespace
 
-Status fillPages(pid_t pid, const PageRuns& runs, uint64_t* bytes) {
+Status fillPages(pid_t pid, const PageRuns& runs, uint64_t* bytes, bool split) {
   std::vector<Segment> segs;
   segs.reserve(runs.entries.size() + 1);
   uint64_t total = 0;
@@ -85,7 +85,7 @@ Status fillPages(pid_t pid, const PageRuns& runs, uint64_t* bytes) {
                    std::to_string(runs.pages.size()));
   }
   const char* data = runs.pages.data();
-  if (total < kSplitFrom) {
+  if (!split || total < kSplitFrom) {
     CRPIPE_TRY(writeSegments(pid, segs, data));
     *bytes += total;
     return {};

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <deque>
 #include <thread>
 
@@ -209,7 +210,8 @@ Status TreeInjector::restoreMemory() {
     t->log = &log_;
     tasks_.push_back(std::move(t));
     CRPIPE_TRY(prepareTask(*tasks_.back()));
-    fills.push_back(startFill(*tasks_.back()));
+    // Only the last task's fill has nothing to overlap with: it alone takes both CPUs.
+    fills.push_back(startFill(*tasks_.back(), i + 1 == plan_.tasks.size()));
     if (fills.size() > 1) {
       CRPIPE_TRY(completeTask(*fills.front()));
       fills.pop_front();
@@ -221,6 +223,8 @@ Status TreeInjector::restoreMemory() {
   }
   // Every sharer mapped its objects: the coordinator's own mappings can go.
   dropShmemObjects();
+  log_.debug("memory: %.1f ms waiting for pages the injection did not hide",
+             static_cast<double>(fillWaitNs_) / 1e6);
   return {};
 }
 
@@ -268,23 +272,27 @@ Status TreeInjector::prepareTask(InjectedTask& t) {
   return mapAddressSpace(t);
 }
 
-std::unique_ptr<TreeInjector::FillJob> TreeInjector::startFill(InjectedTask& t) {
+std::unique_ptr<TreeInjector::FillJob> TreeInjector::startFill(InjectedTask& t, bool split) {
   auto job = std::make_unique<FillJob>();
   job->task = &t;
   FillJob* j = job.get();
-  job->thread = std::jthread([j]() {
+  job->thread = std::jthread([j, split]() {
     // Born with the coordinator's one-CPU pin: the copy takes no ptrace stop, so it may
     // run on whichever CPU is free.
     if (j->task->coordinatorMask != nullptr) {
       ::sched_setaffinity(0, sizeof(*j->task->coordinatorMask), j->task->coordinatorMask);
     }
-    j->status = fillPages(j->task->pid, j->task->image->pages, &j->bytes);
+    j->status = fillPages(j->task->pid, j->task->image->pages, &j->bytes, split);
   });
   return job;
 }
 
 Status TreeInjector::completeTask(FillJob& job) {
+  timespec a{}, b{};
+  ::clock_gettime(CLOCK_MONOTONIC, &a);
   job.thread.join();
+  ::clock_gettime(CLOCK_MONOTONIC, &b);
+  fillWaitNs_ += static_cast<uint64_t>((b.tv_sec - a.tv_sec) * 1000000000ll + (b.tv_nsec - a.tv_nsec));
   InjectedTask& t = *job.task;
   CRPIPE_TRY_CTX(std::move(job.status), t.where());
   bytesFilled_ += job.bytes;
