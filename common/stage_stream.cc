@@ -232,6 +232,18 @@ Status StageReader::splicePayload(int outFd, size_t len, const std::string& outN
       if (out < 0 && errno == EINTR) {
         continue;
       }
+      if (out < 0 && errno == EINVAL) {
+        // A file system without splice_write: what is in the pipe goes through a buffer.
+        bounce_.resize(1 << 20);
+        ssize_t r = ::read(pipeRead_.get(), bounce_.data(), std::min(left, bounce_.size()));
+        if (r <= 0) {
+          return fail(Error::sys(r < 0 ? errno : EIO, "read the splice pipe for " + outName));
+        }
+        CRPIPE_TRY_CTX(writeAll(outFd, std::string_view(bounce_.data(), static_cast<size_t>(r))),
+                       "write " + outName);
+        left -= static_cast<size_t>(r);
+        continue;
+      }
       if (out <= 0) {
         return fail(Error::sys(out < 0 ? errno : EIO, "write " + outName + " (splice)"));
       }
