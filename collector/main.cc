@@ -199,6 +199,8 @@ int main(int argc, char** argv) {
       outIsFile = true;
     }
   }
+  // Page batches are 8 MiB: room for most of one in flight.
+  widenStreamBuffer(outFd, 8 << 20);
   StageWriter data(outFd);
   ControlSender control(a.controlFd, log);
   control.hello(proto::Hello::Role::COLLECTOR, a.dump.root);

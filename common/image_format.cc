@@ -255,6 +255,14 @@ Result<ImageWriter> ImageWriter::create(int dirFd, const std::string& name, uint
   return w;
 }
 
+Status ImageWriter::appendFrom(size_t len,
+                               const std::function<Status(int, const std::string&)>& fill) {
+  CRPIPE_TRY(flush());
+  CRPIPE_TRY(fill(fd_.get(), "image " + name_));
+  written_ += len;
+  return {};
+}
+
 Status ImageWriter::append(std::string_view data) {
   constexpr size_t kBufLimit = 1 << 20;
   // Large pieces (a stream's chunks, page batches) go to the file as they are: copying

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -114,6 +115,9 @@ class ImageWriter {
 
   Status writeEntry(std::string_view payload);
   Status writeRaw(std::string_view data);
+  // Appends `len` bytes that `fill` writes to the file's fd, at its position (spliced
+  // from a stream: StageReader::splicePayload), after whatever is buffered.
+  Status appendFrom(size_t len, const std::function<Status(int, const std::string&)>& fill);
   // Flushes and closes; the file is complete after this. It is on disk once the caller
   // syncs its file system (ImageSink: one syncfs for every image, not an fsync each).
   Status finish();

@@ -161,6 +161,22 @@ Status ImageEmitter::flush() {
   return {};
 }
 
+Status ImageEmitter::pages(uint32_t image, std::string_view data) {
+  // Entries gathered so far go first (the pagemap entries that describe these pages).
+  CRPIPE_TRY(flush());
+  while (!data.empty()) {
+    auto chunk = data.substr(0, kMaxPagesPayload);
+    capnp::MallocMessageBuilder mb(16);
+    auto p = mb.initRoot<proto::Message>().initPages();
+    p.setImage(image);
+    p.setLength(chunk.size());
+    CRPIPE_TRY(out_.writeWithPayload(mb, chunk));
+    rawBytes_ += chunk.size();
+    data.remove_prefix(chunk.size());
+  }
+  return {};
+}
+
 Status ImageEmitter::entryTo(const std::string& fileName,
                              const google::protobuf::MessageLite& msg) {
   auto idx = image(fileName);
@@ -190,7 +206,8 @@ Result<ImageSink::Open*> ImageSink::writer(uint32_t image, const std::string& wh
   return &it->second;
 }
 
-Result<bool> ImageSink::consume(proto::Message::Reader msg, const std::string& where) {
+Result<bool> ImageSink::consume(proto::Message::Reader msg, const std::string& where,
+                                StageReader& in) {
   switch (msg.which()) {
     case proto::Message::IMAGE_OPEN: {
       auto o = msg.getImageOpen();
@@ -274,6 +291,23 @@ Result<bool> ImageSink::consume(proto::Message::Reader msg, const std::string& w
           std::string_view(reinterpret_cast<const char*>(d.begin()), d.size())));
       return false;
     }
+    case proto::Message::PAGES: {
+      auto p = msg.getPages();
+      auto w = writer(p.getImage(), where);
+      if (!w) {
+        return fail(std::move(w).error());
+      }
+      // The reader has refused lengths over kMaxPagesPayload already.
+      const size_t len = static_cast<size_t>(p.getLength());
+      // Socket (or pipe, file) -> pipe -> image file: the bytes are copied once, by the
+      // kernel, into the file's pages; the ImagePages framing exists for this.
+      CRPIPE_TRY_CTX((*w)->framer.feedRaw(len), where + ": " + (*w)->writer.name());
+      CRPIPE_TRY((*w)->writer.appendFrom(len, [&](int fd, const std::string& name) {
+        return in.splicePayload(fd, len, name);
+      }));
+      rawBytes_ += len;
+      return false;
+    }
     case proto::Message::END: {
       auto e = msg.getEnd();
       if (e.getImages() != writers_.size() || e.getEntries() != entries_ ||
@@ -351,6 +385,8 @@ Status emitImageDirectory(int dirFd, const std::string& dirName, ImageEmitter& o
     for (const auto& p : f->pieces()) {
       if (p.type == ImagePiece::Type::Entry) {
         CRPIPE_TRY(out.entryBytes(*idx, p.data));
+      } else if (f->kind().magic == 0 && f->kind().headMagic == 0) {
+        CRPIPE_TRY(out.pages(*idx, p.data));  // page contents: outside capnp framing
       } else {
         CRPIPE_TRY(out.raw(*idx, p.data));
       }

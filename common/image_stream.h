@@ -30,6 +30,9 @@ class ImageEmitter {
   Status entry(uint32_t image, const google::protobuf::MessageLite& msg);
   Status entryBytes(uint32_t image, std::string_view payload);
   Status raw(uint32_t image, std::string_view data);
+  // The same bytes as raw(), as ImagePages messages: each followed by its bytes outside
+  // Cap'n Proto framing, written from `data` itself. For page batches.
+  Status pages(uint32_t image, std::string_view data);
   // Convenience: entry into the named image.
   Status entryTo(const std::string& fileName, const google::protobuf::MessageLite& msg);
   // Sends every chunk gathered so far.
@@ -65,8 +68,9 @@ class ImageSink {
  public:
   explicit ImageSink(int dirFd) : dirFd_(dirFd) {}
 
-  // Handles one message; returns true once End arrived and every file is synced.
-  Result<bool> consume(proto::Message::Reader msg, const std::string& where);
+  // Handles one message; returns true once End arrived and every file is synced. The
+  // payload of an ImagePages message is spliced from `in` straight into the image file.
+  Result<bool> consume(proto::Message::Reader msg, const std::string& where, StageReader& in);
   uint32_t imagesWritten() const { return static_cast<uint32_t>(names_.size()); }
   uint64_t bytesWritten() const { return bytes_; }
   const std::vector<std::string>& names() const { return names_; }

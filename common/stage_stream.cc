@@ -1,8 +1,13 @@
 #include "common/stage_stream.h"
 
+#include "common/image_format.h"
 #include "common/restore_phase.h"
 
+#include <fcntl.h>
+#include <unistd.h>
 #include <kj/exception.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <cstdio>
 
@@ -21,6 +26,10 @@ class StageReader::Counting : public kj::InputStream {
     in_.skip(bytes);
     count_ += bytes;
   }
+  // Bytes taken from the fd past the buffer (splice).
+  void advance(uint64_t bytes) { count_ += bytes; }
+  // What the buffer holds already, without reading the fd.
+  kj::ArrayPtr<const kj::byte> buffered() { return in_.tryGetReadBuffer(); }
   uint64_t count() const { return count_; }
 
  private:
@@ -39,7 +48,8 @@ StageReader::StageReader(int fd, std::string name)
     : name_(std::move(name)),
       raw_(std::make_unique<kj::FdInputStream>(fd)),
       buffered_(std::make_unique<kj::BufferedInputStreamWrapper>(*raw_)),
-      counting_(std::make_unique<Counting>(*buffered_)) {}
+      counting_(std::make_unique<Counting>(*buffered_)),
+      fd_(fd) {}
 
 namespace {
 
@@ -66,6 +76,16 @@ std::unique_ptr<capnp::MessageReader> StageReader::takeLast() {
 
 Result<std::optional<proto::Message::Reader>> StageReader::next() {
   dropReader(current_);
+  if (payloadLeft_ > 0) {
+    // The caller did not want the payload (a decoder, a reader that skips pages).
+    try {
+      counting_->skip(payloadLeft_);
+    } catch (const kj::Exception&) {
+      return failMsg(name_ + " at offset " + std::to_string(offset_) +
+                     ": stream ends inside the payload of this message");
+    }
+    payloadLeft_ = 0;
+  }
   offset_ = counting_->count();
   try {
     if (buffered_->tryGetReadBuffer().size() == 0) {
@@ -79,7 +99,16 @@ Result<std::optional<proto::Message::Reader>> StageReader::next() {
     }
     auto msg = current_->getRoot<proto::Message>();
     // Touch the union tag so that a malformed root is caught here, not later.
-    (void)msg.which();
+    if (msg.which() == proto::Message::PAGES) {
+      uint64_t len = msg.getPages().getLength();
+      if (len > kMaxPagesPayload) {
+        dropReader(current_);
+        return failMsg(name_ + " at offset " + std::to_string(offset_) + ": a pages message of " +
+                       std::to_string(len) + " bytes, more than the " +
+                       std::to_string(kMaxPagesPayload) + " a reader takes");
+      }
+      payloadLeft_ = len;
+    }
     return std::optional<proto::Message::Reader>(msg);
   } catch (const kj::Exception& e) {
     dropReader(current_);
@@ -89,6 +118,156 @@ Result<std::optional<proto::Message::Reader>> StageReader::next() {
     }
     return failMsg(name_ + " at offset " + std::to_string(offset_) + ": " + what);
   }
+}
+
+Status StageReader::readPayload(void* dst, size_t len) {
+  if (len > payloadLeft_) {
+    return failMsg(name_ + " at offset " + std::to_string(offset_) + ": " +
+                   std::to_string(len) + " payload bytes wanted, " +
+                   std::to_string(payloadLeft_) + " left in this message");
+  }
+  uint64_t at = counting_->count();
+  size_t got = 0;
+  try {
+    // kj's buffered stream hands over what it read ahead, then reads the rest from the fd
+    // straight into dst.
+    got = counting_->tryRead(dst, len, len);
+  } catch (const kj::Exception& e) {
+    payloadLeft_ = 0;
+    std::string what = e.getDescription().cStr();
+    if (what.find("Premature EOF") != std::string::npos) {
+      what = "stream ends inside the payload";
+    }
+    return failMsg(name_ + " at offset " + std::to_string(at) + ": " + what +
+                   " of the message at offset " + std::to_string(offset_));
+  }
+  if (got < len) {
+    payloadLeft_ = 0;  // nothing more to skip: the stream is over
+    return failMsg(name_ + " at offset " + std::to_string(at + got) +
+                   ": stream ends inside the payload of the message at offset " +
+                   std::to_string(offset_) + " (" + std::to_string(len - got) +
+                   " bytes missing)");
+  }
+  payloadLeft_ -= len;
+  return {};
+}
+
+void widenStreamBuffer(int fd, int bytes) {
+  struct stat st {};
+  if (::fstat(fd, &st) < 0) {
+    return;
+  }
+  if (S_ISSOCK(st.st_mode)) {
+    // Past net.core.wmem_max only with CAP_NET_ADMIN (SO_SNDBUFFORCE).
+    if (::setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &bytes, sizeof(bytes)) < 0) {
+      (void)::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof(bytes));
+    }
+  } else if (S_ISFIFO(st.st_mode)) {
+    (void)::fcntl(fd, F_SETPIPE_SZ, 1 << 20);
+  }
+}
+
+Status StageReader::splicePayload(int outFd, size_t len, const std::string& outName) {
+  if (len > payloadLeft_) {
+    return failMsg(name_ + " at offset " + std::to_string(offset_) + ": " +
+                   std::to_string(len) + " payload bytes wanted, " +
+                   std::to_string(payloadLeft_) + " left in this message");
+  }
+  auto cut = [&](uint64_t at, const std::string& what) {
+    payloadLeft_ = 0;
+    return failMsg(name_ + " at offset " + std::to_string(at) + ": " + what +
+                   " of the message at offset " + std::to_string(offset_) + " (" +
+                   std::to_string(len) + " bytes missing)");
+  };
+  // Bytes kj read ahead come first, written from its buffer. tryGetReadBuffer() reads the
+  // fd when the buffer is empty: those bytes are written from it too.
+  while (len > 0 && !noSplice_) {
+    kj::ArrayPtr<const kj::byte> head;
+    try {
+      head = counting_->buffered();
+    } catch (const kj::Exception& e) {
+      return cut(counting_->count(), e.getDescription().cStr());
+    }
+    if (head.size() == 0) {
+      return cut(counting_->count(), "stream ends inside the payload");
+    }
+    size_t n = std::min(head.size(), len);
+    CRPIPE_TRY_CTX(writeAll(outFd, std::string_view(reinterpret_cast<const char*>(head.begin()), n)),
+                   "write " + outName);
+    counting_->skip(n);
+    payloadLeft_ -= n;
+    len -= n;
+    if (len == 0) {
+      return {};
+    }
+    // The buffer is empty now: the rest comes straight from the fd.
+    if (!pipeRead_.valid()) {
+      int p[2];
+      if (::pipe2(p, O_CLOEXEC) < 0) {
+        return failSys("pipe for splicing " + outName);
+      }
+      pipeRead_.reset(p[0]);
+      pipeWrite_.reset(p[1]);
+      (void)::fcntl(p[1], F_SETPIPE_SZ, 1 << 20);
+    }
+    break;
+  }
+  while (len > 0 && !noSplice_) {
+    uint64_t at = counting_->count();
+    ssize_t in = ::splice(fd_, nullptr, pipeWrite_.get(), nullptr, std::min<size_t>(len, 1 << 20),
+                          SPLICE_F_MOVE);
+    if (in < 0 && errno == EINTR) {
+      continue;
+    }
+    if (in < 0 && (errno == EINVAL || errno == ENOSYS)) {
+      noSplice_ = true;  // this fd cannot splice: through a buffer below
+      break;
+    }
+    if (in < 0) {
+      return fail(Error::sys(name_ + " at offset " + std::to_string(at) +
+                             ": splice the payload of the message at offset " +
+                             std::to_string(offset_)));
+    }
+    if (in == 0) {
+      return cut(at, "stream ends inside the payload");
+    }
+    size_t left = static_cast<size_t>(in);
+    while (left > 0) {
+      ssize_t out = ::splice(pipeRead_.get(), nullptr, outFd, nullptr, left, SPLICE_F_MOVE);
+      if (out < 0 && errno == EINTR) {
+        continue;
+      }
+      if (out < 0 && errno == EINVAL) {
+        // A file system without splice_write: what is in the pipe goes through a buffer.
+        bounce_.resize(1 << 20);
+        ssize_t r = ::read(pipeRead_.get(), bounce_.data(), std::min(left, bounce_.size()));
+        if (r <= 0) {
+          return fail(Error::sys(r < 0 ? errno : EIO, "read the splice pipe for " + outName));
+        }
+        CRPIPE_TRY_CTX(writeAll(outFd, std::string_view(bounce_.data(), static_cast<size_t>(r))),
+                       "write " + outName);
+        left -= static_cast<size_t>(r);
+        continue;
+      }
+      if (out <= 0) {
+        return fail(Error::sys(out < 0 ? errno : EIO, "write " + outName + " (splice)"));
+      }
+      left -= static_cast<size_t>(out);
+    }
+    counting_->advance(static_cast<uint64_t>(in));
+    payloadLeft_ -= static_cast<uint64_t>(in);
+    len -= static_cast<size_t>(in);
+  }
+  // Through a buffer: a stream that cannot splice (a file system without splice_read).
+  constexpr size_t kBounce = 1 << 20;
+  while (len > 0) {
+    size_t n = std::min(len, kBounce);
+    bounce_.resize(kBounce);
+    CRPIPE_TRY(readPayload(bounce_.data(), n));
+    CRPIPE_TRY_CTX(writeAll(outFd, std::string_view(bounce_.data(), n)), "write " + outName);
+    len -= n;
+  }
+  return {};
 }
 
 StageWriter::StageWriter(int fd)
@@ -118,6 +297,18 @@ Status StageWriter::write(capnp::MessageBuilder& msg) {
     return {};
   } catch (const kj::Exception& e) {
     return failMsg(std::string("write stage message: ") + e.getDescription().cStr());
+  }
+}
+
+Status StageWriter::writeWithPayload(capnp::MessageBuilder& msg, std::string_view payload) {
+  CRPIPE_TRY(write(msg));
+  try {
+    // A write larger than kj's buffer flushes it and goes to the fd from `payload` itself.
+    buffered_->write(payload.data(), payload.size());
+    bytes_ += payload.size();
+    return {};
+  } catch (const kj::Exception& e) {
+    return failMsg(std::string("write stage payload: ") + e.getDescription().cStr());
   }
 }
 
@@ -161,6 +352,12 @@ std::string describeMessage(proto::Message::Reader msg) {
     case proto::Message::RAW: {
       auto r = msg.getRaw();
       snprintf(buf, sizeof(buf), "raw #%u %zu bytes", r.getImage(), r.getData().size());
+      return buf;
+    }
+    case proto::Message::PAGES: {
+      auto p = msg.getPages();
+      snprintf(buf, sizeof(buf), "pages #%u %lu bytes", p.getImage(),
+               static_cast<unsigned long>(p.getLength()));
       return buf;
     }
     case proto::Message::PROGRESS: {

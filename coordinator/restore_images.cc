@@ -16,7 +16,8 @@
 
 namespace crpipe {
 
-Result<bool> RestoreImages::consume(proto::Message::Reader msg, const std::string& where) {
+Result<bool> RestoreImages::consume(proto::Message::Reader msg, const std::string& where,
+                                    StageReader& in) {
   switch (msg.which()) {
     case proto::Message::HELLO:
       if (msg.getHello().getProtocolVersion() != proto::PROTOCOL_VERSION) {
@@ -59,34 +60,19 @@ Result<bool> RestoreImages::consume(proto::Message::Reader msg, const std::strin
     }
     case proto::Message::RAW: {
       auto r = msg.getRaw();
-      auto it = names_.find(r.getImage());
-      // A raw image (pages-N.img) is data only: it goes in one entry with no payload.
-      if (it != names_.end() && images_[it->second].empty()) {
-        auto kind = imageKindForFile(it->second);
-        if (kind && kind->magic == 0 && kind->headMagic == 0) {
-          images_[it->second].push_back({std::string(), {}});
-        }
-      }
-      if (it == names_.end() || images_[it->second].empty()) {
-        return failMsg(where + ": raw data for image #" + std::to_string(r.getImage()) +
-                       " with no entry before it");
-      }
       auto d = r.getData();
-      if (auto fr = framers_.find(r.getImage()); fr != framers_.end()) {
-        CRPIPE_TRY_CTX(fr->second.feedRaw(d.size()), where + ": " + it->second);
-      }
-      auto kind = imageKindForFile(it->second);
-      if (kind && kind->magic == 0 && kind->headMagic == 0) {
-        // Page contents: hundreds of MiB, into memory that grows without copying.
-        auto st = rawStreamed_[it->second].append(d.begin(), d.size());
-        if (!st) {
-          return fail(std::move(st).error().context(where + ": " + it->second));
-        }
-      } else {
-        images_[it->second].back().trailing.append(reinterpret_cast<const char*>(d.begin()),
-                                                   d.size());
-      }
-      rawBytes_ += d.size();
+      CRPIPE_TRY(appendRaw(r.getImage(), d.size(), where, [&](char* dst) -> Status {
+        std::memcpy(dst, d.begin(), d.size());
+        return {};
+      }));
+      return false;
+    }
+    case proto::Message::PAGES: {
+      auto p = msg.getPages();
+      // The reader has refused lengths over kMaxPagesPayload already.
+      const size_t len = static_cast<size_t>(p.getLength());
+      CRPIPE_TRY(appendRaw(p.getImage(), len, where,
+                           [&](char* dst) { return in.readPayload(dst, len); }));
       return false;
     }
     case proto::Message::FAILURE:
@@ -156,6 +142,42 @@ Status RestoreImages::consumeChunk(proto::ImageChunk::Reader c, const std::strin
   return {};
 }
 
+Status RestoreImages::appendRaw(uint32_t image, size_t len, const std::string& where,
+                                const std::function<Status(char*)>& fill) {
+  auto it = names_.find(image);
+  auto kind = it == names_.end() ? std::nullopt : imageKindForFile(it->second);
+  const bool rawImage = kind && kind->magic == 0 && kind->headMagic == 0;
+  // A raw image (pages-N.img) is data only: it goes in one entry with no payload.
+  if (rawImage && images_[it->second].empty()) {
+    images_[it->second].push_back({std::string(), {}});
+  }
+  if (it == names_.end() || images_[it->second].empty()) {
+    return failMsg(where + ": raw data for image #" + std::to_string(image) +
+                   " with no entry before it");
+  }
+  // Raw data may come in messages of its own or inside chunks: one framer follows both.
+  if (auto fr = framers_.find(image); fr != framers_.end()) {
+    CRPIPE_TRY_CTX(fr->second.feedRaw(len), where + ": " + it->second);
+  }
+  if (rawImage) {
+    // Page contents: hundreds of MiB, into memory that grows without copying.
+    auto& grow = rawStreamed_[it->second];
+    auto dst = grow.reserve(len);
+    if (!dst) {
+      return fail(std::move(dst).error().context(where + ": " + it->second));
+    }
+    CRPIPE_TRY(fill(*dst));
+    grow.commit(len);
+  } else {
+    std::string& t = images_[it->second].back().trailing;
+    size_t at = t.size();
+    t.resize(at + len);
+    CRPIPE_TRY(fill(t.data() + at));
+  }
+  rawBytes_ += len;
+  return {};
+}
+
 GrowBuffer::~GrowBuffer() {
   if (data_ != nullptr) {
     ::munmap(data_, cap_);
@@ -163,6 +185,16 @@ GrowBuffer::~GrowBuffer() {
 }
 
 Status GrowBuffer::append(const void* data, size_t len) {
+  auto dst = reserve(len);
+  if (!dst) {
+    return fail(std::move(dst).error());
+  }
+  std::memcpy(*dst, data, len);
+  commit(len);
+  return {};
+}
+
+Result<char*> GrowBuffer::reserve(size_t len) {
   if (size_ + len > cap_) {
     constexpr size_t kPage = 4096;
     size_t want = std::max<size_t>({cap_ * 2, size_ + len, size_t{1} << 20});
@@ -177,9 +209,7 @@ Status GrowBuffer::append(const void* data, size_t len) {
     data_ = static_cast<char*>(p);
     cap_ = want;
   }
-  std::memcpy(data_ + size_, data, len);
-  size_ += len;
-  return {};
+  return data_ + size_;
 }
 
 RestoreImages::~RestoreImages() {
@@ -283,7 +313,7 @@ Status readRestoreImages(int fd, const std::string& name, RestoreImages& images)
     if (!msg->has_value()) {
       return failMsg(name + " at offset " + std::to_string(at) + ": the stream ends before End");
     }
-    auto done = images.consume(**msg, name + " at offset " + std::to_string(at));
+    auto done = images.consume(**msg, name + " at offset " + std::to_string(at), reader);
     if (!done) {
       return fail(std::move(done).error());
     }

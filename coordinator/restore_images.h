@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <deque>
+#include <functional>
 #include <map>
 #include <set>
 #include <string>
@@ -10,6 +11,7 @@
 
 #include "common/image_format.h"
 #include "common/result.h"
+#include "common/stage_stream.h"
 #include "protos/stage.capnp.h"
 
 namespace crpipe {
@@ -32,6 +34,9 @@ class GrowBuffer {
   GrowBuffer& operator=(const GrowBuffer&) = delete;
   ~GrowBuffer();
   Status append(const void* data, size_t len);
+  // Room for `len` more bytes at the end, to fill (straight from a stream) before commit.
+  Result<char*> reserve(size_t len);
+  void commit(size_t len) { size_ += len; }
   std::string_view view() const { return {data_, size_}; }
 
  private:
@@ -47,8 +52,9 @@ class RestoreImages {
   RestoreImages& operator=(const RestoreImages&) = delete;
   ~RestoreImages();
 
-  // Takes one message; true once End arrived and the counts matched.
-  Result<bool> consume(proto::Message::Reader msg, const std::string& where);
+  // Takes one message; true once End arrived and the counts matched. The payload of an
+  // ImagePages message is read from `in`, straight into its place.
+  Result<bool> consume(proto::Message::Reader msg, const std::string& where, StageReader& in);
 
   // The entries of one image file ("pstree.img"); empty if the dump has none.
   const std::vector<ImageEntryData>& entries(const std::string& name) const;
@@ -80,6 +86,9 @@ class RestoreImages {
  private:
   // One ImageChunk: its entries and their data, split with the image's framer.
   Status consumeChunk(proto::ImageChunk::Reader c, const std::string& where);
+  // Appends `len` raw bytes to image #image: `fill` writes them to the pointer it is given.
+  Status appendRaw(uint32_t image, size_t len, const std::string& where,
+                   const std::function<Status(char*)>& fill);
 
   std::map<uint32_t, std::string> names_;
   std::map<uint32_t, ImageFramer> framers_;  // where each image's chunks stand

@@ -25,7 +25,8 @@ struct Message {
     taskOrder @9 :TaskOrder;
     phase @10 :Phase;
     phaseDone @11 :PhaseDone;
-    chunk @12 :ImageChunk;
+    pages @12 :ImagePages;
+    chunk @13 :ImageChunk;
   }
 }
 
@@ -43,7 +44,8 @@ struct Hello {
   }
 }
 
-const protocolVersion :UInt32 = 1;
+# 2: ImagePages, whose bytes follow the message outside Cap'n Proto framing.
+const protocolVersion :UInt32 = 2;
 
 # Collector or serializer -> reader: a new image file starts. Entries and raw data that
 # follow name it by `image`, an index unique within the stream.
@@ -81,6 +83,18 @@ struct ImageChunk {
   entries @1 :UInt32;
   rawBytes @2 :UInt64;
   bytes @3 :Data;
+}
+
+# Collector or serializer -> reader: `length` raw bytes appended to an image (a batch of
+# pages for pages-N.img). The bytes follow this message on the stream as they are, outside
+# Cap'n Proto framing, so a writer sends them straight from its buffer and a reader takes
+# them straight into their destination (the mapped image file, restore memory), with no
+# copy into or out of a message. The next message starts right after them. Readers refuse
+# a length over 64 MiB, and a stream that ends inside the bytes, naming this message's
+# offset. End.rawBytes counts these bytes like ImageRaw's.
+struct ImagePages {
+  image @0 :UInt32;
+  length @1 :UInt64;
 }
 
 # Any stage -> coordinator (control channel): how far a long step has come.

@@ -62,8 +62,8 @@ void printChunk(FILE* out, OpenImage* img, proto::ImageChunk::Reader c) {
   }
 }
 
-void printMessage(FILE* out, proto::Message::Reader m, uint64_t offset,
-                  std::map<uint32_t, OpenImage>& images) {
+Status printMessage(FILE* out, proto::Message::Reader m, uint64_t offset,
+                    std::map<uint32_t, OpenImage>& images, StageReader& reader) {
   fprintf(out, "@%lu %s\n", static_cast<unsigned long>(offset), describeMessage(m).c_str());
   if (m.isImageOpen()) {
     auto o = m.getImageOpen();
@@ -90,7 +90,18 @@ void printMessage(FILE* out, proto::Message::Reader m, uint64_t offset,
       (void)it->second.framer->feedRaw(d.size());
     }
     printRaw(out, std::string_view(reinterpret_cast<const char*>(d.begin()), d.size()));
+  } else if (m.isPages()) {
+    // The first bytes of the payload; the reader skips the rest.
+    auto it = images.find(m.getPages().getImage());
+    if (it != images.end() && it->second.framer) {
+      (void)it->second.framer->feedRaw(m.getPages().getLength());
+    }
+    std::string head(std::min<uint64_t>(reader.payloadLeft(), kRawPreview), '\0');
+    CRPIPE_TRY(reader.readPayload(head.data(), head.size()));
+    fprintf(out, "    %s%s\n", hexBytes(head).c_str(),
+            m.getPages().getLength() > kRawPreview ? "..." : "");
   }
+  return {};
 }
 
 }  // namespace
@@ -114,7 +125,11 @@ Status runDecode(const DecodeOptions& opts, FILE* out) {
     }
     ++count;
     try {
-      printMessage(out, **msg, reader.offset(), images);
+      auto printed = printMessage(out, **msg, reader.offset(), images, reader);
+      if (!printed) {
+        fflush(out);
+        return fail(std::move(printed).error());
+      }
     } catch (const kj::Exception& e) {
       fflush(out);
       return failMsg(in->name + " at offset " + std::to_string(reader.offset()) + ": " +

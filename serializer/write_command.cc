@@ -46,7 +46,7 @@ Status receive(StageReader& reader, ImageSink& sink, ControlSender& ctl) {
         return failMsg(std::string("upstream stage failed: ") +
                        (*msg)->getFailure().getMessage().cStr());
       }
-      done = sink.consume(**msg, where);
+      done = sink.consume(**msg, where, reader);
     } catch (const kj::Exception& e) {
       return failMsg(where + ": " + e.getDescription().cStr());
     }

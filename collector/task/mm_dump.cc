@@ -160,9 +160,11 @@ uint32_t extraMapFlags(const SmapsVma& v) {
 // are anonymous too), except the shared zero page. File pages (PM_FILE) come back from
 // the file; pages never touched are not in the page table at all.
 Status dumpPrivatePages(int pagemapFd, int memFd, pid_t pid, const SmapsVma& v,
-                        uint64_t zeroPfn, PageWriter& pw) {
+                        uint64_t zeroPfn, std::vector<uint64_t>& pm, PageWriter& pw) {
   constexpr size_t kChunk = 64 * 1024;  // pagemap entries per read: 256 MiB of address space
-  std::vector<uint64_t> pm(kChunk);
+  // Kept across mappings and processes: a fresh zeroed 512 KiB for each of hundreds of
+  // mappings cost more than reading their pagemap.
+  pm.resize(std::max(pm.size(), std::min<size_t>(kChunk, (v.end - v.start) / kPageSize)));
   const bool readable = (v.prot & PROT_READ) != 0;
   uint64_t runStart = 0, runLen = 0;
   auto emit = [&]() -> Status {
@@ -408,7 +410,7 @@ Status dumpMm(DumpContext& ctx, MmDumpState& st, pid_t pid, const ProcessState& 
         return fail(Error::sys("open " + dir + "mem"));
       }
     }
-    CRPIPE_TRY_CTX(dumpPrivatePages(pagemap.get(), mem.get(), pid, v, st.zeroPfn, *pw),
+    CRPIPE_TRY_CTX(dumpPrivatePages(pagemap.get(), mem.get(), pid, v, st.zeroPfn, st.pagemapBuf, *pw),
                    where + ": mapping " + hexRange(v.start, v.end));
   }
   CRPIPE_TRY(pw->flush());

@@ -4,6 +4,7 @@
 
 #include <set>
 #include <utility>
+#include <vector>
 
 #include "collector/dump_context.h"
 #include "collector/task/page_writer.h"
@@ -21,6 +22,7 @@ struct MmDumpState {
   uint64_t zeroPfn = 0;  // the shared zero page's frame (0: unknown)
   std::set<std::pair<dev_t, ino_t>> shmemDone;  // shared anonymous objects already dumped
   uint64_t pagesDumped = 0;
+  std::vector<uint64_t> pagemapBuf;  // /proc/PID/pagemap entries, reused for every mapping
 
   explicit MmDumpState(TaskFiles& f) : files(f) {}
 };

@@ -4,6 +4,8 @@
 
 #include <climits>
 #include <cstdio>
+#include <thread>
+#include <utility>
 
 #include "common/ptrace/remote_mem.h"
 #include "protos/pagemap.pb.h"
@@ -21,6 +23,56 @@ std::string hexAddr(uint64_t a) {
 }
 }  // namespace
 
+// A batch being read: its ranges, where they go, and the read's result.
+struct PageWriter::Buffer::Pending {
+  ImageEmitter* out = nullptr;
+  uint32_t image = 0;
+  pid_t pid = 0;
+  std::vector<iovec> ranges;
+  size_t len = 0;
+  int slot = 0;
+  Result<size_t> got = size_t{0};
+  std::jthread thread;  // last: joined first when the batch goes, before what it writes
+};
+
+PageWriter::Buffer::Buffer() = default;
+PageWriter::Buffer::~Buffer() = default;
+
+namespace {
+
+// Waits for `p`'s read, then writes its pages to the stream.
+Status complete(PageWriter::Buffer& buf, PageWriter::Buffer::Pending& p) {
+  p.thread.join();
+  if (!p.got) {
+    return fail(std::move(p.got).error());
+  }
+  if (*p.got != p.len) {
+    // Find the range that failed, for the message.
+    size_t at = *p.got;
+    uint64_t addr = 0;
+    for (const auto& v : p.ranges) {
+      if (at < v.iov_len) {
+        addr = reinterpret_cast<uint64_t>(v.iov_base) + at;
+        break;
+      }
+      at -= v.iov_len;
+    }
+    return failMsg("pid " + std::to_string(p.pid) + ": cannot read the page at " +
+                   hexAddr(addr) + " (process_vm_readv)");
+  }
+  return p.out->pages(p.image, std::string_view(buf.bytes[p.slot].data(), p.len));
+}
+
+}  // namespace
+
+Status PageWriter::Buffer::drain() {
+  if (pending == nullptr) {
+    return {};
+  }
+  auto p = std::move(pending);
+  return complete(*this, *p);
+}
+
 Result<PageWriter> PageWriter::open(ImageEmitter& out, Buffer& buf,
                                     const std::string& pagemapName, uint32_t pagesId) {
   auto pm = out.image(pagemapName);
@@ -35,8 +87,10 @@ Result<PageWriter> PageWriter::open(ImageEmitter& out, Buffer& buf,
   images::PagemapHead head;
   head.set_pages_id(pagesId);
   CRPIPE_TRY(out.entry(*pm, head));
-  if (buf.bytes.size() < kBatchBytes) {
-    buf.bytes.resize(kBatchBytes);
+  for (auto& b : buf.bytes) {
+    if (b.size() < kBatchBytes) {
+      b.resize(kBatchBytes);
+    }
   }
   return PageWriter(out, buf, *pm, *pages);
 }
@@ -78,39 +132,38 @@ Status PageWriter::flush() {
   if (queued_.empty()) {
     return {};
   }
-  auto n = inject::readRemoteV(pid_, queued_, buf_->bytes.data(), queuedBytes_);
-  if (!n) {
-    return fail(std::move(n).error());
-  }
-  if (*n != queuedBytes_) {
-    // Find the range that failed, for the message.
-    size_t at = *n;
-    uint64_t addr = 0;
-    for (const auto& v : queued_) {
-      if (at < v.iov_len) {
-        addr = reinterpret_cast<uint64_t>(v.iov_base) + at;
-        break;
-      }
-      at -= v.iov_len;
-    }
-    return failMsg("pid " + std::to_string(pid_) + ": cannot read the page at " +
-                   hexAddr(addr) + " (process_vm_readv)");
-  }
-  CRPIPE_TRY(out_->raw(pagesImg_, std::string_view(buf_->bytes.data(), queuedBytes_)));
+  // This batch is read on its own thread into the buffer the batch before it is not in...
+  auto job = std::make_unique<Buffer::Pending>();
+  job->out = out_;
+  job->image = pagesImg_;
+  job->pid = pid_;
+  job->ranges = std::move(queued_);
+  job->len = queuedBytes_;
+  job->slot = buf_->nextSlot;
+  buf_->nextSlot ^= 1;
   queued_.clear();
   queuedBytes_ = 0;
+  Buffer::Pending* j = job.get();
+  char* dst = buf_->bytes[j->slot].data();
+  j->thread = std::jthread([j, dst]() { j->got = inject::readRemoteV(j->pid, j->ranges, dst, j->len); });
+  // ...while that one is written to the stream (in order: same image, earlier pages).
+  auto before = std::exchange(buf_->pending, std::move(job));
+  if (before != nullptr) {
+    CRPIPE_TRY(complete(*buf_, *before));
+  }
   return {};
 }
 
 Status PageWriter::addFromFd(int fd, uint64_t offset, uint64_t vaddr, uint64_t nPages) {
-  CRPIPE_TRY(flush());  // keep the data in entry order
+  CRPIPE_TRY(flush());  // keep the data in entry order: every batch written first
+  CRPIPE_TRY(buf_->drain());
   CRPIPE_TRY(entry(vaddr, nPages));
   uint64_t len = nPages * kPageSize;
   while (len > 0) {
     size_t take = static_cast<size_t>(std::min<uint64_t>(len, kBatchBytes));
     size_t got = 0;
     while (got < take) {
-      ssize_t r = ::pread(fd, buf_->bytes.data() + got, take - got,
+      ssize_t r = ::pread(fd, buf_->bytes[0].data() + got, take - got,
                           static_cast<off_t>(offset + got));
       if (r < 0) {
         if (errno == EINTR) {
@@ -120,12 +173,12 @@ Status PageWriter::addFromFd(int fd, uint64_t offset, uint64_t vaddr, uint64_t n
       }
       if (r == 0) {
         // Past the end of a shmem object: the pages read as zeroes.
-        std::fill(buf_->bytes.data() + got, buf_->bytes.data() + take, '\0');
+        std::fill(buf_->bytes[0].data() + got, buf_->bytes[0].data() + take, '\0');
         break;
       }
       got += static_cast<size_t>(r);
     }
-    CRPIPE_TRY(out_->raw(pagesImg_, std::string_view(buf_->bytes.data(), take)));
+    CRPIPE_TRY(out_->pages(pagesImg_, std::string_view(buf_->bytes[0].data(), take)));
     offset += take;
     vaddr += take;
     len -= take;

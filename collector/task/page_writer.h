@@ -4,6 +4,7 @@
 #include <sys/uio.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -17,12 +18,26 @@ inline constexpr uint64_t kPageSize = 4096;
 // Writes one pagemap image (pagemap-PID.img or pagemap-shmem-SHMID.img) and its pages-N.img.
 // Each run of pages becomes one PagemapEntry at once; the contents follow in pages-N.img in
 // the same order, read in large batches: up to IOV_MAX ranges and kBatchBytes per
-// process_vm_readv, each batch one raw stage message per MiB.
+// process_vm_readv, each batch one ImagePages message. A batch is read on a thread of its
+// own while the collector writes the batch before it to the stream (or goes on with the
+// next process's state), so the read and the write overlap.
 class PageWriter {
  public:
-  // A buffer shared by every PageWriter of a dump.
+  // The buffers and the batch in flight, shared by every PageWriter of a dump: two 8 MiB
+  // buffers, one being read into while the other is written out.
   struct Buffer {
-    std::string bytes;
+    struct Pending;
+    Buffer();
+    ~Buffer();
+    Buffer(const Buffer&) = delete;
+    Buffer& operator=(const Buffer&) = delete;
+    // Waits for the batch in flight and writes it. Before End, and before pages of an
+    // image are written another way.
+    Status drain();
+
+    std::string bytes[2];
+    int nextSlot = 0;
+    std::unique_ptr<Pending> pending;
   };
   static constexpr size_t kBatchBytes = 8 << 20;
 
@@ -35,7 +50,8 @@ class PageWriter {
   // Pages recorded at `vaddr` whose contents are read from `fd` at `offset` (a shmem object,
   // or /proc/PID/mem for memory the task cannot read itself, PROT_NONE).
   Status addFromFd(int fd, uint64_t offset, uint64_t vaddr, uint64_t nPages);
-  // Reads and writes whatever is queued. Must be called before the writer goes away.
+  // Starts reading whatever is queued and writes the batch before it. Must be called
+  // before the writer goes away; Buffer::drain() writes the last batch.
   Status flush();
 
   uint64_t pages() const { return pages_; }

@@ -117,6 +117,7 @@ Status collectTaskState(DumpContext& ctx, const FrozenTree& tree, ProgressSink& 
                       "pid " + std::to_string(p.pid) + ", " +
                           std::to_string(mm.pagesDumped * kPageSize >> 20) + " MiB of pages");
   }
+  CRPIPE_TRY(mm.buffer.drain());  // the last batch of pages, still being read
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                 std::chrono::steady_clock::now() - t0)
                 .count();

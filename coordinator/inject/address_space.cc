@@ -2,7 +2,8 @@
 // syscalls: the restorer's own memory goes, the vDSO and vvar move to where the task had
 // them (same kernel, so the same code), every VMA comes back at its address, and the pages
 // the dump stored are written in with process_vm_writev straight from the images the
-// coordinator holds — one copy, in batches of up to IOV_MAX runs.
+// coordinator holds — one copy, in batches of up to IOV_MAX runs (page_fill.cc, driven by
+// tree_injector.cc between mapAddressSpace and finishAddressSpace).
 #include <fcntl.h>
 #include <sched.h>
 #include <linux/mman.h>
@@ -85,52 +86,6 @@ Status unregisterRseq(InjectedTask& t, InjectedThread& th) {
   return {};
 }
 
-// Writes the stored pages of `runs` into the task: runs are at their vaddr (+ base).
-Status fillPages(pid_t pid, const PageRuns& runs, uint64_t* bytes) {
-  std::vector<iovec> remote;
-  remote.reserve(std::min<size_t>(runs.entries.size(), IOV_MAX));
-  size_t offset = 0;
-  size_t i = 0;
-  while (i < runs.entries.size()) {
-    remote.clear();
-    size_t want = 0;
-    for (; i < runs.entries.size() && remote.size() < IOV_MAX; ++i) {
-      const auto& e = runs.entries[i];
-      size_t len = e.nr_pages() * kPage;
-      remote.push_back({reinterpret_cast<void*>(e.vaddr()), len});
-      want += len;
-    }
-    size_t done = 0;
-    size_t first = 0;
-    while (done < want) {
-      iovec local{const_cast<char*>(runs.pages.data()) + offset + done, want - done};
-      ssize_t n = ::process_vm_writev(pid, &local, 1, remote.data() + first,
-                                      remote.size() - first, 0);
-      if (n <= 0) {
-        uint64_t at = reinterpret_cast<uint64_t>(remote[first].iov_base);
-        return fail(Error::sys(n < 0 ? errno : EFAULT,
-                               "process_vm_writev of pages at 0x" + hexRange(at, at + remote[first].iov_len)));
-      }
-      done += static_cast<size_t>(n);
-      // Skip the runs written whole; shorten the one written in part.
-      size_t left = static_cast<size_t>(n);
-      while (left > 0 && first < remote.size()) {
-        if (left >= remote[first].iov_len) {
-          left -= remote[first].iov_len;
-          ++first;
-        } else {
-          remote[first].iov_base = static_cast<char*>(remote[first].iov_base) + left;
-          remote[first].iov_len -= left;
-          left = 0;
-        }
-      }
-    }
-    offset += want;
-  }
-  *bytes += offset;
-  return {};
-}
-
 }  // namespace
 
 Status mapTrampoline(InjectedTask& t, const std::vector<std::pair<uint64_t, uint64_t>>& current) {
@@ -174,7 +129,7 @@ Status mapTrampoline(InjectedTask& t, const std::vector<std::pair<uint64_t, uint
   return failMsg(t.where() + ": no free place for the trampoline page");
 }
 
-Status restoreAddressSpace(InjectedTask& t, uint64_t* bytesFilled) {
+Status mapAddressSpace(InjectedTask& t) {
   SyscallSession& s = t.leader();
   const std::string w = t.where();
   CRPIPE_TRY(unregisterRseq(t, t.threads[0]));
@@ -320,22 +275,12 @@ Status restoreAddressSpace(InjectedTask& t, uint64_t* bytesFilled) {
   for (const auto& [key, fd] : openFiles) {
     CRPIPE_TRY_CTX(s.callChecked("close", SYS_close, {static_cast<uint64_t>(fd)}), w);
   }
+  return {};
+}
 
-  {
-    // The copy takes no ptrace stop: it may run on whichever CPU is free.
-    if (t.coordinatorMask != nullptr) {
-      ::sched_setaffinity(0, sizeof(*t.coordinatorMask), t.coordinatorMask);
-    }
-    auto filled = fillPages(t.pid, t.image->pages, bytesFilled);
-    if (t.coordinatorMask != nullptr) {
-      cpu_set_t one;
-      CPU_ZERO(&one);
-      CPU_SET(t.cpu, &one);
-      ::sched_setaffinity(0, sizeof(one), &one);
-    }
-    CRPIPE_TRY_CTX(std::move(filled), w);
-  }
-
+Status finishAddressSpace(InjectedTask& t) {
+  SyscallSession& s = t.leader();
+  const std::string w = t.where();
   for (const auto& v : t.image->mm.vmas()) {
     if (isSpecial(v) || (v.status() & kVmaVsyscall) != 0) {
       continue;

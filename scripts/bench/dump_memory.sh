@@ -29,6 +29,9 @@ median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 bench() {  # name MiB procs
   local name=$1 mib=$2 procs=$3
+  # Removed first: the redirection below truncates the file only once the child runs, and
+  # the wait loop must not see the READY of the workload before.
+  rm -f "$work/ready"
   setsid "$workload" "$mib" "$procs" > "$work/ready" 2>&1 < /dev/null &
   wpid=$!
   disown

@@ -52,6 +52,9 @@ gone() {  # pid: waits (10 s at most) until no process of that session is left
 
 bench() {  # name MiB procs [stream]
   local name=$1 mib=$2 procs=$3 how=${4:-dir}
+  # Removed first: the redirection below truncates the file only once the child runs, and
+  # the wait loop must not see the READY of the workload before.
+  rm -f "$work/ready"
   setsid "$workload" "$mib" "$procs" > "$work/ready" 2>&1 < /dev/null &
   wpid=$!
   disown

@@ -4,6 +4,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -41,6 +42,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       (void)crpipe::describeMessage(**msg);
     } catch (const kj::Exception&) {
       return 0;
+    }
+    // Part of a pages message's payload taken, the rest left for next() to skip.
+    if (reader.payloadLeft() > 0) {
+      char head[64];
+      auto got = reader.readPayload(head, std::min<uint64_t>(reader.payloadLeft(), sizeof(head)));
+      if (!got) {
+        if (got.error().message().rfind("fuzz at offset ", 0) != 0) {
+          abort();
+        }
+        return 0;
+      }
     }
   }
 }

@@ -165,7 +165,7 @@ Result<bool> sinkAll(const std::string& stream, int dirFd) {
       return false;
     }
     std::string where = r.name() + " at offset " + std::to_string(r.offset());
-    auto done = sink.consume(**m, where);
+    auto done = sink.consume(**m, where, r);
     if (!done || *done) {
       return done;
     }

@@ -4,6 +4,11 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <sys/socket.h>
+
+#include <thread>
+#include <utility>
+
 #include "common/image_format.h"
 #include "common/stage_stream.h"
 #include "common/unique_fd.h"
@@ -172,6 +177,200 @@ TEST(StageStream, TruncatedInLaterSegmentRefusedAtItsOffset) {
   auto bad = r.next();
   ASSERT_FALSE(bad);
   EXPECT_NE(bad.error().message().find("multi at offset " + std::to_string(start)),
+            std::string::npos)
+      << bad.error().message();
+}
+
+// A stream with page batches: hello, pages #3 (large: read past kj's buffer), pages #4
+// (small: inside it), end. Returns the offsets of the four messages and the total length.
+std::vector<uint64_t> writePagesSample(int fd, const std::string& big, const std::string& small) {
+  std::vector<uint64_t> offsets;
+  StageWriter w(fd);
+  capnp::MallocMessageBuilder hello;
+  hello.initRoot<proto::Message>().initHello().setRootPid(1);
+  offsets.push_back(w.bytesWritten());
+  EXPECT_TRUE(w.write(hello));
+  for (auto [image, data] : {std::pair<uint32_t, const std::string*>{3, &big}, {4, &small}}) {
+    capnp::MallocMessageBuilder mb;
+    auto p = mb.initRoot<proto::Message>().initPages();
+    p.setImage(image);
+    p.setLength(data->size());
+    offsets.push_back(w.bytesWritten());
+    EXPECT_TRUE(w.writeWithPayload(mb, *data));
+  }
+  capnp::MallocMessageBuilder end;
+  end.initRoot<proto::Message>().initEnd().setRawBytes(big.size() + small.size());
+  offsets.push_back(w.bytesWritten());
+  EXPECT_TRUE(w.write(end));
+  EXPECT_TRUE(w.flush());
+  offsets.push_back(w.bytesWritten());
+  ::lseek(fd, 0, SEEK_SET);
+  return offsets;
+}
+
+std::string pattern(size_t n, char seed) {
+  std::string s(n, '\0');
+  for (size_t i = 0; i < n; ++i) {
+    s[i] = static_cast<char>(seed + i * 7 + i / 4096);
+  }
+  return s;
+}
+
+TEST(StageStream, PagesPayloadFollowsItsMessage) {
+  UniqueFd fd = memFile();
+  const std::string big = pattern(300 << 10, 'a'), small = pattern(100, 'z');
+  auto off = writePagesSample(fd.get(), big, small);
+  StageReader r(fd.get(), "pages");
+  ASSERT_TRUE(r.next());
+  auto m = r.next();
+  ASSERT_TRUE(m && *m);
+  ASSERT_TRUE((*m)->isPages());
+  EXPECT_EQ((*m)->getPages().getImage(), 3u);
+  EXPECT_EQ(r.offset(), off[1]);
+  EXPECT_EQ(r.payloadLeft(), big.size());
+  // In two pieces: the first from what the reader had buffered, the rest from the fd.
+  std::string got(big.size(), '\0');
+  ASSERT_TRUE(r.readPayload(got.data(), 1000));
+  ASSERT_TRUE(r.readPayload(got.data() + 1000, big.size() - 1000));
+  EXPECT_EQ(got, big);
+  EXPECT_EQ(r.payloadLeft(), 0u);
+  EXPECT_FALSE(r.readPayload(got.data(), 1)) << "read past the payload";
+  auto m2 = r.next();
+  ASSERT_TRUE(m2 && *m2);
+  EXPECT_EQ(r.offset(), off[2]);
+  EXPECT_EQ(r.payloadLeft(), small.size());
+  // Not taken: the next call skips it.
+  auto e = r.next();
+  ASSERT_TRUE(e && *e) << (e ? "" : e.error().message());
+  EXPECT_TRUE((*e)->isEnd());
+  EXPECT_EQ(r.offset(), off[3]);
+  auto eof = r.next();
+  ASSERT_TRUE(eof);
+  EXPECT_FALSE(eof->has_value());
+  EXPECT_EQ(r.offset(), off[4]);
+}
+
+// Splices every payload of a pages sample read from `fd` into a file; returns its bytes.
+Result<std::string> splicePayloads(int fd, const std::string& name) {
+  UniqueFd out(::memfd_create("out", MFD_CLOEXEC));
+  StageReader r(fd, name);
+  for (;;) {
+    auto m = r.next();
+    if (!m) {
+      return fail(std::move(m).error());
+    }
+    if (!*m || (*m)->isEnd()) {
+      break;
+    }
+    if ((*m)->isPages()) {
+      // In two calls: the first may be served from what the reader had buffered.
+      uint64_t len = r.payloadLeft();
+      CRPIPE_TRY(r.splicePayload(out.get(), static_cast<size_t>(len / 3), "out"));
+      CRPIPE_TRY(r.splicePayload(out.get(), static_cast<size_t>(len - len / 3), "out"));
+    }
+  }
+  ::lseek(out.get(), 0, SEEK_SET);
+  return readAll(out.get());
+}
+
+TEST(StageStream, PagesPayloadSplicedFromAFile) {
+  UniqueFd fd = memFile();
+  const std::string big = pattern(300 << 10, 'd'), small = pattern(100, 'w');
+  writePagesSample(fd.get(), big, small);
+  auto got = splicePayloads(fd.get(), "file");
+  ASSERT_TRUE(got) << got.error().message();
+  EXPECT_TRUE(*got == big + small);
+}
+
+TEST(StageStream, PagesPayloadSplicedFromASocket) {
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  UniqueFd reader(sv[0]), writer(sv[1]);
+  const std::string big = pattern(3 << 20, 'e'), small = pattern(100, 'v');
+  // More than a socket buffer holds: written while the reader takes it.
+  std::thread w([&]() {
+    writePagesSample(writer.get(), big, small);
+    writer.reset();
+  });
+  auto got = splicePayloads(reader.get(), "socket");
+  w.join();
+  ASSERT_TRUE(got) << got.error().message();
+  EXPECT_TRUE(*got == big + small);
+}
+
+TEST(StageStream, SplicedPayloadCutNamesOffsets) {
+  UniqueFd fd = memFile();
+  const std::string big = pattern(300 << 10, 'f'), small = pattern(100, 'u');
+  auto off = writePagesSample(fd.get(), big, small);
+  ASSERT_EQ(::ftruncate(fd.get(), static_cast<off_t>(off[2] - 5000)), 0);
+  auto got = splicePayloads(fd.get(), "spliced");
+  ASSERT_FALSE(got);
+  const std::string& msg = got.error().message();
+  EXPECT_EQ(msg.rfind("spliced at offset ", 0), 0u) << msg;
+  EXPECT_NE(msg.find("stream ends inside the payload of the message at offset " +
+                     std::to_string(off[1])),
+            std::string::npos)
+      << msg;
+}
+
+TEST(StageStream, TruncatedInsidePagesPayloadNamesOffsets) {
+  UniqueFd fd = memFile();
+  const std::string big = pattern(300 << 10, 'b'), small = pattern(100, 'y');
+  auto off = writePagesSample(fd.get(), big, small);
+  const uint64_t payloadAt = off[2] - big.size();
+  const uint64_t cut = payloadAt + 200000;
+  ASSERT_EQ(::ftruncate(fd.get(), static_cast<off_t>(cut)), 0);
+  StageReader r(fd.get(), "cut");
+  ASSERT_TRUE(r.next());
+  auto m = r.next();
+  ASSERT_TRUE(m && *m);
+  std::string got(big.size(), '\0');
+  auto bad = r.readPayload(got.data(), got.size());
+  ASSERT_FALSE(bad);
+  const std::string& msg = bad.error().message();
+  EXPECT_EQ(msg.rfind("cut at offset ", 0), 0u) << msg;
+  EXPECT_NE(msg.find("inside the payload"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("message at offset " + std::to_string(off[1])), std::string::npos) << msg;
+}
+
+TEST(StageStream, TruncatedPagesPayloadRefusedWhenSkipped) {
+  UniqueFd fd = memFile();
+  const std::string big = pattern(300 << 10, 'c'), small = pattern(100, 'x');
+  auto off = writePagesSample(fd.get(), big, small);
+  ASSERT_EQ(::ftruncate(fd.get(), static_cast<off_t>(off[3] - 10)), 0);  // inside `small`
+  StageReader r(fd.get(), "skip");
+  ASSERT_TRUE(r.next());
+  ASSERT_TRUE(r.next());
+  ASSERT_TRUE(r.next());
+  auto bad = r.next();
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().message().find("skip at offset " + std::to_string(off[2]) +
+                                       ": stream ends inside the payload"),
+            std::string::npos)
+      << bad.error().message();
+}
+
+TEST(StageStream, OversizedPagesLengthRefused) {
+  UniqueFd fd = memFile();
+  uint64_t at = 0;
+  {
+    StageWriter w(fd.get());
+    capnp::MallocMessageBuilder hello;
+    hello.initRoot<proto::Message>().initHello();
+    ASSERT_TRUE(w.write(hello));
+    at = w.bytesWritten();
+    capnp::MallocMessageBuilder mb;
+    auto p = mb.initRoot<proto::Message>().initPages();
+    p.setLength(kMaxPagesPayload + 1);
+    ASSERT_TRUE(w.write(mb));  // the announced bytes never follow
+    ASSERT_TRUE(w.flush());
+  }
+  ::lseek(fd.get(), 0, SEEK_SET);
+  StageReader r(fd.get(), "huge");
+  ASSERT_TRUE(r.next());
+  auto bad = r.next();
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().message().find("huge at offset " + std::to_string(at)),
             std::string::npos)
       << bad.error().message();
 }
