@@ -193,6 +193,31 @@ void FrozenTree::kill() {
       exits.push_back(std::move(fd));
     }
   }
+  // A traced thread that dies stays a zombie for its tracer (us) to reap, and its
+  // process counts as exited only once every thread is gone: reap each thread's death.
+  // A leader's death is reported only after its other threads', so every thread is
+  // polled in rounds rather than waited for in turn.
+  std::set<pid_t> dying;
+  for (const auto& [tid, pid] : stopped_) {
+    dying.insert(tid);
+  }
+  const auto reapBy = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (!dying.empty() && std::chrono::steady_clock::now() < reapBy) {
+    bool progress = false;
+    for (auto it = dying.begin(); it != dying.end();) {
+      int status = 0;
+      pid_t r = ::waitpid(*it, &status, __WALL | WNOHANG);
+      if ((r == *it && (WIFEXITED(status) || WIFSIGNALED(status))) || (r < 0 && errno == ECHILD)) {
+        it = dying.erase(it);
+        progress = true;
+      } else {
+        ++it;
+      }
+    }
+    if (!progress) {
+      ::usleep(1000);
+    }
+  }
   release();
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   for (const auto& fd : exits) {
