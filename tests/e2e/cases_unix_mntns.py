@@ -12,6 +12,7 @@ import subprocess
 import tempfile
 
 from cases_process import dump_and_kill, restore
+from cases_unix_netns import check_refused_for_gone_namespace
 from cases_unix_real import kill_session
 from harness import Workload, check, pid_alive, session_pids, verify_restored
 
@@ -63,14 +64,4 @@ def test_unix_mntns_gone_refused():
         r = w.wait_ready()
         img = dump_and_kill(w)
         ns.delete()
-        rc, _, err = restore(img, "-d")
-        try:
-            check(rc != 0, "restore into a gone mount namespace succeeded")
-            check(f"mount namespace {ns.ino}" in err and "no longer exists" in err,
-                  f"refusal does not name the namespace:\n{err}")
-            check(f"pid {r['child']} fd " in err, f"refusal does not name the socket:\n{err}")
-            check(not pid_alive(r["pid"]) and not pid_alive(r["child"]),
-                  "a process of the tree is running after the refused restore")
-            check(not session_pids(r["pid"]), "the refused restore left processes behind")
-        finally:
-            kill_session(r["pid"])
+        check_refused_for_gone_namespace(img, r, f"mount namespace {ns.ino}")

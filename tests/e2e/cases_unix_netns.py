@@ -48,14 +48,20 @@ def test_unix_netns_gone_refused():
         r = w.wait_ready()
         img = dump_and_kill(w)
         ns.delete()
-        rc, _, err = restore(img, "-d")
-        try:
-            check(rc != 0, "restore into a deleted network namespace succeeded")
-            check(f"network namespace {r['netns_ino']}" in err and "no longer exists" in err,
-                  f"refusal does not name the namespace:\n{err}")
-            check(f"pid {r['child']} fd " in err, f"refusal does not name the socket:\n{err}")
-            check(not pid_alive(r["pid"]) and not pid_alive(r["child"]),
-                  "a process of the tree is running after the refused restore")
-            check(not session_pids(r["pid"]), "the refused restore left processes behind")
-        finally:
-            kill_session(r["pid"])
+        check_refused_for_gone_namespace(img, r, f"network namespace {r['netns_ino']}")
+
+
+def check_refused_for_gone_namespace(img, r, namespace):
+    """The restore of `img` is refused naming `namespace` and the child's socket, and leaves
+    no process of the tree behind."""
+    rc, _, err = restore(img, "-d")
+    try:
+        check(rc != 0, f"restore into a gone {namespace} succeeded")
+        check(namespace in err and "no longer exists" in err,
+              f"refusal does not name the namespace:\n{err}")
+        check(f"pid {r['child']} fd " in err, f"refusal does not name the socket:\n{err}")
+        check(not pid_alive(r["pid"]) and not pid_alive(r["child"]),
+              "a process of the tree is running after the refused restore")
+        check(not session_pids(r["pid"]), "the refused restore left processes behind")
+    finally:
+        kill_session(r["pid"])

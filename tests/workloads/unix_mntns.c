@@ -8,7 +8,7 @@
  * there and is its socket's own file (SIOCUNIXFILE), the names, the queues, the sender
  * address of the datagram, the pending connection, and that a new client reaches the
  * listener by path; the parent checks that nothing was bound in its own namespace. */
-#include "wl.h"
+#include "unix_ux.h"
 
 #include <fcntl.h>
 #include <linux/sockios.h>
@@ -38,13 +38,6 @@ static void enter(const char* nspath) {
   WL_MUST(ns >= 0);
   WL_MUST(setns(ns, CLONE_NEWNS) == 0);
   close(ns);
-}
-
-static void check_recv(int fd, const char* want) {
-  char buf[64] = {0};
-  ssize_t n = recv(fd, buf, sizeof(buf) - 1, MSG_DONTWAIT);
-  WL_CHECK(n == (ssize_t)strlen(want) && memcmp(buf, want, strlen(want)) == 0,
-           "queue: got %zd '%s', want '%s'", n, n > 0 ? buf : "", want);
 }
 
 /* The file at path is the socket's own (same inode as SIOCUNIXFILE gives). */
@@ -105,11 +98,11 @@ static int child(const char* nspath, const char* dir, int ready) {
   check_name(acc, lpath);
   check_name(d, dpath);
   check_name(dc, cpath);
-  check_recv(acc, "to-server");
-  check_recv(c, "to-client");
+  ux_expect_now(acc, "to-server");
+  ux_expect_now(c, "to-client");
   int p = accept4(l, NULL, NULL, SOCK_NONBLOCK);
   WL_CHECK(p >= 0, "the pending connection is gone: %s", strerror(errno));
-  if (p >= 0) check_recv(p, "early");
+  if (p >= 0) ux_expect_now(p, "early");
   struct sockaddr_un from;
   socklen_t fl = sizeof(from);
   char buf[16] = {0};
@@ -119,7 +112,7 @@ static int child(const char* nspath, const char* dir, int ready) {
            from.sun_path, cpath);
   WL_CHECK(send(dc, "again", 5, 0) == 5, "send on the connected datagram client: %s",
            strerror(errno));
-  check_recv(d, "again");
+  ux_expect_now(d, "again");
   int nc = socket(AF_UNIX, SOCK_STREAM, 0);
   WL_CHECK(connect(nc, (struct sockaddr*)&a, al) == 0, "a new client cannot connect to %s: %s",
            lpath, strerror(errno));
@@ -127,7 +120,7 @@ static int child(const char* nspath, const char* dir, int ready) {
   WL_CHECK(na >= 0, "accept of a new client: %s", strerror(errno));
   if (na >= 0) {
     WL_CHECK(send(nc, "x", 1, 0) == 1, "send on the new connection");
-    check_recv(na, "x");
+    ux_expect_now(na, "x");
   }
   return wl_failed;
 }

@@ -5,7 +5,7 @@
  * (SIOCGSKNS), the queues and the name, and that a new client made in the namespace can
  * still connect; the parent (in the root namespace) checks the abstract name is not
  * visible there. */
-#include "wl.h"
+#include "unix_ux.h"
 
 #include <fcntl.h>
 #include <linux/sockios.h>
@@ -27,13 +27,6 @@ static unsigned long ns_of(int fd) {
   unsigned long ino = fstat(ns, &st) == 0 ? (unsigned long)st.st_ino : 0;
   close(ns);
   return ino;
-}
-
-static void check_recv(int fd, const char* want) {
-  char buf[64] = {0};
-  ssize_t n = recv(fd, buf, sizeof(buf) - 1, MSG_DONTWAIT);
-  WL_CHECK(n == (ssize_t)strlen(want) && memcmp(buf, want, strlen(want)) == 0,
-           "queue: got %zd '%s', want '%s'", n, n > 0 ? buf : "", want);
 }
 
 static int child(const char* nspath, unsigned long nsino, int ready) {
@@ -62,8 +55,8 @@ static int child(const char* nspath, unsigned long nsino, int ready) {
     unsigned long got = ns_of(fds[i]);
     WL_CHECK(got == nsino, "fd %d: socket in netns %lu, want %lu", fds[i], got, nsino);
   }
-  check_recv(a, "over-accept");
-  check_recv(sp[1], "hello-netns");
+  ux_expect_now(a, "over-accept");
+  ux_expect_now(sp[1], "hello-netns");
   struct sockaddr_un sn;
   socklen_t sl = sizeof(sn);
   WL_CHECK(getsockname(l, (struct sockaddr*)&sn, &sl) == 0 && sl == namelen &&
@@ -80,9 +73,9 @@ static int child(const char* nspath, unsigned long nsino, int ready) {
   int na = accept4(l, NULL, NULL, SOCK_NONBLOCK);
   WL_CHECK(na >= 0, "accept of a new connection: %s", strerror(errno));
   WL_CHECK(send(n, "x", 1, 0) == 1 && na >= 0, "send on the new connection");
-  if (na >= 0) check_recv(na, "x");
+  if (na >= 0) ux_expect_now(na, "x");
   WL_CHECK(send(sp[1], "back", 4, 0) == 4, "send on the pair");
-  check_recv(sp[0], "back");
+  ux_expect_now(sp[0], "back");
   return wl_failed;
 }
 

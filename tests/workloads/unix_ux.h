@@ -146,3 +146,11 @@ static inline void ux_expect_empty(int sk, const char* what) {
   int r = ux_recv(sk, &m, 0);
   WL_CHECK(r < 0 && errno == EAGAIN, "%s: queue not empty at the end (len %zd)", what, m.len);
 }
+
+/* The next bytes waiting on sk (without blocking) are exactly the string `want`. */
+static inline void ux_expect_now(int sk, const char* want) {
+  char buf[64] = {0};
+  ssize_t n = recv(sk, buf, sizeof(buf) - 1, MSG_DONTWAIT);
+  WL_CHECK(n == (ssize_t)strlen(want) && memcmp(buf, want, strlen(want)) == 0,
+           "queue: got %zd '%s', want '%s'", n, n > 0 ? buf : "", want);
+}
