@@ -93,6 +93,28 @@ void Task::sendFailure(const Error& e, RestorePhase p) {
   (void)send(mb);  // a coordinator that is gone cannot hear it; we exit either way
 }
 
+Result<RestoreKind*> Task::kindFor(uint32_t id) const {
+  auto it = files_.find(id);
+  if (it == files_.end()) {
+    return failMsg(where(id) + ": file id " + std::to_string(id) + " is not in the task order");
+  }
+  RestoreKind* kind = findKind(kinds_, it->second.type());
+  if (kind == nullptr) {
+    return failMsg(where(id) + ": no restore kind for files of type " +
+                   images::FdTypes_Name(it->second.type()));
+  }
+  return kind;
+}
+
+Status Task::keep(uint32_t id, UniqueFd fd) {
+  auto placed = placeHome(std::move(fd), homeOf(&homes_, id));
+  if (!placed) {
+    return fail(std::move(placed).error().context(where(id)));
+  }
+  made_.emplace(id, std::move(*placed));
+  return {};
+}
+
 std::string Task::where(uint32_t fileId) const {
   for (const auto& fd : fds_) {
     if (fd.id() == fileId) {
@@ -256,30 +278,22 @@ Status Task::readOrder() {
     create.insert(ids.begin(), ids.end());
   }
   for (uint32_t id : create) {
-    auto it = files_.find(id);
-    if (it == files_.end()) {
-      return failMsg(where(id) + ": file id " + std::to_string(id) + " is not in the task order");
+    auto found = kindFor(id);
+    if (!found) {
+      return fail(std::move(found).error());
     }
-    RestoreKind* kind = findKind(kinds_, it->second.type());
-    if (kind == nullptr) {
-      return failMsg(where(id) + ": no restore kind for files of type " +
-                     images::FdTypes_Name(it->second.type()));
-    }
+    RestoreKind* kind = *found;
     pending_[kind->firstPhase()].push_back(id);
   }
   // Files passed with SCM_RIGHTS in the queues this task writes back are opened first in
   // refillQueues, before the unix sockets write the messages that carry them (issue 5).
   std::vector<uint32_t> early;
   for (uint32_t id : o.getScmFiles()) {
-    auto it = files_.find(id);
-    if (it == files_.end()) {
-      return failMsg(where(id) + ": file id " + std::to_string(id) + " is not in the task order");
+    auto found = kindFor(id);
+    if (!found) {
+      return fail(std::move(found).error());
     }
-    RestoreKind* kind = findKind(kinds_, it->second.type());
-    if (kind == nullptr) {
-      return failMsg(where(id) + ": no restore kind for files of type " +
-                     images::FdTypes_Name(it->second.type()));
-    }
+    RestoreKind* kind = *found;
     auto& first = pending_[kind->firstPhase()];
     first.erase(std::remove(first.begin(), first.end(), id), first.end());
     if (first.empty()) {
@@ -437,11 +451,7 @@ Status Task::openDescriptions(RestorePhase p) {
       return fail(std::move(r).error().context(where(id)));
     }
     if (r->isDone()) {
-      auto placed = placeHome(r->takeFd(), homeOf(&homes_, id));
-      if (!placed) {
-        return fail(std::move(placed).error().context(where(id)));
-      }
-      made_.emplace(id, std::move(*placed));
+      CRPIPE_TRY(keep(id, r->takeFd()));
       continue;
     }
     auto later = r->phase();
@@ -490,11 +500,7 @@ Status Task::shareAndInstall() {
     return fail(std::move(ex).error().context("hand over fds"));
   }
   for (auto& [id, fd] : received) {
-    auto placed = placeHome(std::move(fd), homeOf(&homes_, id));
-    if (!placed) {
-      return fail(std::move(placed).error().context(where(id)));
-    }
-    made_.emplace(id, std::move(*placed));
+    CRPIPE_TRY(keep(id, std::move(fd)));
   }
   // Every fd at its number. Each source lives at its home (the lowest number of its own
   // fds) or at or above fdBase_, above every fd number of the task, so no dup3 overwrites

@@ -58,6 +58,10 @@ class Task {
   Status send(capnp::MessageBuilder& mb);
   void sendFailure(const Error& e, RestorePhase p);
   std::string where(uint32_t fileId) const;
+  // The kind that restores file id, or why there is none.
+  Result<RestoreKind*> kindFor(uint32_t id) const;
+  // A description made or received here, at its home fd when that is free (placeHome).
+  Status keep(uint32_t id, UniqueFd fd);
 
   TaskStart start_;
   Log log_;
