@@ -62,6 +62,13 @@ class ImageFramer {
   // entry cut by the end of `bytes` is refused; errors name the byte offset in `bytes`.
   template <typename OnEntry, typename OnRaw>
   Status feed(std::string_view bytes, OnEntry&& onEntry, OnRaw&& onRaw);
+  // Walks a chunk whose entries' data stayed in the image file (ImageChunk.dataAt):
+  // onEntry(payload) for each entry, then onData(offset, length) for each entry that
+  // announces data, taking `dataAt` in order; every offset must be used, and `bytes` must
+  // hold entries only.
+  template <typename Offsets, typename OnEntry, typename OnData>
+  Status feedWithoutData(std::string_view bytes, const Offsets& dataAt, OnEntry&& onEntry,
+                         OnData&& onData);
   // One entry that arrives on its own (an ImageEntry message).
   Status feedEntry(std::string_view payload);
   // Raw bytes that arrive on their own: a raw image's data, or an entry's trailing data.
@@ -163,6 +170,47 @@ Status ImageFramer::feed(std::string_view bytes, OnEntry&& onEntry, OnRaw&& onRa
     CRPIPE_TRY_CTX(feedEntry(payload), "at byte " + std::to_string(off));
     CRPIPE_TRY(onEntry(payload));
     off += 4 + len;
+  }
+  return {};
+}
+
+template <typename Offsets, typename OnEntry, typename OnData>
+Status ImageFramer::feedWithoutData(std::string_view bytes, const Offsets& dataAt,
+                                    OnEntry&& onEntry, OnData&& onData) {
+  if (rawImage_ || owed_ > 0) {
+    return failMsg("entries without their data where raw data is due");
+  }
+  size_t next = 0;
+  size_t off = 0;
+  while (off < bytes.size()) {
+    if (bytes.size() - off < 4) {
+      return failMsg("at byte " + std::to_string(off) + ": truncated entry length");
+    }
+    uint32_t len;
+    std::memcpy(&len, bytes.data() + off, 4);
+    if (len > bytes.size() - off - 4) {
+      return failMsg("at byte " + std::to_string(off) + ": entry of " + std::to_string(len) +
+                     " bytes runs past the end of the piece (" + std::to_string(bytes.size()) +
+                     " bytes)");
+    }
+    std::string_view payload = bytes.substr(off + 4, len);
+    CRPIPE_TRY_CTX(feedEntry(payload), "at byte " + std::to_string(off));
+    CRPIPE_TRY(onEntry(payload));
+    if (owed_ > 0) {
+      if (next >= dataAt.size()) {
+        return failMsg("at byte " + std::to_string(off) + ": an entry announces " +
+                       std::to_string(owed_) + " bytes of data but the chunk gives " +
+                       std::to_string(dataAt.size()) + " data offsets");
+      }
+      uint64_t length = owed_;
+      owed_ = 0;
+      CRPIPE_TRY(onData(static_cast<uint64_t>(dataAt[next++]), length));
+    }
+    off += 4 + len;
+  }
+  if (next != dataAt.size()) {
+    return failMsg("the chunk gives " + std::to_string(dataAt.size()) +
+                   " data offsets for " + std::to_string(next) + " entries with data");
   }
   return {};
 }

@@ -83,6 +83,9 @@ Status ImageEmitter::raw(uint32_t image, std::string_view data) {
   }
   // An entry's data: into the chunk, a batch at a time so that no chunk grows past
   // kChunkBytes + kRawBatch.
+  if (!pending_[image].dataAt.empty()) {
+    CRPIPE_TRY(flushChunk(image));
+  }
   while (!data.empty()) {
     auto piece = data.substr(0, kRawBatch);
     Pending& p = pending_[image];
@@ -92,6 +95,19 @@ Status ImageEmitter::raw(uint32_t image, std::string_view data) {
     data.remove_prefix(piece.size());
     CRPIPE_TRY(maybeFlush(image));
   }
+  return {};
+}
+
+Status ImageEmitter::dataAt(uint32_t image, uint64_t fileOffset) {
+  if (image >= pending_.size() || pending_[image].rawImage) {
+    return failMsg("data offset for image #" + std::to_string(image) +
+                   ", which was never opened or holds no entries");
+  }
+  Pending& p = pending_[image];
+  if (p.rawBytes != 0) {
+    CRPIPE_TRY(flushChunk(image));  // a chunk has its data inline or as offsets, not both
+  }
+  p.dataAt.push_back(fileOffset);
   return {};
 }
 
@@ -140,6 +156,12 @@ Status ImageEmitter::flushChunk(uint32_t image) {
   c.setImage(image);
   c.setEntries(p.entries);
   c.setRawBytes(p.rawBytes);
+  if (!p.dataAt.empty()) {
+    auto at = c.initDataAt(static_cast<unsigned>(p.dataAt.size()));
+    for (size_t i = 0; i < p.dataAt.size(); ++i) {
+      at.set(static_cast<unsigned>(i), p.dataAt[i]);
+    }
+  }
   auto bytes = kj::arrayPtr(reinterpret_cast<const kj::byte*>(p.bytes.data()), size);
   if (reinterpret_cast<uintptr_t>(p.bytes.data()) % sizeof(capnp::word) == 0) {
     c.adoptBytes(capnp::Orphanage::getForMessageContaining(c).referenceExternalData(
@@ -151,6 +173,7 @@ Status ImageEmitter::flushChunk(uint32_t image) {
   p.bytes.clear();
   p.entries = 0;
   p.rawBytes = 0;
+  p.dataAt.clear();
   return {};
 }
 
@@ -249,6 +272,11 @@ Result<bool> ImageSink::consume(proto::Message::Reader msg, const std::string& w
       if (!w) {
         return fail(std::move(w).error());
       }
+      if (c.hasDataAt() && c.getDataAt().size() > 0) {
+        return failMsg(where + ": chunk of " + (*w)->writer.name() +
+                       " left its entries' data in the image directory it was read from "
+                       "(serializer read --data-refs); it cannot be written as an image");
+      }
       auto d = c.getBytes();
       std::string_view bytes(reinterpret_cast<const char*>(d.begin()), d.size());
       // The bytes go to the file as they are; the walk only checks that they are what the
@@ -343,7 +371,7 @@ Result<bool> ImageSink::consume(proto::Message::Reader msg, const std::string& w
 }
 
 Status emitImageDirectory(int dirFd, const std::string& dirName, ImageEmitter& out,
-                          bool skipRawImages) {
+                          EmitOptions opts) {
   UniqueFd dfd(::openat(dirFd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!dfd.valid()) {
     return failSys("open image directory " + dirName);
@@ -357,7 +385,7 @@ Status emitImageDirectory(int dirFd, const std::string& dirName, ImageEmitter& o
   while (dirent* de = ::readdir(d)) {
     std::string n = de->d_name;
     auto kind = n.ends_with(".img") ? imageKindForFile(n) : std::nullopt;
-    if (kind && !(skipRawImages && kind->magic == 0 && kind->headMagic == 0)) {
+    if (kind && !(opts.skipRawImages && kind->magic == 0 && kind->headMagic == 0)) {
       names.push_back(n);
     }
   }
@@ -387,6 +415,8 @@ Status emitImageDirectory(int dirFd, const std::string& dirName, ImageEmitter& o
         CRPIPE_TRY(out.entryBytes(*idx, p.data));
       } else if (f->kind().magic == 0 && f->kind().headMagic == 0) {
         CRPIPE_TRY(out.pages(*idx, p.data));  // page contents: outside capnp framing
+      } else if (opts.dataRefs) {
+        CRPIPE_TRY(out.dataAt(*idx, p.offset));
       } else {
         CRPIPE_TRY(out.raw(*idx, p.data));
       }

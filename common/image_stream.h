@@ -30,6 +30,9 @@ class ImageEmitter {
   Status entry(uint32_t image, const google::protobuf::MessageLite& msg);
   Status entryBytes(uint32_t image, std::string_view payload);
   Status raw(uint32_t image, std::string_view data);
+  // In place of raw(): the last entry's data stays in the image file, at `fileOffset`
+  // (ImageChunk.dataAt; for a reader that has the image directory).
+  Status dataAt(uint32_t image, uint64_t fileOffset);
   // The same bytes as raw(), as ImagePages messages: each followed by its bytes outside
   // Cap'n Proto framing, written from `data` itself. For page batches.
   Status pages(uint32_t image, std::string_view data);
@@ -48,6 +51,7 @@ class ImageEmitter {
     std::string bytes;
     uint32_t entries = 0;
     uint64_t rawBytes = 0;
+    std::vector<uint64_t> dataAt;
     bool rawImage = false;  // pages-N.img: data only, sent as ImageRaw
   };
 
@@ -92,11 +96,19 @@ class ImageSink {
   uint64_t bytes_ = 0;
 };
 
+// What emitImageDirectory leaves off the stream for a reader that has the directory
+// itself (`crpipe run restore -D`), so that the bulk of a dump is not copied through a
+// socket: raw images (pages-N.img: page contents, no entries), which the reader maps, and
+// the data that follows entries (socket queues, pipe buffers), sent as file offsets
+// (ImageChunk.dataAt).
+struct EmitOptions {
+  bool skipRawImages = false;
+  bool dataRefs = false;
+};
+
 // Reads every image file of a directory in stream order (inventory first, then by name)
-// and puts it on the stream, ending with End. With skipRawImages, raw images (pages-N.img:
-// page contents, no entries) stay off the stream: a reader that has the directory maps them
-// itself (`crpipe run restore -D`), so hundreds of MiB are not copied through a socket.
+// and puts it on the stream, ending with End.
 Status emitImageDirectory(int dirFd, const std::string& dirName, ImageEmitter& out,
-                          bool skipRawImages = false);
+                          EmitOptions opts = {});
 
 }  // namespace crpipe

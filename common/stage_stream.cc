@@ -344,9 +344,12 @@ std::string describeMessage(proto::Message::Reader msg) {
     }
     case proto::Message::CHUNK: {
       auto c = msg.getChunk();
-      snprintf(buf, sizeof(buf), "chunk #%u %u entries %lu raw bytes, %zu bytes", c.getImage(),
-               c.getEntries(), static_cast<unsigned long>(c.getRawBytes()),
-               c.getBytes().size());
+      snprintf(buf, sizeof(buf), "chunk #%u %u entries %lu raw bytes, %zu bytes%s",
+               c.getImage(), c.getEntries(), static_cast<unsigned long>(c.getRawBytes()),
+               c.getBytes().size(),
+               c.getDataAt().size() > 0
+                   ? (", data of " + std::to_string(c.getDataAt().size()) + " entries left in the file").c_str()
+                   : "");
       return buf;
     }
     case proto::Message::RAW: {

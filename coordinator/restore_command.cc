@@ -387,13 +387,15 @@ Status loadImages(const RestoreOptions& opts, RestoreImages& images, Log& log) {
       // A pipe of 64 KiB takes a wake-up of each side per 64 KiB of pages: 1 MiB (the
       // unprivileged limit; a failure just keeps the default) cuts that sixteen-fold.
       ::fcntl(STDIN_FILENO, F_SETPIPE_SZ, 1 << 20);
-      return readRestoreImages(STDIN_FILENO, "stdin", images);
+      CRPIPE_TRY(readRestoreImages(STDIN_FILENO, "stdin", images));
+      return images.attachData("");
     }
     UniqueFd in(::open(opts.stream->c_str(), O_RDONLY | O_CLOEXEC));
     if (!in.valid()) {
       return failSys("open stream " + *opts.stream);
     }
-    return readRestoreImages(in.get(), *opts.stream, images);
+    CRPIPE_TRY(readRestoreImages(in.get(), *opts.stream, images));
+    return images.attachData("");
   }
   auto bin = findStageBinary("crpipe-serializer");
   if (!bin) {
@@ -405,10 +407,11 @@ Status loadImages(const RestoreOptions& opts, RestoreImages& images, Log& log) {
   if (!data) {
     return fail(std::move(data).error());
   }
-  // Small images come on the stream; pages-N.img (nearly all the bytes) is mapped from
-  // DIR below instead of being copied through the serializer and a socket.
+  // Entries come on the stream; pages-N.img and the data that follows entries (socket
+  // queues, pipe buffers), nearly all the bytes, are mapped from DIR below instead of
+  // being copied through the serializer and a socket.
   std::vector<std::string> args = {"read", "-D", opts.dir, "--out", "-", "--out-fd",
-                                   std::to_string(kDataFd), "--no-pages"};
+                                   std::to_string(kDataFd), "--no-pages", "--data-refs"};
   for (auto& a : logArgs(opts.log)) {
     args.push_back(a);
   }
@@ -429,6 +432,7 @@ Status loadImages(const RestoreOptions& opts, RestoreImages& images, Log& log) {
     return st;
   }
   CRPIPE_TRY(images.mapRawImages(opts.dir));
+  CRPIPE_TRY(images.attachData(opts.dir));
   log.debug("mapped %.1f MiB of pages from %s", static_cast<double>(images.mappedBytes()) / (1 << 20),
             opts.dir.c_str());
   return {};

@@ -54,7 +54,7 @@ Result<bool> RestoreImages::consume(proto::Message::Reader msg, const std::strin
       if (auto fr = framers_.find(e.getImage()); fr != framers_.end()) {
         CRPIPE_TRY_CTX(fr->second.feedEntry(payload), where + ": " + it->second);
       }
-      images_[it->second].push_back({std::string(payload), {}});
+      images_[it->second].push_back({std::string(payload)});
       ++entryCount_;
       return false;
     }
@@ -110,24 +110,44 @@ Status RestoreImages::consumeChunk(proto::ImageChunk::Reader c, const std::strin
   auto d = c.getBytes();
   std::string_view bytes(reinterpret_cast<const char*>(d.begin()), d.size());
   uint64_t got = 0, raw = 0;
-  auto st = fr->second.feed(
-      bytes,
-      [&entries, &got](std::string_view payload) -> Status {
-        entries.push_back({std::string(payload), {}});
-        ++got;
-        return {};
-      },
-      [this, &entries, &raw, &name, rawImage](std::string_view data) -> Status {
-        raw += data.size();
-        if (rawImage) {
-          if (entries.empty()) {
-            entries.push_back({std::string(), {}});
+  auto onEntry = [&entries, &got](std::string_view payload) -> Status {
+    entries.push_back({std::string(payload)});
+    ++got;
+    return {};
+  };
+  Status st;
+  if (c.getDataAt().size() > 0) {
+    // The data stayed in the image file: only where it is, checked once the file is open.
+    st = fr->second.feedWithoutData(
+        bytes, c.getDataAt(), onEntry,
+        [this, &entries, &name](uint64_t offset, uint64_t length) -> Status {
+          uint32_t index = 0;
+          DataFile& f = dataFileOf(name, true, &index);
+          if (offset > UINT64_MAX - length) {
+            return failMsg("data at offset " + std::to_string(offset) + " of " +
+                           std::to_string(length) + " bytes runs past any file");
           }
-          return rawStreamed_[name].append(data.data(), data.size());
-        }
-        entries.back().trailing.append(data);
-        return {};
-      });
+          f.end = std::max(f.end, offset + length);
+          auto& e = entries.back();
+          e.dataFile = index;
+          e.dataOffset = offset;
+          e.dataLen = length;
+          return {};
+        });
+  } else {
+    st = fr->second.feed(
+        bytes, onEntry,
+        [this, &entries, &raw, &name, rawImage](std::string_view data) -> Status {
+          raw += data.size();
+          if (rawImage) {
+            if (entries.empty()) {
+              entries.push_back({});
+            }
+            return rawStreamed_[name].append(data.data(), data.size());
+          }
+          return appendData(name, entries, data);
+        });
+  }
   if (!st) {
     return fail(std::move(st).error().context(where + ": chunk of " + name));
   }
@@ -149,7 +169,7 @@ Status RestoreImages::appendRaw(uint32_t image, size_t len, const std::string& w
   const bool rawImage = kind && kind->magic == 0 && kind->headMagic == 0;
   // A raw image (pages-N.img) is data only: it goes in one entry with no payload.
   if (rawImage && images_[it->second].empty()) {
-    images_[it->second].push_back({std::string(), {}});
+    images_[it->second].push_back({});
   }
   if (it == names_.end() || images_[it->second].empty()) {
     return failMsg(where + ": raw data for image #" + std::to_string(image) +
@@ -169,12 +189,111 @@ Status RestoreImages::appendRaw(uint32_t image, size_t len, const std::string& w
     CRPIPE_TRY(fill(*dst));
     grow.commit(len);
   } else {
-    std::string& t = images_[it->second].back().trailing;
-    size_t at = t.size();
-    t.resize(at + len);
-    CRPIPE_TRY(fill(t.data() + at));
+    std::string bytes(len, '\0');
+    CRPIPE_TRY(fill(bytes.data()));
+    CRPIPE_TRY(appendData(it->second, images_[it->second], bytes));
   }
   rawBytes_ += len;
+  return {};
+}
+
+RestoreImages::DataFile& RestoreImages::dataFileOf(const std::string& image, bool referenced,
+                                                   uint32_t* index) {
+  auto [it, fresh] = dataFileIndex_.try_emplace(image + (referenced ? " (directory)" : ""),
+                                                static_cast<uint32_t>(dataFiles_.size()));
+  if (fresh) {
+    auto f = std::make_unique<DataFile>();
+    f->image = image;
+    f->referenced = referenced;
+    dataFiles_.push_back(std::move(f));
+  }
+  *index = it->second;
+  return *dataFiles_[it->second];
+}
+
+Status RestoreImages::appendData(const std::string& image, std::vector<ImageEntryData>& entries,
+                                 std::string_view bytes) {
+  uint32_t index = 0;
+  DataFile& f = dataFileOf(image, false, &index);
+  auto& e = entries.back();
+  if (e.dataLen == 0) {
+    e.dataFile = index;
+    e.dataOffset = f.streamed.size();
+  }
+  // An entry's data may come in several pieces: they follow each other in its file.
+  CRPIPE_TRY(f.streamed.append(bytes.data(), bytes.size()));
+  e.dataLen += bytes.size();
+  return {};
+}
+
+std::string_view RestoreImages::data(const ImageEntryData& e) const {
+  if (e.dataLen == 0 || e.dataFile >= dataFiles_.size()) {
+    return {};
+  }
+  const DataFile& f = *dataFiles_[e.dataFile];
+  std::string_view all = f.referenced ? f.map : f.streamed.view();
+  if (e.dataOffset > all.size() || e.dataLen > all.size() - e.dataOffset) {
+    return {};  // attachData refused such spans already
+  }
+  return all.substr(e.dataOffset, e.dataLen);
+}
+
+int RestoreImages::dataFd(uint32_t file) const {
+  const DataFile& f = *dataFiles_.at(file);
+  return f.referenced ? f.fd.get() : f.streamed.fd();
+}
+
+Status RestoreImages::attachData(const std::string& dir) {
+  for (auto& fp : dataFiles_) {
+    DataFile& f = *fp;
+    if (!f.referenced) {
+      continue;
+    }
+    const std::string path = dir + "/" + f.image;
+    if (dir.empty()) {
+      return failMsg(f.image + ": the stream left its entries' data in an image directory "
+                     "(serializer read --data-refs), which this restore does not read");
+    }
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    struct stat st {};
+    if (!fd.valid() || ::fstat(fd.get(), &st) < 0) {
+      return failSys(path);
+    }
+    const auto size = static_cast<uint64_t>(st.st_size);
+    if (size < f.end) {
+      return failMsg(path + " at offset " + std::to_string(size) +
+                     ": truncated image: its entries' data runs to offset " +
+                     std::to_string(f.end));
+    }
+    if (size == 0) {
+      continue;
+    }
+    void* p = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd.get(), 0);
+    if (p == MAP_FAILED && errno != ENODEV) {
+      return failSys("mmap " + path);
+    }
+    if (p == MAP_FAILED) {
+      // A filesystem that cannot map files: its data into memory that can be mapped.
+      std::string copy(size, '\0');
+      size_t got = 0;
+      while (got < copy.size()) {
+        ssize_t r = ::pread(fd.get(), copy.data() + got, copy.size() - got,
+                            static_cast<off_t>(got));
+        if (r < 0 && errno == EINTR) {
+          continue;
+        }
+        if (r <= 0) {
+          return r < 0 ? failSys("read " + path) : failMsg(path + ": shorter than its size");
+        }
+        got += static_cast<size_t>(r);
+      }
+      CRPIPE_TRY(f.streamed.append(copy.data(), copy.size()));
+      f.referenced = false;
+      continue;
+    }
+    f.fd = std::move(fd);
+    f.map = std::string_view(static_cast<const char*>(p), size);
+  }
   return {};
 }
 
@@ -199,9 +318,17 @@ Result<char*> GrowBuffer::reserve(size_t len) {
     constexpr size_t kPage = 4096;
     size_t want = std::max<size_t>({cap_ * 2, size_ + len, size_t{1} << 20});
     want = (want + kPage - 1) / kPage * kPage;
+    if (!fd_.valid()) {
+      fd_ = UniqueFd(::memfd_create("crpipe-images", MFD_CLOEXEC));
+      if (!fd_.valid()) {
+        return failSys("memfd_create for image data");
+      }
+    }
+    if (::ftruncate(fd_.get(), static_cast<off_t>(want)) < 0) {
+      return failSys("grow image data to " + std::to_string(want) + " bytes");
+    }
     void* p = data_ == nullptr
-                  ? ::mmap(nullptr, want, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                           -1, 0)
+                  ? ::mmap(nullptr, want, PROT_READ | PROT_WRITE, MAP_SHARED, fd_.get(), 0)
                   : ::mremap(data_, cap_, want, MREMAP_MAYMOVE);
     if (p == MAP_FAILED) {
       return failSys("grow a raw image buffer to " + std::to_string(want) + " bytes");
@@ -213,6 +340,11 @@ Result<char*> GrowBuffer::reserve(size_t len) {
 }
 
 RestoreImages::~RestoreImages() {
+  for (const auto& f : dataFiles_) {
+    if (!f->map.empty()) {
+      ::munmap(const_cast<char*>(f->map.data()), f->map.size());
+    }
+  }
   for (const auto& [name, data] : mapped_) {
     if (!data.empty() && !copied_.contains(name)) {
       ::munmap(const_cast<char*>(data.data()), data.size());
@@ -230,7 +362,7 @@ std::string_view RestoreImages::rawData(const std::string& name) const {
     return g->second.view();
   }
   const auto& e = entries(name);
-  return e.empty() ? std::string_view() : std::string_view(e.front().trailing);
+  return e.empty() ? std::string_view() : data(e.front());
 }
 
 Status RestoreImages::mapRawImages(const std::string& dir) {

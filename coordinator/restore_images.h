@@ -4,6 +4,7 @@
 #include <deque>
 #include <functional>
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
 #include <string_view>
@@ -11,6 +12,7 @@
 
 #include "common/image_format.h"
 #include "common/result.h"
+#include "common/unique_fd.h"
 #include "common/stage_stream.h"
 #include "protos/stage.capnp.h"
 
@@ -18,15 +20,19 @@ namespace crpipe {
 
 // The image entries of a dump as they arrive on a stage stream (from `crpipe-serializer
 // read` or straight from a collector), taken front to back, never seeked: each image file
-// by name, each entry with the raw bytes that followed it (pipe data).
+// by name, each entry with where the data that followed it (socket queue, pipe buffer) is
+// kept: a span of one of RestoreImages' data files (RestoreImages::data()).
 struct ImageEntryData {
   std::string payload;
-  std::string trailing;
+  uint32_t dataFile = 0;  // RestoreImages::dataFd(dataFile); meaningful when dataLen > 0
+  uint64_t dataOffset = 0;
+  uint64_t dataLen = 0;
 };
 
-// The contents of a raw image as it arrives in pieces: anonymous memory grown with mremap,
-// which moves page tables instead of copying, so each byte is copied once (from the
-// stream's buffer) however large the image grows.
+// The contents of a raw image as it arrives in pieces: a memfd mapped shared and grown
+// with mremap, which moves page tables instead of copying, so each byte is copied once
+// (from the stream's buffer) however large the image grows, and restorers can map the
+// same pages through fd().
 class GrowBuffer {
  public:
   GrowBuffer() = default;
@@ -38,8 +44,11 @@ class GrowBuffer {
   Result<char*> reserve(size_t len);
   void commit(size_t len) { size_ += len; }
   std::string_view view() const { return {data_, size_}; }
+  size_t size() const { return size_; }
+  int fd() const { return fd_.get(); }
 
  private:
+  UniqueFd fd_;
   char* data_ = nullptr;
   size_t size_ = 0;
   size_t cap_ = 0;
@@ -68,6 +77,16 @@ class RestoreImages {
   // (`crpipe-serializer read --no-pages`). The images stay byte-identical.
   Status mapRawImages(const std::string& dir);
   uint64_t mappedBytes() const { return mappedBytes_; }
+  // The data that followed an entry (a socket's queued message, a pipe's buffer).
+  std::string_view data(const ImageEntryData& e) const;
+  // The files that hold entries' data, for restorers to map (pidfd_getfd of dataFd(i)):
+  // an image file of the directory (read with --data-refs) or what came on the stream.
+  uint32_t dataFiles() const { return static_cast<uint32_t>(dataFiles_.size()); }
+  int dataFd(uint32_t file) const;
+  // Once the stream has ended: opens and maps the image files of `dir` that hold data the
+  // stream referred to (ImageChunk.dataAt), checking that each holds all of it. `dir`
+  // empty: no directory, and the stream must have carried all its data.
+  Status attachData(const std::string& dir);
   // Every image file name the dump has, sorted.
   std::vector<std::string> names() const {
     std::vector<std::string> out;
@@ -90,6 +109,23 @@ class RestoreImages {
   Status appendRaw(uint32_t image, size_t len, const std::string& where,
                    const std::function<Status(char*)>& fill);
 
+  // A file that holds entries' data.
+  struct DataFile {
+    std::string image;    // "sk-queues.img"
+    bool referenced = false;  // left in the image directory (dataAt); else streamed
+    GrowBuffer streamed;  // streamed: the data as it came (a memfd)
+    UniqueFd fd;          // referenced: the image file
+    std::string_view map;  // referenced: its mapping
+    uint64_t end = 0;     // referenced: where the last data ends
+  };
+  // The data file of an image's entries (made on first use).
+  DataFile& dataFileOf(const std::string& image, bool referenced, uint32_t* index);
+  // Appends streamed data to the last entry of `image`.
+  Status appendData(const std::string& image, std::vector<ImageEntryData>& entries,
+                    std::string_view bytes);
+
+  std::vector<std::unique_ptr<DataFile>> dataFiles_;
+  std::map<std::string, uint32_t> dataFileIndex_;
   std::map<uint32_t, std::string> names_;
   std::map<uint32_t, ImageFramer> framers_;  // where each image's chunks stand
   std::map<std::string, std::vector<ImageEntryData>> images_;

@@ -207,6 +207,7 @@ static Status retargetShellJobTerminal(RestorePlan& plan, const RestoreImages& i
 
 Result<RestorePlan> makeRestorePlan(const RestoreImages& images, const PlanOptions& opts) {
   RestorePlan plan;
+  plan.images = &images;
   const auto& pstree = images.entries("pstree.img");
   if (pstree.empty()) {
     return failMsg("the dump has no pstree.img entries: nothing to restore");
@@ -260,7 +261,7 @@ Result<RestorePlan> makeRestorePlan(const RestoreImages& images, const PlanOptio
       if (!pd) {
         return fail(std::move(pd).error());
       }
-      (std::string(name) == "pipes-data.img" ? plan.pipeData : plan.fifoData)[pd->pipe_id()] = e;
+      (std::string(name) == "pipes-data.img" ? plan.pipeData : plan.fifoData)[pd->pipe_id()] = &e;
     }
   }
 
@@ -429,7 +430,7 @@ void RestorePlan::fillOrder(size_t i, const std::string& token,
     const auto& src = fifo ? fifoData : pipeData;
     auto it = src.find(pipeId);
     if (it != src.end() && dataSeen.insert({fifo, pipeId}).second) {
-      data.emplace_back(fifo, &it->second);
+      data.emplace_back(fifo, it->second);
     }
   }
   auto fl = out.initFiles(static_cast<unsigned>(ids.size()));
@@ -445,7 +446,8 @@ void RestorePlan::fillOrder(size_t i, const std::string& token,
     d.setFifo(data[k].first);
     const auto& e = *data[k].second;
     d.setEntry(kj::arrayPtr(reinterpret_cast<const kj::byte*>(e.payload.data()), e.payload.size()));
-    d.setData(kj::arrayPtr(reinterpret_cast<const kj::byte*>(e.trailing.data()), e.trailing.size()));
+    auto bytes = images->data(e);
+    d.setData(kj::arrayPtr(reinterpret_cast<const kj::byte*>(bytes.data()), bytes.size()));
   }
   auto se = out.initSends(static_cast<unsigned>(t.sends.size()));
   for (size_t k = 0; k < t.sends.size(); ++k) {
@@ -476,13 +478,24 @@ void RestorePlan::fillOrder(size_t i, const std::string& token,
   for (uint32_t id : t.queueWrites) {
     nq += skQueues.at(id).size();
   }
+  // The messages' data stays where the images have it (the image file, or what came on
+  // the stream): the restorer maps those files, and each message says where its data is.
   auto sq = out.initSkQueues(static_cast<unsigned>(nq));
   size_t k = 0;
   for (uint32_t id : t.queueWrites) {
     for (const auto& m : skQueues.at(id)) {
       auto q = sq[static_cast<unsigned>(k++)];
-      q.setEntry(kj::arrayPtr(reinterpret_cast<const kj::byte*>(m.payload.data()), m.payload.size()));
-      q.setData(kj::arrayPtr(reinterpret_cast<const kj::byte*>(m.trailing.data()), m.trailing.size()));
+      auto entry = m.entry();
+      q.setEntry(kj::arrayPtr(reinterpret_cast<const kj::byte*>(entry.data()), entry.size()));
+      q.setFile(m.image->dataFile);
+      q.setOffset(m.image->dataOffset);
+      q.setLength(m.image->dataLen);
+    }
+  }
+  if (nq > 0) {
+    auto df = out.initDataFiles(images->dataFiles());
+    for (uint32_t f = 0; f < images->dataFiles(); ++f) {
+      df.set(f, images->dataFd(f));
     }
   }
   out.setParkAfterShare(parkAfterShare);

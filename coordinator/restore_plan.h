@@ -62,12 +62,21 @@ struct PlanOptions {
   std::string callerTerminal;
 };
 
+// A queued message a restorer writes back: its SkPacketEntry bytes (rewritten by
+// --unix-name-map, or the image's own) and its data (a span of an image data file).
+struct QueuedMessage {
+  const ImageEntryData* image = nullptr;
+  std::string rewritten;  // empty: the image's own entry
+  std::string_view entry() const { return rewritten.empty() ? image->payload : rewritten; }
+};
+
 struct RestorePlan {
   std::vector<TaskPlan> tasks;  // parents before children; tasks[0] is the root
   std::map<uint32_t, images::FileEntry> files;
-  std::map<uint32_t, ImageEntryData> pipeData;  // by pipe_id
-  std::map<uint32_t, ImageEntryData> fifoData;
-  std::map<uint32_t, std::vector<ImageEntryData>> skQueues;  // by socket id, in queue order
+  const RestoreImages* images = nullptr;  // what the plan was made from (outlives it)
+  std::map<uint32_t, const ImageEntryData*> pipeData;  // by pipe_id
+  std::map<uint32_t, const ImageEntryData*> fifoData;
+  std::map<uint32_t, std::vector<QueuedMessage>> skQueues;  // by socket id, in queue order
   std::map<uint32_t, int> inherited;  // file id -> the coordinator's fd (--inherit-fd)
   pid_t coordinatorPid = 0;
   // Network namespaces (by inode) of unix sockets made outside crpipe's own: the

@@ -228,7 +228,8 @@ TreeCheck checkRestoredTree(const RestorePlan& plan,
           hasData = true;
           const auto& src = fifo ? plan.fifoData : plan.pipeData;
           auto want = src.find(pipeId);
-          std::string wantData = want != src.end() ? want->second.trailing : std::string();
+          std::string wantData(want != src.end() ? plan.images->data(*want->second)
+                                                  : std::string_view());
           if (data != wantData) {
             problem(w + ": pipe holds " + std::to_string(data.size()) + " bytes, the images " +
                     std::to_string(wantData.size()) + " (or different bytes)");

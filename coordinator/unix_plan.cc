@@ -134,14 +134,14 @@ Status planUnixSockets(const RestoreImages& images, const PlanOptions& opts, Res
         passed.emplace_back(pe.id_for(), r);
       }
     }
-    ImageEntryData copy = e;
+    QueuedMessage m{&e, {}};
     if (pe.has_addr()) {
-      if (auto m = mapName(opts, pe.addr())) {
-        pe.set_addr(*m);
-        copy.payload = pe.SerializeAsString();
+      if (auto mapped = mapName(opts, pe.addr())) {
+        pe.set_addr(*mapped);
+        m.rewritten = pe.SerializeAsString();
       }
     }
-    plan.skQueues[pe.id_for()].push_back(std::move(copy));
+    plan.skQueues[pe.id_for()].push_back(std::move(m));
   }
 
   // Holders in pstree and fd order; the first holder of a group makes it unless SO_PEERCRED
@@ -203,7 +203,8 @@ Status planUnixSockets(const RestoreImages& images, const PlanOptions& opts, Res
   for (const auto& [id, q] : plan.skQueues) {
     for (const auto& m : q) {
       images::SkPacketEntry pe;
-      pe.ParseFromString(m.payload);
+      auto entry = m.entry();
+      pe.ParseFromArray(entry.data(), static_cast<int>(entry.size()));
       if (pe.has_addr() && !pe.addr().empty()) {
         auto it = byName.find({socks[id].e->ns_id(), pe.addr()});
         if (it != byName.end()) {

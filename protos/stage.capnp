@@ -45,7 +45,8 @@ struct Hello {
 }
 
 # 2: ImagePages, whose bytes follow the message outside Cap'n Proto framing.
-const protocolVersion :UInt32 = 2;
+# 3: ImageChunk.dataAt; queued messages' data mapped by restorers (SkQueue.file/offset).
+const protocolVersion :UInt32 = 3;
 
 # Collector or serializer -> reader: a new image file starts. Entries and raw data that
 # follow name it by `image`, an index unique within the stream.
@@ -83,6 +84,12 @@ struct ImageChunk {
   entries @1 :UInt32;
   rawBytes @2 :UInt64;
   bytes @3 :Data;
+  # `crpipe-serializer read --data-refs`, for a reader that has the image directory (the
+  # coordinator of `crpipe run restore -D`): the data that follows the entries in the file
+  # (socket queues, pipe buffers) is left off `bytes`; each entry of `bytes` that announces
+  # data has it at the next of these byte offsets of the image file, in entry order. Such
+  # a chunk has rawBytes 0 and cannot be written as an image file.
+  dataAt @4 :List(UInt64);
 }
 
 # Collector or serializer -> reader: `length` raw bytes appended to an image (a batch of
@@ -197,6 +204,11 @@ struct TaskOrder {
                                 # crpipe's own (by inode): the coordinator's fd of each
   mntns @20 :List(NamespaceFd); # mount namespaces of the socket files bound outside
                                 # crpipe's own (by inode): the coordinator's fd of each
+  dataFiles @21 :List(Int32);   # the coordinator's fds of the files that hold queued
+                                # messages' data (SkQueue.file indexes this list): an image
+                                # file of the directory, or a memfd of what came on the
+                                # stream. The restorer maps them read-only (pidfd_getfd),
+                                # writes from the mapping, and unmaps them after refill.
 }
 
 struct NamespaceFd {
@@ -227,10 +239,14 @@ struct UnixSocketOrder {
                                 # here once its messages are written
 }
 
-# One queued message to write back (an SkPacketEntry of sk-queues.img and its bytes).
+# One queued message to write back: an SkPacketEntry of sk-queues.img, and where its
+# bytes are: `length` bytes at `offset` of TaskOrder.dataFiles[file].
 struct SkQueue {
   entry @0 :Data;
-  data @1 :Data;
+  data @1 :Data;                # unused since protocol 3 (the bytes were inline)
+  file @2 :UInt32;
+  offset @3 :UInt64;
+  length @4 :UInt64;
 }
 
 struct ChannelFd {

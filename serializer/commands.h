@@ -25,6 +25,7 @@ struct ReadOptions {
   std::string dir;
   StreamEndpoint out;
   bool noPages = false;  // leave pages-N.img off the stream (the reader maps them)
+  bool dataRefs = false;  // entries' data as file offsets (ImageChunk.dataAt)
 };
 
 struct DecodeOptions {

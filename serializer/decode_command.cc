@@ -47,6 +47,23 @@ void printChunk(FILE* out, OpenImage* img, proto::ImageChunk::Reader c) {
   }
   auto d = c.getBytes();
   std::string_view bytes(reinterpret_cast<const char*>(d.begin()), d.size());
+  if (c.getDataAt().size() > 0) {
+    auto st = img->framer->feedWithoutData(
+        bytes, c.getDataAt(),
+        [out, img](std::string_view payload) -> Status {
+          printEntry(out, img, payload);
+          return {};
+        },
+        [out](uint64_t offset, uint64_t length) -> Status {
+          fprintf(out, "    (%lu bytes of data at offset %lu of the image file)\n",
+                  static_cast<unsigned long>(length), static_cast<unsigned long>(offset));
+          return {};
+        });
+    if (!st) {
+      fprintf(out, "    %s: %s\n", img->name.c_str(), st.error().str().c_str());
+    }
+    return;
+  }
   auto st = img->framer->feed(
       bytes,
       [out, img](std::string_view payload) -> Status {

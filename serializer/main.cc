@@ -16,6 +16,7 @@ namespace {
 constexpr const char* kUsage =
     "usage: crpipe-serializer write -D DIR [--in FILE|-] [--in-fd N] [--control-fd N]\n"
     "       crpipe-serializer read -D DIR [--out FILE|-] [--out-fd N] [--no-pages]\n"
+    "                                [--data-refs]\n"
     "       crpipe-serializer decode [--in FILE|-] [--in-fd N]\n"
     "common options: [-v N] [--log FILE]\n"
     "\n"
@@ -24,7 +25,9 @@ constexpr const char* kUsage =
     "        file is on disk; then sends Committed on the control fd. On any error\n"
     "        nothing in DIR changes and a Failure goes to the control fd.\n"
     "read    puts the images of DIR on a stream (inventory first); --no-pages leaves\n"
-    "        pages-N.img off (a reader with access to DIR maps them itself).\n"
+    "        pages-N.img off (a reader with access to DIR maps them itself);\n"
+    "        --data-refs leaves the data that follows entries (socket queues, pipe\n"
+    "        buffers) in the files and sends its offsets (ImageChunk.dataAt).\n"
     "decode  prints every message of a stream, entries decoded as protobuf text.\n";
 
 struct Args {
@@ -34,6 +37,7 @@ struct Args {
   crpipe::StreamEndpoint out;
   int controlFd = -1;
   bool noPages = false;
+  bool dataRefs = false;
   int verbosity = 2;
   std::string logPath;
 };
@@ -57,7 +61,7 @@ std::string parseArgs(int argc, char** argv, Args& a) {
   if (a.command == "-h" || a.command == "--help") {
     return "";
   }
-  enum { kIn = 256, kInFd, kOut, kOutFd, kControlFd, kLog, kNoPages };
+  enum { kIn = 256, kInFd, kOut, kOutFd, kControlFd, kLog, kNoPages, kDataRefs };
   static const option kOpts[] = {
       {"dir", required_argument, nullptr, 'D'},
       {"in", required_argument, nullptr, kIn},
@@ -67,6 +71,7 @@ std::string parseArgs(int argc, char** argv, Args& a) {
       {"control-fd", required_argument, nullptr, kControlFd},
       {"log", required_argument, nullptr, kLog},
       {"no-pages", no_argument, nullptr, kNoPages},
+      {"data-refs", no_argument, nullptr, kDataRefs},
       {"help", no_argument, nullptr, 'h'},
       {nullptr, 0, nullptr, 0},
   };
@@ -106,6 +111,9 @@ std::string parseArgs(int argc, char** argv, Args& a) {
         break;
       case kNoPages:
         a.noPages = true;
+        break;
+      case kDataRefs:
+        a.dataRefs = true;
         break;
       case 'h':
         a.command = "--help";
@@ -167,7 +175,7 @@ int main(int argc, char** argv) {
       }
     }
   } else if (a.command == "read") {
-    st = crpipe::runRead({a.dir, a.out, a.noPages}, log);
+    st = crpipe::runRead({a.dir, a.out, a.noPages, a.dataRefs}, log);
   } else {
     st = crpipe::runDecode({a.in}, stdout);
   }

@@ -47,7 +47,8 @@ Status runRead(const ReadOptions& opts, Log& log) {
     h.setRootPid(rootPidOf(dir.get()));
     CRPIPE_TRY_CTX(writer.write(mb), out->name);
     ImageEmitter emitter(writer);
-    CRPIPE_TRY(emitImageDirectory(dir.get(), opts.dir, emitter, opts.noPages));
+    CRPIPE_TRY(emitImageDirectory(dir.get(), opts.dir, emitter,
+                                  {.skipRawImages = opts.noPages, .dataRefs = opts.dataRefs}));
     CRPIPE_TRY_CTX(writer.flush(), out->name);
     log.info("%s: %lu entries, %lu raw bytes -> %s", opts.dir.c_str(),
              static_cast<unsigned long>(emitter.entries()),

@@ -5,6 +5,7 @@
 #include <linux/sockios.h>
 #include <netinet/tcp.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -268,9 +269,72 @@ Status UnixSocketKind::takeOrder(proto::TaskOrder::Reader order,
     if (!m.entry.ParseFromArray(b.begin(), static_cast<int>(b.size()))) {
       return failMsg("task order: malformed queued message");
     }
-    auto d = q.getData();
-    m.data = std::string_view(reinterpret_cast<const char*>(d.begin()), d.size());
+    m.file = q.getFile();
+    m.offset = q.getOffset();
+    m.length = q.getLength();
     queue_.push_back(std::move(m));
+  }
+  for (int fd : order.getDataFiles()) {
+    dataFiles_.push_back(fd);
+  }
+  return {};
+}
+
+UnixSocketKind::MappedData::~MappedData() {
+  if (p_ != nullptr && n_ > 0) {
+    ::munmap(const_cast<void*>(p_), n_);
+  }
+}
+
+Status UnixSocketKind::mapQueueData() {
+  std::vector<std::string_view> views(dataFiles_.size());
+  std::vector<bool> needed(dataFiles_.size());
+  for (const auto& m : queue_) {
+    if (m.length == 0) {
+      continue;
+    }
+    if (m.file >= dataFiles_.size()) {
+      return failMsg("task order: a queued message's data is in file " + std::to_string(m.file) +
+                     " of " + std::to_string(dataFiles_.size()));
+    }
+    needed[m.file] = true;
+  }
+  for (size_t f = 0; f < dataFiles_.size(); ++f) {
+    if (!needed[f]) {
+      continue;
+    }
+    const std::string what = "queued data (crpipe's fd " + std::to_string(dataFiles_[f]) + ")";
+    auto fd = takeInherited(coordinatorPid_, dataFiles_[f], fdBase_);
+    if (!fd) {
+      return fail(std::move(fd).error().context(what));
+    }
+    struct stat st {};
+    if (::fstat(fd->get(), &st) < 0) {
+      return failSys("fstat " + what);
+    }
+    if (st.st_size == 0) {
+      continue;
+    }
+    // Read-only and shared: the pages of the image file (or of crpipe's memfd) are
+    // written to the sockets from where they are, never copied into this task first.
+    void* p = ::mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ, MAP_SHARED,
+                     fd->get(), 0);
+    if (p == MAP_FAILED) {
+      return failSys("mmap " + what);
+    }
+    views[f] = dataMaps_.emplace_back(p, static_cast<size_t>(st.st_size)).view();
+  }
+  for (auto& m : queue_) {
+    if (m.length == 0) {
+      continue;
+    }
+    const auto& v = views[m.file];
+    if (m.offset > v.size() || m.length > v.size() - m.offset) {
+      return failMsg("task order: a queued message's " + std::to_string(m.length) +
+                     " bytes at offset " + std::to_string(m.offset) + " run past its data (" +
+                     std::to_string(v.size()) + " bytes)");
+    }
+    m.data = v.substr(m.offset, m.length);
   }
   return {};
 }
@@ -598,8 +662,13 @@ Status UnixSocketKind::refill() {
       embryoWriters_[em->id()] = client;
     }
   }
+  CRPIPE_TRY(mapQueueData());
   for (const auto& m : queue_) {
     CRPIPE_TRY(writeMessage(m));
+  }
+  dataMaps_.clear();
+  for (auto& m : queue_) {
+    m.data = {};
   }
   closedClients_.clear();
   for (auto& [id, s] : socks_) {

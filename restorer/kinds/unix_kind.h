@@ -3,6 +3,7 @@
 #include <functional>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "protos/sk_unix.pb.h"
@@ -48,8 +49,26 @@ class UnixSocketKind : public RestoreKind {
   };
   struct Message {
     images::SkPacketEntry entry;
-    std::string_view data;  // in the task order, which the task keeps
+    uint32_t file = 0;  // its data: `length` bytes at `offset` of dataFiles_[file]
+    uint64_t offset = 0;
+    uint64_t length = 0;
+    std::string_view data;  // in dataMaps_, once refill() mapped them
   };
+  // A file of queued messages' data (TaskOrder.dataFiles), mapped read-only for refill().
+  class MappedData {
+   public:
+    MappedData(const void* p, size_t n) : p_(p), n_(n) {}
+    MappedData(MappedData&& o) noexcept : p_(std::exchange(o.p_, nullptr)), n_(o.n_) {}
+    MappedData& operator=(MappedData&&) = delete;
+    ~MappedData();
+    std::string_view view() const { return {static_cast<const char*>(p_), n_}; }
+
+   private:
+    const void* p_;
+    size_t n_;
+  };
+  // Maps the data files the queue needs and points each message at its bytes.
+  Status mapQueueData();
 
   Status runPhase(OpenContext& ctx);
   // socket() and socketpair() in the network namespace the socket was dumped in (entered
@@ -95,6 +114,8 @@ class UnixSocketKind : public RestoreKind {
   std::map<uint32_t, const images::UnixSkEntry*> entries_;  // every unix entry we know
   std::map<uint32_t, uint32_t> inoToId_;
   std::vector<Message> queue_;
+  std::vector<int> dataFiles_;          // the coordinator's fds (TaskOrder.dataFiles)
+  std::vector<MappedData> dataMaps_;    // while refill() writes the queues
   std::map<std::string, UniqueFd> tempListeners_;          // by name (+ dir)
   std::map<uint32_t, int> embryoWriters_;                  // embryo id -> client end (owned elsewhere)
   std::vector<UniqueFd> closedClients_;                    // close after the refill
