@@ -1,6 +1,7 @@
 #include "common/image_format.h"
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -157,6 +158,22 @@ Result<ImageFile> ImageFile::load(int dirFd, const std::string& name) {
   if (!fd.valid()) {
     return fail(Error::sys("open image " + name));
   }
+  struct stat st {};
+  if (::fstat(fd.get(), &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0) {
+    const auto size = static_cast<size_t>(st.st_size);
+    void* p = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd.get(), 0);
+    if (p != MAP_FAILED) {
+      ImageFile f;
+      f.name_ = name;
+      f.mapping_ = std::shared_ptr<const void>(p, [size](const void* q) {
+        ::munmap(const_cast<void*>(q), size);
+      });
+      f.data_ = std::string_view(static_cast<const char*>(p), size);
+      CRPIPE_TRY(f.parse());
+      return f;
+    }
+  }
+  // A file system that cannot map files: read it.
   auto bytes = readAll(fd.get());
   if (!bytes) {
     return fail(std::move(bytes).error().context("read image " + name));
@@ -168,12 +185,13 @@ Result<ImageFile> ImageFile::fromBytes(std::string name, std::string bytes) {
   ImageFile f;
   f.name_ = std::move(name);
   f.bytes_ = std::make_unique<const std::string>(std::move(bytes));
+  f.data_ = *f.bytes_;
   CRPIPE_TRY(f.parse());
   return f;
 }
 
 Status ImageFile::parse() {
-  const std::string& b = *bytes_;
+  const std::string_view b = data_;
   auto byName = imageKindForFile(name_);
   uint64_t off = 0;
   if (byName && byName->magic == 0) {

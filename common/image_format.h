@@ -109,6 +109,9 @@ class ImageFile {
   // On the heap so that pieces' views stay valid when the ImageFile moves: a moved
   // std::string of up to 15 bytes (small-string buffer) would leave them dangling.
   std::unique_ptr<const std::string> bytes_;
+  // load(): the file mapped read-only instead (no copy of data a reader may never touch).
+  std::shared_ptr<const void> mapping_;
+  std::string_view data_;  // the file's bytes: *bytes_ or the mapping
   std::vector<ImagePiece> pieces_;
 };
 

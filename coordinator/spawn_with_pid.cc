@@ -3,6 +3,7 @@
 // watched through its pidfd: readable once it exited, then reaped with waitid(P_PIDFD).
 // libuv's own SIGCHLD handling waits only for the pids it spawned, never for this one.
 #include <fcntl.h>
+#include <linux/close_range.h>
 #include <linux/sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -57,6 +58,30 @@ namespace {
   }
   for (size_t i = 0; i < n; ++i) {
     ::close(moved[i]);
+  }
+  // Whatever else crpipe inherited without CLOEXEC (a shell's fds) stays out of the
+  // restorer: a stray fd there would sit on an fd number of the restored task.
+  int keep[256];
+  for (size_t i = 0; i < n; ++i) {
+    int v = fds[i].childFd;
+    size_t j = i;
+    for (; j > 0 && keep[j - 1] > v; --j) {
+      keep[j] = keep[j - 1];
+    }
+    keep[j] = v;
+  }
+  unsigned from = 3;
+  for (size_t i = 0; i <= n; ++i) {
+    unsigned to = i < n ? static_cast<unsigned>(keep[i]) : ~0U;
+    if (i < n && keep[i] < 3) {
+      continue;
+    }
+    if (to > from) {
+      ::syscall(SYS_close_range, from, to - 1, CLOSE_RANGE_CLOEXEC);
+    }
+    if (i < n) {
+      from = to + 1;
+    }
   }
   ::execv(path.c_str(), argv);
   ::_exit(127);

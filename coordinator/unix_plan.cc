@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <optional>
 #include <set>
+#include <unordered_map>
+#include <unordered_set>
 
 #include "protos/sk_unix.pb.h"
 
@@ -34,7 +36,7 @@ class UnionFind {
   void join(uint32_t a, uint32_t b) { parent_[find(a)] = find(b); }
 
  private:
-  std::map<uint32_t, uint32_t> parent_;
+  std::unordered_map<uint32_t, uint32_t> parent_;
 };
 
 // A recorded name as users spell it: a path (without the kernel's trailing NUL) or
@@ -87,8 +89,12 @@ bool connectionType(const images::UnixSkEntry& e) {
 
 Status planUnixSockets(const RestoreImages& images, const PlanOptions& opts, RestorePlan& plan,
                        std::map<uint32_t, pid_t>& creator) {
-  std::map<uint32_t, Sock> socks;        // by id: every unix entry but external peers
-  std::map<uint32_t, uint32_t> byIno;    // ino -> id (sockets with an inode)
+  // Every unix entry but external peers, in id order, and where each id is: the plan is
+  // walked in id order (deterministic), looked up by hash (10,000s of sockets).
+  std::vector<Sock> socks;
+  std::unordered_map<uint32_t, size_t> sockAt;
+  std::unordered_map<uint32_t, uint32_t> byIno;  // ino -> id (sockets with an inode)
+  auto sockOf = [&socks, &sockAt](uint32_t id) -> Sock& { return socks[sockAt.at(id)]; };
   for (auto& [id, fe] : plan.files) {
     if (fe.type() != images::UNIXSK || isExtern(fe.usk())) {
       continue;
@@ -106,7 +112,8 @@ Status planUnixSockets(const RestoreImages& images, const PlanOptions& opts, Res
     if (auto m = mapName(opts, e->crpipe().ext_peer_name())) {
       e->mutable_crpipe()->set_ext_peer_name(*m);
     }
-    socks[id] = Sock{id, e};
+    sockAt.emplace(id, socks.size());
+    socks.push_back(Sock{id, e});
     if (e->ino() != 0) {
       byIno[e->ino()] = id;
     }
@@ -120,7 +127,7 @@ Status planUnixSockets(const RestoreImages& images, const PlanOptions& opts, Res
     if (!pe.ParseFromString(e.payload)) {
       return failMsg("sk-queues.img: malformed entry");
     }
-    if (!socks.contains(pe.id_for())) {
+    if (!sockAt.contains(pe.id_for())) {
       return failMsg("sk-queues.img: a message for socket id " + std::to_string(pe.id_for()) +
                      ", which files.img does not have");
     }
@@ -128,7 +135,7 @@ Status planUnixSockets(const RestoreImages& images, const PlanOptions& opts, Res
       for (uint32_t r : scm.rights()) {
         auto f = plan.files.find(r);
         if (f == plan.files.end()) {
-          return failMsg(sockWhere(*socks[pe.id_for()].e) + ": a queued message passes file id " +
+          return failMsg(sockWhere(*sockOf(pe.id_for()).e) + ": a queued message passes file id " +
                          std::to_string(r) + ", which files.img does not have");
         }
         passed.emplace_back(pe.id_for(), r);
@@ -146,14 +153,14 @@ Status planUnixSockets(const RestoreImages& images, const PlanOptions& opts, Res
 
   // Holders in pstree and fd order; the first holder of a group makes it unless SO_PEERCRED
   // names a task of the tree.
-  std::map<uint32_t, pid_t> firstHolder;
-  std::set<pid_t> inTree;
-  std::map<pid_t, size_t> taskOrder;  // pstree position
+  std::unordered_map<uint32_t, pid_t> firstHolder;
+  std::unordered_set<pid_t> inTree;
+  std::unordered_map<pid_t, size_t> taskOrder;  // pstree position
   for (const auto& t : plan.tasks) {
     inTree.insert(t.pid);
     taskOrder.emplace(t.pid, taskOrder.size());
     for (const auto& fd : t.fds) {
-      if (socks.contains(fd.id())) {
+      if (sockAt.contains(fd.id())) {
         firstHolder.try_emplace(fd.id(), t.pid);
       }
     }
@@ -167,13 +174,14 @@ Status planUnixSockets(const RestoreImages& images, const PlanOptions& opts, Res
   };
   auto peerOf = [&](const images::UnixSkEntry& e) -> images::UnixSkEntry* {
     auto it = byIno.find(e.peer());
-    return it == byIno.end() ? nullptr : socks[it->second].e;
+    return it == byIno.end() ? nullptr : sockOf(it->second).e;
   };
 
   // Groups.
   UnionFind uf;
   std::map<std::pair<uint32_t, std::string>, uint32_t> byName;
-  for (auto& [id, s] : socks) {
+  for (auto& s : socks) {
+    const uint32_t id = s.id;
     uf.find(id);
     const auto& e = *s.e;
     if (isEmbryo(e)) {
@@ -196,7 +204,7 @@ Status planUnixSockets(const RestoreImages& images, const PlanOptions& opts, Res
   }
   // A socket passed in a queued message is made by the task that writes that message.
   for (const auto& [carrier, file] : passed) {
-    if (socks.contains(file)) {
+    if (sockAt.contains(file)) {
       uf.join(file, carrier);
     }
   }
@@ -206,7 +214,7 @@ Status planUnixSockets(const RestoreImages& images, const PlanOptions& opts, Res
       auto entry = m.entry();
       pe.ParseFromArray(entry.data(), static_cast<int>(entry.size()));
       if (pe.has_addr() && !pe.addr().empty()) {
-        auto it = byName.find({socks[id].e->ns_id(), pe.addr()});
+        auto it = byName.find({sockOf(id).e->ns_id(), pe.addr()});
         if (it != byName.end()) {
           uf.join(id, it->second);
         }
@@ -214,12 +222,12 @@ Status planUnixSockets(const RestoreImages& images, const PlanOptions& opts, Res
     }
   }
   std::map<uint32_t, std::vector<uint32_t>> groups;
-  for (const auto& [id, s] : socks) {
-    groups[uf.find(id)].push_back(id);
+  for (const auto& s : socks) {
+    groups[uf.find(s.id)].push_back(s.id);
   }
 
   std::map<pid_t, TaskPlan*> byPid;
-  std::set<uint32_t> held;
+  std::unordered_set<uint32_t> held;
   for (auto& t : plan.tasks) {
     byPid[t.pid] = &t;
     for (const auto& fd : t.fds) {
@@ -227,20 +235,20 @@ Status planUnixSockets(const RestoreImages& images, const PlanOptions& opts, Res
     }
   }
   std::map<pid_t, std::set<uint32_t>> refs;  // task -> group ids it needs to know
-  std::map<uint32_t, pid_t> groupMaker;      // group -> task
+  std::unordered_map<uint32_t, pid_t> groupMaker;  // group -> task
   for (const auto& [root, ids] : groups) {
     // Who makes the group: a listener's listen() caller, else the client side a
     // connection reports, else the first holder.
     pid_t maker = 0;
     for (uint32_t id : ids) {
-      const auto& e = *socks[id].e;
+      const auto& e = *sockOf(id).e;
       if (e.state() == TCP_LISTEN && credPid(e) != 0) {
         maker = credPid(e);
         break;
       }
     }
     for (uint32_t id : ids) {
-      const auto& e = *socks[id].e;
+      const auto& e = *sockOf(id).e;
       const auto* p = peerOf(e);
       if (maker == 0 && connectionType(e) && p != nullptr && p->peer() == e.ino() &&
           credPid(e) != 0) {
@@ -259,7 +267,7 @@ Status planUnixSockets(const RestoreImages& images, const PlanOptions& opts, Res
       maker = holder;
     }
     if (maker == 0) {
-      return failMsg(sockWhere(*socks[ids.front()].e) +
+      return failMsg(sockWhere(*sockOf(ids.front()).e) +
                      " is held by no task (only in a queued message); restoring such sockets "
                      "is not implemented yet");
     }
@@ -267,7 +275,8 @@ Status planUnixSockets(const RestoreImages& images, const PlanOptions& opts, Res
   }
 
   // Roles.
-  for (auto& [id, s] : socks) {
+  for (auto& s : socks) {
+    const uint32_t id = s.id;
     const auto& e = *s.e;
     if (isEmbryo(e)) {
       continue;  // made by its listener's group when the client connects
@@ -354,9 +363,9 @@ Status planUnixSockets(const RestoreImages& images, const PlanOptions& opts, Res
     refs[by].insert(group);
   }
   // Who writes each queue back.
-  std::map<uint32_t, pid_t> writerOf;
+  std::unordered_map<uint32_t, pid_t> writerOf;
   for (const auto& [id, q] : plan.skQueues) {
-    const auto& e = *socks[id].e;
+    const auto& e = *sockOf(id).e;
     pid_t writer = groupMaker.at(uf.find(id));
     if (connectionType(e) && !isEmbryo(e) && e.crpipe().peer_external()) {
       writer = creator.at(id);
@@ -379,14 +388,14 @@ Status planUnixSockets(const RestoreImages& images, const PlanOptions& opts, Res
   for (const auto& [carrier, file] : passed) {
     const pid_t w = writerOf.at(carrier);
     const auto& fe = plan.files.at(file);
-    const std::string what = sockWhere(*socks[carrier].e) + ": a queued message passes ";
+    const std::string what = sockWhere(*sockOf(carrier).e) + ": a queued message passes ";
     if (fe.type() == images::UNIXSK) {
-      if (!socks.contains(file)) {
+      if (!sockAt.contains(file)) {
         return failMsg(what + "unix socket ino " + std::to_string(fe.usk().ino()) +
                        ", whose peer is outside the tree; restoring that is not implemented");
       }
       if (creator.at(file) != w) {
-        return failMsg(what + sockWhere(*socks[file].e) + ", which pid " +
+        return failMsg(what + sockWhere(*sockOf(file).e) + ", which pid " +
                        std::to_string(creator.at(file)) + " makes, but pid " + std::to_string(w) +
                        " writes the message; restoring that is not implemented");
       }

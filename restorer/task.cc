@@ -285,8 +285,8 @@ Status Task::readOrder() {
     RestoreKind* kind = *found;
     pending_[kind->firstPhase()].push_back(id);
   }
-  // Files passed with SCM_RIGHTS in the queues this task writes back are opened first in
-  // refillQueues, before the unix sockets write the messages that carry them (issue 5).
+  // Files passed with SCM_RIGHTS in the queues this task writes back are opened in accept,
+  // before the unix sockets write the messages that carry them in refillQueues (issue 5).
   std::vector<uint32_t> early;
   for (uint32_t id : o.getScmFiles()) {
     auto found = kindFor(id);
@@ -302,7 +302,8 @@ Status Task::readOrder() {
     early.push_back(id);
   }
   if (!early.empty()) {
-    pending_[RestorePhase::REFILL_QUEUES] = std::move(early);
+    auto& accept = pending_[RestorePhase::ACCEPT];
+    accept.insert(accept.begin(), early.begin(), early.end());
   }
 
   if (setsid_ && ::setsid() < 0) {
@@ -436,13 +437,13 @@ Status Task::setGroup(bool leaders) {
 Status Task::openDescriptions(RestorePhase p) {
   auto list = std::move(pending_[p]);
   pending_.erase(p);
-  if (list.empty()) {
-    return {};
-  }
   // Lives for this phase: the spare ends of pipes and the helper opens of FIFOs close
   // when it ends.
   OpenContext ctx{pid_, p, files_, pipeData_, fifoData_, {}, {}, log_, fdBase_, &homes_, &made_,
                   &inherited_, coordinatorPid_};
+  for (const auto& kind : kinds_) {
+    CRPIPE_TRY_CTX(kind->atPhase(ctx), std::string(kind->name()) + "s in " + phaseName(p));
+  }
   for (uint32_t id : list) {
     const images::FileEntry& e = files_.at(id);
     RestoreKind* kind = findKind(kinds_, e.type());

@@ -97,9 +97,14 @@ class RestoreKind {
     return {};
   }
 
+  // The kind's own work in phase ctx.phase (bindListen .. shareFds), for all of its
+  // descriptions at once (the unix sockets of a task are made, connected and refilled
+  // together): called once per phase, before that phase's open() calls.
+  virtual Status atPhase(OpenContext&) { return {}; }
+
   // Creates the description of `e` with its flags, position, owner and data. A kind may
-  // also answer WaitFor(shareFds): it is then called once more right before the
-  // descriptions are handed over (the last moment to change names on the file system).
+  // also answer WaitFor(a later phase, up to shareFds): it is then called again in that
+  // phase (shareFds: right before the descriptions are handed over).
   virtual Result<OpenResult> open(OpenContext& ctx, const images::FileEntry& e) = 0;
 };
 

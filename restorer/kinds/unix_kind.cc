@@ -50,9 +50,10 @@ Status listenOn(int fd, int backlog, const std::string& what) {
 
 // A message to write back: its bytes, its credentials, and where to (a datagram to a
 // name; nothing on a connected socket).
-Status sendOne(int fd, std::string_view data, const images::SkPacketEntry& pe,
-               const UnixAddr* to, const std::vector<int>& rights = {}) {
-  CRPIPE_TRY(growSendBuffer(fd, data.size()));
+Status sendOne(SendBudget& budget, int fd, std::string_view data,
+               const images::SkPacketEntry& pe, const UnixAddr* to,
+               const std::vector<int>& rights = {}) {
+  CRPIPE_TRY(budget.reserve(fd, data.size()));
   iovec iov{const_cast<char*>(data.data()), data.size()};
   msghdr mh{};
   mh.msg_iov = &iov;
@@ -339,22 +340,25 @@ Status UnixSocketKind::mapQueueData() {
   return {};
 }
 
-Result<OpenResult> UnixSocketKind::open(OpenContext& ctx, const images::FileEntry& fe) {
-  if (ctx.phase != last_) {
-    last_ = ctx.phase;
-    fdBase_ = ctx.fdBase;
-    homes_ = ctx.homes;
-    log_ = &ctx.log;
-    creds_ = PeerCreds(log_);
-    made_ = ctx.made;
-    CRPIPE_TRY(runPhase(ctx));
+Status UnixSocketKind::atPhase(OpenContext& ctx) {
+  if (socks_.empty()) {
+    return {};
   }
+  fdBase_ = ctx.fdBase;
+  homes_ = ctx.homes;
+  log_ = &ctx.log;
+  creds_ = PeerCreds(log_);
+  made_ = ctx.made;
+  return runPhase(ctx);
+}
+
+Result<OpenResult> UnixSocketKind::open(OpenContext& ctx, const images::FileEntry& fe) {
   Sock* s = local(fe.id());
   if (s == nullptr) {
     return failMsg(where(fe.usk()) + ": the plan gave this task no order for it");
   }
   if (ctx.phase != RestorePhase::SHARE_FDS) {
-    return OpenResult::waitFor(*nextPhase(ctx.phase));
+    return OpenResult::waitFor(RestorePhase::SHARE_FDS);  // atPhase makes it meanwhile
   }
   if (!s->fd.valid()) {
     return failMsg(where(*s->e) + " was not created");
@@ -433,6 +437,11 @@ Status UnixSocketKind::bindListen(OpenContext&) {
           return failMsg(where(e) + ": its pair's other end is made elsewhere");
         }
         CRPIPE_TRY_CTX(makePair(e, type, s.fd, other->fd), where(e));
+        // The two new ends are alike until used: each takes the one already at its home.
+        if (s.fd.get() == homeOf(homes_, other->e->id()) ||
+            other->fd.get() == homeOf(homes_, s.e->id())) {
+          std::swap(s.fd, other->fd);
+        }
         CRPIPE_TRY_CTX(home(s), where(e));
         CRPIPE_TRY_CTX(home(*other), where(e));
         CRPIPE_TRY_CTX(home(s), where(e));  // its home may have held the other end
@@ -670,8 +679,15 @@ Status UnixSocketKind::refill() {
   for (auto& m : queue_) {
     m.data = {};
   }
+  budget_.clear();
+  for (const auto& c : closedClients_) {
+    budget_.forget(c.get());
+  }
   closedClients_.clear();
   for (auto& [id, s] : socks_) {
+    if (s.tempPeer.valid()) {
+      budget_.forget(s.tempPeer.get());
+    }
     s.tempPeer.reset();
   }
   // Every use of a name of this group is behind: datagram sockets connect to their
@@ -842,36 +858,36 @@ Status UnixSocketKind::writeMessage(const Message& m) {
     if (w == embryoWriters_.end()) {
       return failMsg(what + ": its pending connection was not made");
     }
-    return sendOne(w->second, m.data, m.entry, nullptr, rights);
+    return sendOne(budget_, w->second, m.data, m.entry, nullptr, rights);
   }
   if (connectionType(x)) {
     Sock* own = local(x.id());
     if (own != nullptr && own->tempPeer.valid()) {
-      return sendOne(own->tempPeer.get(), m.data, m.entry, nullptr, rights);
+      return sendOne(budget_, own->tempPeer.get(), m.data, m.entry, nullptr, rights);
     }
     const auto* p = byIno(x.peer());
     Sock* ps = p != nullptr ? local(p->id()) : nullptr;
     if (ps == nullptr || !ps->fd.valid()) {
       return failMsg(what + ": its peer is not made here");
     }
-    return sendOne(ps->fd.get(), m.data, m.entry, nullptr, rights);
+    return sendOne(budget_, ps->fd.get(), m.data, m.entry, nullptr, rights);
   }
   // A datagram: from the socket bound to its sender's name, to the receiver's name (or on
   // the pair when the receiver has none; from the temporary end of a half-closed pair).
   const bool fromName = m.entry.has_addr() && !m.entry.addr().empty();
   if (Sock* own = local(x.id()); own != nullptr && own->tempPeer.valid() && !fromName) {
-    return sendOne(own->tempPeer.get(), m.data, m.entry, nullptr, rights);
+    return sendOne(budget_, own->tempPeer.get(), m.data, m.entry, nullptr, rights);
   }
   auto sendFrom = [&](int fd) -> Status {
     if (x.name().empty()) {
-      return sendOne(fd, m.data, m.entry, nullptr, rights);
+      return sendOne(budget_, fd, m.data, m.entry, nullptr, rights);
     }
     auto to = unixAddr(reach(x));
     if (!to) {
       return fail(std::move(to).error());
     }
     return atName(x, [&]() {
-      return inDirectory(x.name_dir(), [&]() { return sendOne(fd, m.data, m.entry, &*to, rights); });
+      return inDirectory(x.name_dir(), [&]() { return sendOne(budget_, fd, m.data, m.entry, &*to, rights); });
     });
   };
   if (fromName) {
@@ -890,6 +906,7 @@ Status UnixSocketKind::writeMessage(const Message& m) {
     CRPIPE_TRY_CTX(atName(x, [&]() { return bindRaw(t->get(), m.entry.addr(), ""); }),
                    what + " from '" + printableUnixName(m.entry.addr()) + "'");
     auto st = sendFrom(t->get());
+    budget_.forget(t->get());
     auto gone = atName(x, [&]() -> Status {
       unlinkName(m.entry.addr(), "");
       return {};
@@ -905,14 +922,16 @@ Status UnixSocketKind::writeMessage(const Message& m) {
     if (ps == nullptr || !ps->fd.valid()) {
       return failMsg(what + ": the socket has no name and its peer is not made here");
     }
-    CRPIPE_TRY_CTX(sendOne(ps->fd.get(), m.data, m.entry, nullptr, rights), what);
+    CRPIPE_TRY_CTX(sendOne(budget_, ps->fd.get(), m.data, m.entry, nullptr, rights), what);
     return {};
   }
   auto t = makeSocket(x, SOCK_DGRAM);
   if (!t) {
     return fail(std::move(t).error().context(what));
   }
-  CRPIPE_TRY_CTX(sendFrom(t->get()), what);
+  auto st = sendFrom(t->get());
+  budget_.forget(t->get());
+  CRPIPE_TRY_CTX(std::move(st), what);
   return {};
 }
 
@@ -941,7 +960,10 @@ Status UnixSocketKind::finishSockets() {
       }
       fresh = freshOpts_.emplace(static_cast<int>(e.type()), std::move(*got)).first;
     }
-    CRPIPE_TRY_CTX(applyUnixOpts(s.fd.get(), e, fresh->second), w);
+    // A socket made in crpipe's network namespace whose buffer did not grow for the
+    // refill still has a new socket's send buffer.
+    const bool ownNetns = e.crpipe().netns_ino() == 0 || !netnsPeer_.contains(e.crpipe().netns_ino());
+    CRPIPE_TRY_CTX(applyUnixOpts(s.fd.get(), e, fresh->second, ownNetns && !budget_.grew(s.fd.get())), w);
     if ((e.flags() & O_NONBLOCK) != 0 && ::fcntl(s.fd.get(), F_SETFL, O_NONBLOCK) < 0) {
       return failSys(w + ": F_SETFL O_NONBLOCK");
     }

@@ -9,6 +9,7 @@
 #include "protos/sk_unix.pb.h"
 #include "restorer/kinds/restore_kind.h"
 #include "restorer/kinds/unix_creds.h"
+#include "restorer/kinds/unix_opts.h"
 
 namespace crpipe::restorer {
 
@@ -34,6 +35,7 @@ class UnixSocketKind : public RestoreKind {
   Status check(const images::FileEntry& e) const override;
   Status takeOrder(proto::TaskOrder::Reader order,
                    const std::map<uint32_t, images::FileEntry>& files) override;
+  Status atPhase(OpenContext& ctx) override;
   Result<OpenResult> open(OpenContext& ctx, const images::FileEntry& e) override;
 
  private:
@@ -116,10 +118,10 @@ class UnixSocketKind : public RestoreKind {
   std::vector<Message> queue_;
   std::vector<int> dataFiles_;          // the coordinator's fds (TaskOrder.dataFiles)
   std::vector<MappedData> dataMaps_;    // while refill() writes the queues
+  SendBudget budget_;                   // the writers' send buffers during refill()
   std::map<std::string, UniqueFd> tempListeners_;          // by name (+ dir)
   std::map<uint32_t, int> embryoWriters_;                  // embryo id -> client end (owned elsewhere)
   std::vector<UniqueFd> closedClients_;                    // close after the refill
-  RestorePhase last_ = RestorePhase::FORK_TREE;
   int fdBase_ = 0;
   const std::map<uint32_t, int>* homes_ = nullptr;
   Log* log_ = nullptr;

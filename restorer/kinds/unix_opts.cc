@@ -37,14 +37,28 @@ int getInt(int fd, int opt) {
 
 }  // namespace
 
-Status growSendBuffer(int fd, size_t bytes) {
-  // The writer's queued bytes count against its send buffer until they are read; with
-  // every skb's overhead, twice the data plus a margin is always enough.
-  size_t want = bytes * 2 + (1u << 20);
-  if (static_cast<size_t>(getInt(fd, SO_SNDBUF)) >= want * 2) {
+Status SendBudget::reserve(int fd, size_t bytes) {
+  auto [it, fresh] = rooms_.try_emplace(fd);
+  Room& r = it->second;
+  if (fresh) {
+    int v = getInt(fd, SO_SNDBUF);
+    if (v < 0) {
+      return failSys("getsockopt(SO_SNDBUF)");
+    }
+    r.sndbuf = static_cast<size_t>(v);
+  }
+  // An skb's truesize: its data (in whole pages when large) and its head, under 1 KiB.
+  constexpr size_t kPage = 4096, kSkbHead = 1024;
+  r.used += (bytes + kPage - 1) / kPage * kPage + kSkbHead;
+  if (r.used <= r.sndbuf) {
     return {};
   }
-  return setInt(fd, SO_SNDBUFFORCE, static_cast<int>(want), "SO_SNDBUFFORCE");
+  // Twice what is needed and a margin: a queue of many messages grows it a few times only.
+  size_t want = r.used * 2 + (1u << 20);
+  CRPIPE_TRY(setInt(fd, SO_SNDBUFFORCE, static_cast<int>(want / 2), "SO_SNDBUFFORCE"));
+  r.sndbuf = want;  // the kernel doubles what is set
+  grew_.insert(fd);
+  return {};
 }
 
 Result<images::SkOptsEntry> freshUnixOpts(int type) {
@@ -70,12 +84,15 @@ Result<images::SkOptsEntry> freshUnixOpts(int type) {
   return o;
 }
 
-Status applyUnixOpts(int fd, const images::UnixSkEntry& e, const images::SkOptsEntry& fresh) {
+Status applyUnixOpts(int fd, const images::UnixSkEntry& e, const images::SkOptsEntry& fresh,
+                     bool sndbufKnown) {
   const auto& o = e.opts();
   // Setting a size locks it (SOCK_SNDBUF_LOCK); SO_BUF_LOCK below puts the recorded bits
   // back whenever a size was set. The send buffer may have grown for the refill.
   bool sizeSet = false;
-  if (o.so_sndbuf() != 0 && static_cast<uint32_t>(getInt(fd, SO_SNDBUF)) != o.so_sndbuf()) {
+  const bool sndbufFresh = sndbufKnown && o.so_sndbuf() == fresh.so_sndbuf();
+  if (o.so_sndbuf() != 0 && !sndbufFresh &&
+      static_cast<uint32_t>(getInt(fd, SO_SNDBUF)) != o.so_sndbuf()) {
     CRPIPE_TRY(setInt(fd, SO_SNDBUFFORCE, static_cast<int>(o.so_sndbuf() / 2), "SO_SNDBUFFORCE"));
     sizeSet = true;
   }

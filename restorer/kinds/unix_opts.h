@@ -1,5 +1,9 @@
 #pragma once
 
+#include <cstddef>
+#include <map>
+#include <set>
+
 #include "common/result.h"
 #include "protos/sk_unix.pb.h"
 
@@ -11,13 +15,39 @@ namespace crpipe::restorer {
 // SO_PASSCRED/PASSSEC, priority, SO_RCVLOWAT, mark, linger, keepalive, the classic BPF
 // filter, SO_BUF_LOCK last (setting a size locks it; the recorded lock bits win), then
 // SO_PEEK_OFF. An option that has the value `fresh` shows (what a new socket of the same
-// type has) is left alone, so a socket with default options costs one getsockopt.
-Status applyUnixOpts(int fd, const images::UnixSkEntry& e, const images::SkOptsEntry& fresh);
+// type has) is left alone; `sndbufKnown`: the socket's send buffer is known to be still
+// `fresh`'s (never grown for the refill, made in crpipe's network namespace), so a socket
+// with default options costs no syscall at all.
+Status applyUnixOpts(int fd, const images::UnixSkEntry& e, const images::SkOptsEntry& fresh,
+                     bool sndbufKnown = false);
 
 // The options of a new unix socket of this type, as the dump records them.
 Result<images::SkOptsEntry> freshUnixOpts(int type);
 
-// A send buffer large enough to write `bytes` of queued data back without blocking.
-Status growSendBuffer(int fd, size_t bytes);
+// The send buffers of the sockets that write queues back. Written messages count against
+// the writer's send buffer until they are read (each with its skb's overhead); a buffer
+// grows (SO_SNDBUFFORCE) only when what its socket has written so far would not fit, so a
+// socket whose queue fits the default costs one getsockopt.
+class SendBudget {
+ public:
+  // Room for one more message of `bytes` on fd.
+  Status reserve(int fd, size_t bytes);
+  // fd's send buffer was grown (applyUnixOpts puts the recorded size back).
+  bool grew(int fd) const { return grew_.contains(fd); }
+  // fd is closed (its number may be reused).
+  void forget(int fd) {
+    rooms_.erase(fd);
+    grew_.erase(fd);
+  }
+  void clear() { rooms_.clear(); }
+
+ private:
+  struct Room {
+    size_t sndbuf = 0;  // as getsockopt(SO_SNDBUF) shows it
+    size_t used = 0;    // what was written, with a bound on each skb's overhead
+  };
+  std::map<int, Room> rooms_;
+  std::set<int> grew_;
+};
 
 }  // namespace crpipe::restorer
