@@ -39,9 +39,8 @@ Status setEffective(uid_t uid, gid_t gid) {
   return {};
 }
 
-Result<std::vector<int>> withIds(const images::UcredEntry& cred, const PeerCreds::Call& fn) {
-  const uid_t euid = ::geteuid();
-  const gid_t egid = ::getegid();
+Result<std::vector<int>> withIds(const images::UcredEntry& cred, uid_t euid, gid_t egid,
+                                 const PeerCreds::Call& fn) {
   if (cred.uid() == euid && cred.gid() == egid) {
     return fn();
   }
@@ -58,10 +57,10 @@ Result<std::vector<int>> PeerCreds::as(const images::UcredEntry* cred, const Cal
     return fn();
   }
   const auto pid = static_cast<pid_t>(cred->pid());
-  if (pid > 0 && pid != ::getpid() && ::kill(pid, 0) < 0 && errno == ESRCH) {
+  if (pid > 0 && pid != self_ && ::kill(pid, 0) < 0 && errno == ESRCH) {
     return inHelper(*cred, fn);
   }
-  return withIds(*cred, fn);
+  return withIds(*cred, euid_, egid_, fn);
 }
 
 Status PeerCreds::as(const images::UcredEntry* cred, const std::function<Status()>& fn) {
@@ -93,11 +92,11 @@ Result<std::vector<int>> PeerCreds::inHelper(const images::UcredEntry& cred, con
     // Taken after all (a task that appeared since): keep this task's pid.
     log_->debug("pid %d for SO_PEERCRED is not free (%s); the call keeps pid %d", tid,
                 std::strerror(errno), ::getpid());
-    return withIds(cred, fn);
+    return withIds(cred, euid_, egid_, fn);
   }
   if (child == 0) {
     // Report: 'O' then the fds, or 'E' then the error text.
-    auto r = withIds(cred, fn);
+    auto r = withIds(cred, euid_, egid_, fn);
     std::string out;
     if (r) {
       out = "O";

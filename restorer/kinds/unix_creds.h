@@ -1,5 +1,7 @@
 #pragma once
 
+#include <unistd.h>
+
 #include <functional>
 #include <vector>
 
@@ -21,7 +23,9 @@ namespace crpipe::restorer {
 // coordinator already routes such calls to the task itself when it is in the tree).
 class PeerCreds {
  public:
-  explicit PeerCreds(Log* log) : log_(log) {}
+  // The restorer's own pid and effective ids, read once: every call puts them back.
+  explicit PeerCreds(Log* log)
+      : log_(log), self_(::getpid()), euid_(::geteuid()), egid_(::getegid()) {}
 
   // fn returns the fds it made (kept by this task), or none.
   using Call = std::function<Result<std::vector<int>>()>;
@@ -33,6 +37,9 @@ class PeerCreds {
   Result<std::vector<int>> inHelper(const images::UcredEntry& cred, const Call& fn);
 
   Log* log_;
+  pid_t self_;
+  uid_t euid_;
+  gid_t egid_;
 };
 
 // The recorded SO_PEERCRED of e, or nullptr.
