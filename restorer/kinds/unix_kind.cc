@@ -50,10 +50,11 @@ Status listenOn(int fd, int backlog, const std::string& what) {
 
 // A message to write back: its bytes, its credentials, and where to (a datagram to a
 // name; nothing on a connected socket).
-Status sendOne(SendBudget& budget, int fd, std::string_view data,
+// `dflt`: fd is a new socket of crpipe's network namespace (SendBudget::reserve).
+Status sendOne(SendBudget& budget, bool dflt, int fd, std::string_view data,
                const images::SkPacketEntry& pe, const UnixAddr* to,
                const std::vector<int>& rights = {}) {
-  CRPIPE_TRY(budget.reserve(fd, data.size()));
+  CRPIPE_TRY(budget.reserve(fd, data.size(), dflt));
   iovec iov{const_cast<char*>(data.data()), data.size()};
   msghdr mh{};
   mh.msg_iov = &iov;
@@ -148,6 +149,11 @@ Status UnixSocketKind::inNamespace(int nstype, uint64_t ino, const std::map<uint
     return failSys("fchdir back after " + what);
   }
   return st;
+}
+
+bool UnixSocketKind::ownNetns(const images::UnixSkEntry& e) const {
+  const uint64_t ino = e.crpipe().netns_ino();
+  return ino == 0 || !netnsPeer_.contains(ino);
 }
 
 Status UnixSocketKind::inNetns(const images::UnixSkEntry& e, const std::function<Status()>& fn) {
@@ -672,6 +678,14 @@ Status UnixSocketKind::refill() {
     }
   }
   CRPIPE_TRY(mapQueueData());
+  if (!queue_.empty() && !budget_.hasDefault()) {
+    auto t = newSocket(SOCK_STREAM);
+    int v = 0;
+    socklen_t len = sizeof(v);
+    if (t && ::getsockopt(t->get(), SOL_SOCKET, SO_SNDBUF, &v, &len) == 0 && v > 0) {
+      budget_.setDefault(static_cast<size_t>(v));
+    }
+  }
   for (const auto& m : queue_) {
     CRPIPE_TRY(writeMessage(m));
   }
@@ -834,6 +848,9 @@ Status UnixSocketKind::writeMessage(const Message& m) {
   }
   const auto& x = *xit->second;
   const std::string what = where(x) + ": queued message";
+  // The sockets that write x's queue are x's peer, or made for it, in x's namespace.
+  const auto* xp = byIno(x.peer());
+  const bool dflt = ownNetns(x) && (xp == nullptr || ownNetns(*xp));
   // The files it passes: sockets made here, other descriptions opened here in this phase.
   std::vector<int> rights;
   for (const auto& scm : m.entry.scm()) {
@@ -858,36 +875,36 @@ Status UnixSocketKind::writeMessage(const Message& m) {
     if (w == embryoWriters_.end()) {
       return failMsg(what + ": its pending connection was not made");
     }
-    return sendOne(budget_, w->second, m.data, m.entry, nullptr, rights);
+    return sendOne(budget_, dflt, w->second, m.data, m.entry, nullptr, rights);
   }
   if (connectionType(x)) {
     Sock* own = local(x.id());
     if (own != nullptr && own->tempPeer.valid()) {
-      return sendOne(budget_, own->tempPeer.get(), m.data, m.entry, nullptr, rights);
+      return sendOne(budget_, dflt, own->tempPeer.get(), m.data, m.entry, nullptr, rights);
     }
     const auto* p = byIno(x.peer());
     Sock* ps = p != nullptr ? local(p->id()) : nullptr;
     if (ps == nullptr || !ps->fd.valid()) {
       return failMsg(what + ": its peer is not made here");
     }
-    return sendOne(budget_, ps->fd.get(), m.data, m.entry, nullptr, rights);
+    return sendOne(budget_, dflt, ps->fd.get(), m.data, m.entry, nullptr, rights);
   }
   // A datagram: from the socket bound to its sender's name, to the receiver's name (or on
   // the pair when the receiver has none; from the temporary end of a half-closed pair).
   const bool fromName = m.entry.has_addr() && !m.entry.addr().empty();
   if (Sock* own = local(x.id()); own != nullptr && own->tempPeer.valid() && !fromName) {
-    return sendOne(budget_, own->tempPeer.get(), m.data, m.entry, nullptr, rights);
+    return sendOne(budget_, dflt, own->tempPeer.get(), m.data, m.entry, nullptr, rights);
   }
   auto sendFrom = [&](int fd) -> Status {
     if (x.name().empty()) {
-      return sendOne(budget_, fd, m.data, m.entry, nullptr, rights);
+      return sendOne(budget_, dflt, fd, m.data, m.entry, nullptr, rights);
     }
     auto to = unixAddr(reach(x));
     if (!to) {
       return fail(std::move(to).error());
     }
     return atName(x, [&]() {
-      return inDirectory(x.name_dir(), [&]() { return sendOne(budget_, fd, m.data, m.entry, &*to, rights); });
+      return inDirectory(x.name_dir(), [&]() { return sendOne(budget_, dflt, fd, m.data, m.entry, &*to, rights); });
     });
   };
   if (fromName) {
@@ -922,7 +939,7 @@ Status UnixSocketKind::writeMessage(const Message& m) {
     if (ps == nullptr || !ps->fd.valid()) {
       return failMsg(what + ": the socket has no name and its peer is not made here");
     }
-    CRPIPE_TRY_CTX(sendOne(budget_, ps->fd.get(), m.data, m.entry, nullptr, rights), what);
+    CRPIPE_TRY_CTX(sendOne(budget_, dflt, ps->fd.get(), m.data, m.entry, nullptr, rights), what);
     return {};
   }
   auto t = makeSocket(x, SOCK_DGRAM);
@@ -962,8 +979,7 @@ Status UnixSocketKind::finishSockets() {
     }
     // A socket made in crpipe's network namespace whose buffer did not grow for the
     // refill still has a new socket's send buffer.
-    const bool ownNetns = e.crpipe().netns_ino() == 0 || !netnsPeer_.contains(e.crpipe().netns_ino());
-    CRPIPE_TRY_CTX(applyUnixOpts(s.fd.get(), e, fresh->second, ownNetns && !budget_.grew(s.fd.get())), w);
+    CRPIPE_TRY_CTX(applyUnixOpts(s.fd.get(), e, fresh->second, ownNetns(e) && !budget_.grew(s.fd.get())), w);
     if ((e.flags() & O_NONBLOCK) != 0 && ::fcntl(s.fd.get(), F_SETFL, O_NONBLOCK) < 0) {
       return failSys(w + ": F_SETFL O_NONBLOCK");
     }

@@ -78,6 +78,8 @@ class UnixSocketKind : public RestoreKind {
   Result<UniqueFd> makeSocket(const images::UnixSkEntry& e, int type);
   Status makePair(const images::UnixSkEntry& e, int type, UniqueFd& a, UniqueFd& b);
   Status inNetns(const images::UnixSkEntry& e, const std::function<Status()>& fn);
+  // e is made in crpipe's own network namespace.
+  bool ownNetns(const images::UnixSkEntry& e) const;
   // Runs fn inside the mount namespace of e's socket file (bind, connect, unlink by e's
   // name), then back in the restorer's own, in its own directory.
   Status atName(const images::UnixSkEntry& e, const std::function<Status()>& fn);

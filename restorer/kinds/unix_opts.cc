@@ -37,10 +37,12 @@ int getInt(int fd, int opt) {
 
 }  // namespace
 
-Status SendBudget::reserve(int fd, size_t bytes) {
+Status SendBudget::reserve(int fd, size_t bytes, bool isDefault) {
   auto [it, fresh] = rooms_.try_emplace(fd);
   Room& r = it->second;
-  if (fresh) {
+  if (fresh && isDefault && default_ != 0) {
+    r.sndbuf = default_;
+  } else if (fresh) {
     int v = getInt(fd, SO_SNDBUF);
     if (v < 0) {
       return failSys("getsockopt(SO_SNDBUF)");

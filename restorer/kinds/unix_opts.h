@@ -30,8 +30,13 @@ Result<images::SkOptsEntry> freshUnixOpts(int type);
 // socket whose queue fits the default costs one getsockopt.
 class SendBudget {
  public:
-  // Room for one more message of `bytes` on fd.
-  Status reserve(int fd, size_t bytes);
+  // Sockets of crpipe's own network namespace start with this send buffer (a new
+  // socket's: options are set after the refill), so reserve() need not ask for theirs.
+  void setDefault(size_t sndbuf) { default_ = sndbuf; }
+  bool hasDefault() const { return default_ != 0; }
+  // Room for one more message of `bytes` on fd; `isDefault`: fd is a new socket of
+  // crpipe's network namespace (its send buffer is the default one).
+  Status reserve(int fd, size_t bytes, bool isDefault);
   // fd's send buffer was grown (applyUnixOpts puts the recorded size back).
   bool grew(int fd) const { return grew_.contains(fd); }
   // fd is closed (its number may be reused).
@@ -48,6 +53,7 @@ class SendBudget {
   };
   std::map<int, Room> rooms_;
   std::set<int> grew_;
+  size_t default_ = 0;
 };
 
 }  // namespace crpipe::restorer
