@@ -199,6 +199,7 @@ static Status retargetShellJobTerminal(RestorePlan& plan, const RestoreImages& i
   for (auto& [id, fe] : plan.files) {
     if (fe.type() == images::REG && terminals.contains(fe.reg().name())) {
       fe.mutable_reg()->set_name(opts.callerTerminal);
+      plan.fileBytes.erase(fe.id());
     }
   }
   plan.retargetedTerminals.assign(terminals.begin(), terminals.end());
@@ -253,6 +254,7 @@ Result<RestorePlan> makeRestorePlan(const RestoreImages& images, const PlanOptio
     }
     uint32_t id = fe->id();
     plan.files.emplace(id, std::move(*fe));
+    plan.fileBytes.emplace(id, e.payload);
   }
   CRPIPE_TRY(retargetShellJobTerminal(plan, images, opts));
   for (const char* name : {"pipes-data.img", "fifo-data.img"}) {
@@ -435,6 +437,11 @@ void RestorePlan::fillOrder(size_t i, const std::string& token,
   }
   auto fl = out.initFiles(static_cast<unsigned>(ids.size()));
   for (size_t k = 0; k < ids.size(); ++k) {
+    if (auto same = fileBytes.find(ids[k]); same != fileBytes.end()) {
+      fl.set(static_cast<unsigned>(k),
+             kj::arrayPtr(reinterpret_cast<const kj::byte*>(same->second.data()), same->second.size()));
+      continue;
+    }
     auto it = files.find(ids[k]);
     std::string b = it != files.end() ? it->second.SerializeAsString() : std::string();
     fl.set(static_cast<unsigned>(k),

@@ -5,6 +5,8 @@
 #include <map>
 #include <set>
 #include <string>
+#include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "common/result.h"
@@ -73,6 +75,10 @@ struct QueuedMessage {
 struct RestorePlan {
   std::vector<TaskPlan> tasks;  // parents before children; tasks[0] is the root
   std::map<uint32_t, images::FileEntry> files;
+  // The FileEntry bytes of files.img, for the task orders, of every entry the plan left
+  // as it was (an entry it edits, such as a name --unix-name-map rewrites, is dropped here
+  // and serialized again).
+  std::unordered_map<uint32_t, std::string_view> fileBytes;
   const RestoreImages* images = nullptr;  // what the plan was made from (outlives it)
   std::map<uint32_t, const ImageEntryData*> pipeData;  // by pipe_id
   std::map<uint32_t, const ImageEntryData*> fifoData;

@@ -103,14 +103,17 @@ Status planUnixSockets(const RestoreImages& images, const PlanOptions& opts, Res
     // --unix-name-map rewrites the names before anything is planned from them.
     if (auto m = mapName(opts, e->name())) {
       e->set_name(*m);
+      plan.fileBytes.erase(id);
     }
     if (e->crpipe().has_current_path()) {
       if (auto m = mapName(opts, e->crpipe().current_path() + std::string(1, '\0'))) {
         e->mutable_crpipe()->set_current_path(m->c_str());
+        plan.fileBytes.erase(id);
       }
     }
     if (auto m = mapName(opts, e->crpipe().ext_peer_name())) {
       e->mutable_crpipe()->set_ext_peer_name(*m);
+      plan.fileBytes.erase(id);
     }
     sockAt.emplace(id, socks.size());
     socks.push_back(Sock{id, e});

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 
 #include "restorer/fd_transport.h"
@@ -199,6 +200,7 @@ Status Task::readOrder() {
   }
   // Kept for the task's whole restore: the kinds keep readers into it (queued bytes).
   order_ = reader_->takeLast();
+  const auto start = std::chrono::steady_clock::now();
   auto o = order_->getRoot<proto::Message>().getTaskOrder();
   auto ps = parseEntry<images::PstreeEntry>(o.getPstree(), "pstree entry");
   if (!ps) {
@@ -265,6 +267,9 @@ Status Task::readOrder() {
   for (auto& k : kinds_) {
     CRPIPE_TRY(k->takeOrder(o, files_));
   }
+  log_.debug("order parsed in %.3f ms",
+             std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+                 .count());
 
   // What this task creates: the descriptions it holds and does not receive, and those it
   // creates for others. Each starts in its kind's first phase.
