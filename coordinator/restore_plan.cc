@@ -37,10 +37,10 @@ std::string fdWhere(pid_t pid, uint32_t fd) {
 // file on a mount that is in no namespace the dump recorded is refused (not bound in the
 // wrong place).
 Status planUnixNamespaces(RestorePlan& plan) {
-  std::map<uint32_t, std::string> holder;  // file id -> "pid P fd N"
+  std::unordered_map<uint32_t, std::pair<pid_t, int>> holder;  // file id -> (pid, fd)
   for (const auto& t : plan.tasks) {
     for (const auto& fd : t.fds) {
-      holder.try_emplace(fd.id(), fdWhere(t.pid, fd.fd()));
+      holder.try_emplace(fd.id(), t.pid, static_cast<int>(fd.fd()));
     }
   }
   struct stat self {};
@@ -55,14 +55,17 @@ Status planUnixNamespaces(RestorePlan& plan) {
       continue;  // outside peers, embryos (made by connecting), inherited sockets
     }
     const auto& e = fe.usk();
-    auto h = holder.find(id);
-    const std::string who = (h != holder.end() ? h->second : "passed in a queued message") +
-                            " (unix socket ino " + std::to_string(e.ino()) + ")";
+    auto who = [&holder, &e, id = id]() {
+      auto h = holder.find(id);
+      return (h != holder.end() ? fdWhere(h->second.first, h->second.second)
+                                : std::string("passed in a queued message")) +
+             " (unix socket ino " + std::to_string(e.ino()) + ")";
+    };
     const uint64_t ns = e.crpipe().netns_ino();
     if (ns != 0 && ns != self.st_ino && !plan.netns.contains(ns)) {
       UniqueFd fd = openNamespaceByInode("net", ns);
       if (!fd.valid()) {
-        return failMsg(who + " belongs to network namespace " + std::to_string(ns) +
+        return failMsg(who() + " belongs to network namespace " + std::to_string(ns) +
                        ", which no longer exists (not in /run/netns, no process in it); "
                        "crpipe does not recreate namespaces");
       }
@@ -75,7 +78,7 @@ Status planUnixNamespaces(RestorePlan& plan) {
       if (!plan.mntns.contains(mns)) {
         UniqueFd fd = openNamespaceByInode("mnt", mns);
         if (!fd.valid()) {
-          return failMsg(who + " is bound to '" + printableUnixName(e.name()) + "' in mount namespace " +
+          return failMsg(who() + " is bound to '" + printableUnixName(e.name()) + "' in mount namespace " +
                          std::to_string(mns) + ", which no longer exists (no process in "
                          "it); crpipe does not recreate namespaces");
         }
@@ -93,7 +96,7 @@ Status planUnixNamespaces(RestorePlan& plan) {
         mountsRead = true;
       }
       if (!mounts.contains(e.mnt_id())) {
-        return failMsg(who + " is bound to '" + printableUnixName(e.name()) + "' on mount id " +
+        return failMsg(who() + " is bound to '" + printableUnixName(e.name()) + "' on mount id " +
                        std::to_string(e.mnt_id()) + ", which is in neither crpipe's mount "
                        "namespace nor one the dump recorded (unmounted since the dump?)");
       }
@@ -308,7 +311,7 @@ Result<RestorePlan> makeRestorePlan(const RestoreImages& images, const PlanOptio
   auto kinds = restorer::makeRestoreKinds();
   // Every description of one group (a pipe's ends, a FIFO's opens, else one description)
   // is created by the first task that holds any of them, in pstree and fd order.
-  std::map<std::string, pid_t> groupOwner;
+  std::unordered_map<std::string, pid_t> groupOwner;
   std::map<uint32_t, pid_t> creator;
   int maxFd = 2;
   for (auto& t : plan.tasks) {
@@ -318,20 +321,20 @@ Result<RestorePlan> makeRestorePlan(const RestoreImages& images, const PlanOptio
       if (!fd) {
         return fail(std::move(fd).error());
       }
-      const std::string where = fdWhere(t.pid, fd->fd());
+      auto where = [&]() { return fdWhere(t.pid, fd->fd()); };
       auto file = plan.files.find(fd->id());
       if (file == plan.files.end()) {
-        return failMsg(where + ": file id " + std::to_string(fd->id()) + " is not in files.img");
+        return failMsg(where() + ": file id " + std::to_string(fd->id()) + " is not in files.img");
       }
       const images::FileEntry& fe = file->second;
       restorer::RestoreKind* kind = restorer::findKind(kinds, fe.type());
       if (kind == nullptr) {
-        return failMsg(where + ": files of type " + images::FdTypes_Name(fe.type()) +
+        return failMsg(where() + ": files of type " + images::FdTypes_Name(fe.type()) +
                        " cannot be restored yet");
       }
       auto ok = kind->check(fe);
       if (!ok) {
-        return fail(std::move(ok).error().context(where));
+        return fail(std::move(ok).error().context(where()));
       }
       maxFd = std::max(maxFd, static_cast<int>(fd->fd()));
       auto [owner, fresh] = groupOwner.try_emplace(kind->groupKey(fe), t.pid);
