@@ -99,10 +99,10 @@ Result<RestoreKind*> Task::kindFor(uint32_t id) const {
   if (it == files_.end()) {
     return failMsg(where(id) + ": file id " + std::to_string(id) + " is not in the task order");
   }
-  RestoreKind* kind = findKind(kinds_, it->second.type());
+  RestoreKind* kind = findKind(kinds_, it->second->type());
   if (kind == nullptr) {
     return failMsg(where(id) + ": no restore kind for files of type " +
-                   images::FdTypes_Name(it->second.type()));
+                   images::FdTypes_Name(it->second->type()));
   }
   return kind;
 }
@@ -234,12 +234,11 @@ Status Task::readOrder() {
     fds_.push_back(std::move(*e));
   }
   for (auto b : o.getFiles()) {
-    auto e = parseEntry<images::FileEntry>(b, "file entry");
-    if (!e) {
-      return fail(std::move(e).error());
+    auto* e = google::protobuf::Arena::CreateMessage<images::FileEntry>(&arena_);
+    if (!e->ParseFromArray(b.begin(), static_cast<int>(b.size()))) {
+      return failMsg("task order: malformed file entry");
     }
-    uint32_t id = e->id();
-    files_.emplace(id, std::move(*e));
+    files_.emplace(e->id(), e);
   }
   for (auto pd : o.getPipeData()) {
     auto e = parseEntry<images::PipeDataEntry>(pd.getEntry(), "pipe data entry");
@@ -450,7 +449,7 @@ Status Task::openDescriptions(RestorePhase p) {
     CRPIPE_TRY_CTX(kind->atPhase(ctx), std::string(kind->name()) + "s in " + phaseName(p));
   }
   for (uint32_t id : list) {
-    const images::FileEntry& e = files_.at(id);
+    const images::FileEntry& e = *files_.at(id);
     RestoreKind* kind = findKind(kinds_, e.type());
     auto r = kind->open(ctx, e);
     if (!r) {

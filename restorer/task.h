@@ -81,7 +81,10 @@ class Task {
   std::string token_;
   std::vector<images::FdinfoEntry> fds_;
   std::map<uint32_t, int> homes_;  // file id -> its lowest fd number here (placeHome)
-  std::map<uint32_t, images::FileEntry> files_;
+  // The task's file entries, parsed on arena_: many small nested messages, allocated
+  // together and never freed one by one (the restorer becomes the task).
+  google::protobuf::Arena arena_;
+  FileEntries files_;
   std::map<uint32_t, std::pair<images::PipeDataEntry, std::string>> pipeData_;
   std::map<uint32_t, std::pair<images::PipeDataEntry, std::string>> fifoData_;
   std::map<pid_t, std::vector<uint32_t>> sends_;  // receiver -> file ids

@@ -11,11 +11,11 @@ namespace crpipe::restorer {
 Result<OpenResult> FifoKind::open(OpenContext& ctx, const images::FileEntry& e) {
   const auto& fi = e.fifo();
   auto regIt = ctx.files.find(fi.regf_id());
-  if (regIt == ctx.files.end() || !regIt->second.has_reg()) {
+  if (regIt == ctx.files.end() || !regIt->second->has_reg()) {
     return failMsg("fifo " + std::to_string(fi.pipe_id()) + ": its path entry (file id " +
                    std::to_string(fi.regf_id()) + ") is missing from the images");
   }
-  const auto& reg = regIt->second.reg();
+  const auto& reg = regIt->second->reg();
   const std::string what = "fifo " + reg.name();
   auto [helper, created] = ctx.fifoHelpers.try_emplace(fi.pipe_id());
   if (created) {

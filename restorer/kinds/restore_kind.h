@@ -41,13 +41,16 @@ struct CreatedPipe {
   bool writeGiven = false;
 };
 
+// A task's file entries by id (parsed on the restorer's arena).
+using FileEntries = std::map<uint32_t, const images::FileEntry*>;
+
 // What an opener may use: the task's file entries by id, the data of its pipes, and
 // state shared by the descriptions of one object (the two ends of a pipe). Lives for the
 // openFiles phase of one task.
 struct OpenContext {
   pid_t pid = 0;
   RestorePhase phase = RestorePhase::OPEN_FILES;
-  const std::map<uint32_t, images::FileEntry>& files;
+  const FileEntries& files;
   // pipe_id -> (entry, data); FIFOs and pipes apart (their ids are inodes of different
   // file systems and may coincide).
   const std::map<uint32_t, std::pair<images::PipeDataEntry, std::string>>& pipeData;
@@ -93,7 +96,7 @@ class RestoreKind {
 
   // Reads what this kind needs from the task's order beyond the file entries (the unix
   // sockets' roles and queues); called once, before the first phase.
-  virtual Status takeOrder(proto::TaskOrder::Reader, const std::map<uint32_t, images::FileEntry>&) {
+  virtual Status takeOrder(proto::TaskOrder::Reader, const FileEntries&) {
     return {};
   }
 

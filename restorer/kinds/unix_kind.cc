@@ -236,8 +236,9 @@ UnixSocketKind::Sock* UnixSocketKind::local(uint32_t id) {
 }
 
 Status UnixSocketKind::takeOrder(proto::TaskOrder::Reader order,
-                                 const std::map<uint32_t, images::FileEntry>& files) {
-  for (const auto& [id, fe] : files) {
+                                 const FileEntries& files) {
+  for (const auto& [id, entry] : files) {
+    const images::FileEntry& fe = *entry;
     if (fe.type() == images::UNIXSK) {
       entries_[id] = &fe.usk();
       if (fe.usk().ino() != 0 && (fe.usk().uflags() & 1) == 0) {
@@ -847,7 +848,7 @@ Status UnixSocketKind::writeMessage(const Message& m) {
     return failMsg("a queued message for unknown socket id " + std::to_string(m.entry.id_for()));
   }
   const auto& x = *xit->second;
-  const std::string what = where(x) + ": queued message";
+  auto what = [&x, this]() { return where(x) + ": queued message"; };
   // The sockets that write x's queue are x's peer, or made for it, in x's namespace.
   const auto* xp = byIno(x.peer());
   const bool dflt = ownNetns(x) && (xp == nullptr || ownNetns(*xp));
@@ -864,7 +865,7 @@ Status UnixSocketKind::writeMessage(const Message& m) {
         }
       }
       if (fd < 0) {
-        return failMsg(what + ": the file id " + std::to_string(r) +
+        return failMsg(what() + ": the file id " + std::to_string(r) +
                        " it passes (SCM_RIGHTS) was not made here");
       }
       rights.push_back(fd);
@@ -873,7 +874,7 @@ Status UnixSocketKind::writeMessage(const Message& m) {
   if (x.crpipe().listener() != 0) {
     auto w = embryoWriters_.find(x.id());
     if (w == embryoWriters_.end()) {
-      return failMsg(what + ": its pending connection was not made");
+      return failMsg(what() + ": its pending connection was not made");
     }
     return sendOne(budget_, dflt, w->second, m.data, m.entry, nullptr, rights);
   }
@@ -885,7 +886,7 @@ Status UnixSocketKind::writeMessage(const Message& m) {
     const auto* p = byIno(x.peer());
     Sock* ps = p != nullptr ? local(p->id()) : nullptr;
     if (ps == nullptr || !ps->fd.valid()) {
-      return failMsg(what + ": its peer is not made here");
+      return failMsg(what() + ": its peer is not made here");
     }
     return sendOne(budget_, dflt, ps->fd.get(), m.data, m.entry, nullptr, rights);
   }
@@ -910,18 +911,18 @@ Status UnixSocketKind::writeMessage(const Message& m) {
   if (fromName) {
     for (auto& [id, s] : socks_) {
       if (s.e->name() == m.entry.addr() && s.e->ns_id() == x.ns_id() && s.fd.valid()) {
-        CRPIPE_TRY_CTX(sendFrom(s.fd.get()), what);
+        CRPIPE_TRY_CTX(sendFrom(s.fd.get()), what());
         return {};
       }
     }
     // The sender is gone: a temporary socket bound to its name sends it.
     auto t = makeSocket(x, SOCK_DGRAM);
     if (!t) {
-      return fail(std::move(t).error().context(what));
+      return fail(std::move(t).error().context(what()));
     }
     // Its name is taken where the receiver's file is (the sender reached it there).
     CRPIPE_TRY_CTX(atName(x, [&]() { return bindRaw(t->get(), m.entry.addr(), ""); }),
-                   what + " from '" + printableUnixName(m.entry.addr()) + "'");
+                   what() + " from '" + printableUnixName(m.entry.addr()) + "'");
     auto st = sendFrom(t->get());
     budget_.forget(t->get());
     auto gone = atName(x, [&]() -> Status {
@@ -929,7 +930,7 @@ Status UnixSocketKind::writeMessage(const Message& m) {
       return {};
     });
     if (!st) {
-      return fail(std::move(st).error().context(what));
+      return fail(std::move(st).error().context(what()));
     }
     return gone;
   }
@@ -937,53 +938,53 @@ Status UnixSocketKind::writeMessage(const Message& m) {
     const auto* p = byIno(x.peer());
     Sock* ps = p != nullptr ? local(p->id()) : nullptr;
     if (ps == nullptr || !ps->fd.valid()) {
-      return failMsg(what + ": the socket has no name and its peer is not made here");
+      return failMsg(what() + ": the socket has no name and its peer is not made here");
     }
-    CRPIPE_TRY_CTX(sendOne(budget_, dflt, ps->fd.get(), m.data, m.entry, nullptr, rights), what);
+    CRPIPE_TRY_CTX(sendOne(budget_, dflt, ps->fd.get(), m.data, m.entry, nullptr, rights), what());
     return {};
   }
   auto t = makeSocket(x, SOCK_DGRAM);
   if (!t) {
-    return fail(std::move(t).error().context(what));
+    return fail(std::move(t).error().context(what()));
   }
   auto st = sendFrom(t->get());
   budget_.forget(t->get());
-  CRPIPE_TRY_CTX(std::move(st), what);
+  CRPIPE_TRY_CTX(std::move(st), what());
   return {};
 }
 
 Status UnixSocketKind::finishSockets() {
   for (auto& [id, s] : socks_) {
     const auto& e = *s.e;
-    const std::string w = where(e);
+    auto w = [&e, this]() { return where(e); };
     if (!s.fd.valid()) {
-      return failMsg(w + " was not created");
+      return failMsg(w() + " was not created");
     }
     if (e.type() == SOCK_DGRAM && s.role == Role::EXTERNAL && !s.connectTo.empty()) {
-      CRPIPE_TRY_CTX(connectName(s.fd.get(), s.connectTo, ""), w + ": reconnect to its outside peer");
+      CRPIPE_TRY_CTX(connectName(s.fd.get(), s.connectTo, ""), w() + ": reconnect to its outside peer");
     }
     if (e.has_shutdown() && e.shutdown() != images::NONE) {
       int how = e.shutdown() == images::READ ? SHUT_RD : e.shutdown() == images::WRITE ? SHUT_WR
                                                                                        : SHUT_RDWR;
       if (::shutdown(s.fd.get(), how) < 0 && errno != ENOTCONN) {
-        return failSys(w + ": shutdown");
+        return failSys(w() + ": shutdown");
       }
     }
     auto fresh = freshOpts_.find(static_cast<int>(e.type()));
     if (fresh == freshOpts_.end()) {
       auto got = freshUnixOpts(static_cast<int>(e.type()));
       if (!got) {
-        return fail(std::move(got).error().context(w));
+        return fail(std::move(got).error().context(w()));
       }
       fresh = freshOpts_.emplace(static_cast<int>(e.type()), std::move(*got)).first;
     }
     // A socket made in crpipe's network namespace whose buffer did not grow for the
     // refill still has a new socket's send buffer.
-    CRPIPE_TRY_CTX(applyUnixOpts(s.fd.get(), e, fresh->second, ownNetns(e) && !budget_.grew(s.fd.get())), w);
+    CRPIPE_TRY_CTX(applyUnixOpts(s.fd.get(), e, fresh->second, ownNetns(e) && !budget_.grew(s.fd.get())), w());
     if ((e.flags() & O_NONBLOCK) != 0 && ::fcntl(s.fd.get(), F_SETFL, O_NONBLOCK) < 0) {
-      return failSys(w + ": F_SETFL O_NONBLOCK");
+      return failSys(w() + ": F_SETFL O_NONBLOCK");
     }
-    CRPIPE_TRY_CTX(applyFown(s.fd.get(), e.fown(), e.flags()), w);
+    CRPIPE_TRY_CTX(applyFown(s.fd.get(), e.fown(), e.flags()), w());
   }
   return {};
 }

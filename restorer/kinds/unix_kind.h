@@ -34,7 +34,7 @@ class UnixSocketKind : public RestoreKind {
   RestorePhase firstPhase() const override { return RestorePhase::BIND_LISTEN; }
   Status check(const images::FileEntry& e) const override;
   Status takeOrder(proto::TaskOrder::Reader order,
-                   const std::map<uint32_t, images::FileEntry>& files) override;
+                   const FileEntries& files) override;
   Status atPhase(OpenContext& ctx) override;
   Result<OpenResult> open(OpenContext& ctx, const images::FileEntry& e) override;
 
