@@ -244,6 +244,9 @@ Status UnixSocketKind::takeOrder(proto::TaskOrder::Reader order,
       if (fe.usk().ino() != 0 && (fe.usk().uflags() & 1) == 0) {
         inoToId_[fe.usk().ino()] = id;
       }
+      if (fe.usk().ino() == 0 && fe.usk().crpipe().listener() != 0) {
+        embryosOf_[fe.usk().crpipe().listener()].push_back(&fe.usk());
+      }
     }
   }
   for (auto u : order.getUnixSockets()) {
@@ -647,12 +650,11 @@ Status UnixSocketKind::refill() {
     if (l.state() != TCP_LISTEN) {
       continue;
     }
-    std::vector<const images::UnixSkEntry*> embryos;
-    for (const auto& [eid, e] : entries_) {
-      if (e->crpipe().listener() == l.ino() && e->ino() == 0) {
-        embryos.push_back(e);
-      }
+    auto listed = embryosOf_.find(l.ino());
+    if (listed == embryosOf_.end()) {
+      continue;
     }
+    std::vector<const images::UnixSkEntry*> embryos = listed->second;
     std::sort(embryos.begin(), embryos.end(), [](auto* a, auto* b) {
       return a->crpipe().icon_index() < b->crpipe().icon_index();
     });

@@ -3,6 +3,7 @@
 #include <functional>
 #include <map>
 #include <string>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -115,8 +116,10 @@ class UnixSocketKind : public RestoreKind {
   const images::UcredEntry* clientSideCred(const std::string& key) const;
 
   std::map<uint32_t, Sock> socks_;                         // by file id, made here
-  std::map<uint32_t, const images::UnixSkEntry*> entries_;  // every unix entry we know
-  std::map<uint32_t, uint32_t> inoToId_;
+  std::unordered_map<uint32_t, const images::UnixSkEntry*> entries_;  // every unix entry we know
+  std::unordered_map<uint32_t, uint32_t> inoToId_;
+  // Listener ino -> its connections not accepted yet (entries without an inode).
+  std::unordered_map<uint32_t, std::vector<const images::UnixSkEntry*>> embryosOf_;
   std::vector<Message> queue_;
   std::vector<int> dataFiles_;          // the coordinator's fds (TaskOrder.dataFiles)
   std::vector<MappedData> dataMaps_;    // while refill() writes the queues
