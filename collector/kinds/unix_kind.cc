@@ -117,7 +117,16 @@ Status UnixSocketKind::prepare(DumpContext& ctx) {
     }
     firstPid.emplace(*ino, pid);
   }
-  for (const auto& [ino, pid] : firstPid) {
+  // Dumped when the first socket is looked up: a tree with no unix socket costs no
+  // sock_diag dump of a busy namespace (thousands of sockets on a desktop or a server).
+  netnsToLoad_.assign(firstPid.begin(), firstPid.end());
+  return {};
+}
+
+Status UnixSocketKind::loadNamespaces(DumpContext& ctx) {
+  auto todo = std::move(netnsToLoad_);
+  netnsToLoad_.clear();
+  for (const auto& [ino, pid] : todo) {
     UniqueFd nsFd;
     if (ino != selfNetns_) {
       std::string path = "/proc/" + std::to_string(pid) + "/ns/net";
@@ -132,6 +141,9 @@ Status UnixSocketKind::prepare(DumpContext& ctx) {
 }
 
 Result<const UnixDiagTable::Known*> UnixSocketKind::lookup(DumpContext& ctx, OpenFile& f) {
+  if (!netnsToLoad_.empty()) {
+    CRPIPE_TRY(loadNamespaces(ctx));
+  }
   auto ino = static_cast<uint32_t>(f.st.st_ino);
   if (const auto* k = table_.find(ino)) {
     return k;

@@ -62,8 +62,12 @@ class UnixSocketKind : public FdKind {
   // and strings are freed as a few blocks, and a FileEntry takes one without a copy.
   // Declared first, so that it outlives everything that points into it.
   google::protobuf::Arena arena_;
+  // The sock_diag dumps of the tree's network namespaces, made at the first lookup.
+  Status loadNamespaces(DumpContext& ctx);
+
   UnixDiagTable table_;
   uint64_t selfNetns_ = 0;
+  std::vector<std::pair<uint64_t, pid_t>> netnsToLoad_;  // (netns inode, a pid in it)
   std::map<uint32_t, Recorded> recorded_;  // by inode
   std::vector<Recorded> embryos_;
   std::set<uint32_t> externalPeers_;
