@@ -78,6 +78,22 @@ class ImageFramer {
   uint64_t owed() const { return owed_; }
 
  private:
+  // The payload of the entry framed at `off` of `bytes`; a cut length word or entry is
+  // refused, naming the byte.
+  static Result<std::string_view> entryAt(std::string_view bytes, size_t off) {
+    if (bytes.size() - off < 4) {
+      return failMsg("at byte " + std::to_string(off) + ": truncated entry length");
+    }
+    uint32_t len;
+    std::memcpy(&len, bytes.data() + off, 4);
+    if (len > bytes.size() - off - 4) {
+      return failMsg("at byte " + std::to_string(off) + ": entry of " + std::to_string(len) +
+                     " bytes runs past the end of the piece (" + std::to_string(bytes.size()) +
+                     " bytes)");
+    }
+    return bytes.substr(off + 4, len);
+  }
+
   ImageKind kind_;
   bool rawImage_;
   uint64_t owed_ = 0;  // trailing bytes the last entry announced that have not come yet
@@ -159,20 +175,13 @@ Status ImageFramer::feed(std::string_view bytes, OnEntry&& onEntry, OnRaw&& onRa
       off += take;
       continue;
     }
-    if (bytes.size() - off < 4) {
-      return failMsg("at byte " + std::to_string(off) + ": truncated entry length");
+    auto payload = entryAt(bytes, off);
+    if (!payload) {
+      return fail(std::move(payload).error());
     }
-    uint32_t len;
-    std::memcpy(&len, bytes.data() + off, 4);
-    if (len > bytes.size() - off - 4) {
-      return failMsg("at byte " + std::to_string(off) + ": entry of " + std::to_string(len) +
-                     " bytes runs past the end of the piece (" + std::to_string(bytes.size()) +
-                     " bytes)");
-    }
-    std::string_view payload = bytes.substr(off + 4, len);
-    CRPIPE_TRY_CTX(feedEntry(payload), "at byte " + std::to_string(off));
-    CRPIPE_TRY(onEntry(payload));
-    off += 4 + len;
+    CRPIPE_TRY_CTX(feedEntry(*payload), "at byte " + std::to_string(off));
+    CRPIPE_TRY(onEntry(*payload));
+    off += 4 + payload->size();
   }
   return {};
 }
@@ -186,19 +195,12 @@ Status ImageFramer::feedWithoutData(std::string_view bytes, const Offsets& dataA
   size_t next = 0;
   size_t off = 0;
   while (off < bytes.size()) {
-    if (bytes.size() - off < 4) {
-      return failMsg("at byte " + std::to_string(off) + ": truncated entry length");
+    auto payload = entryAt(bytes, off);
+    if (!payload) {
+      return fail(std::move(payload).error());
     }
-    uint32_t len;
-    std::memcpy(&len, bytes.data() + off, 4);
-    if (len > bytes.size() - off - 4) {
-      return failMsg("at byte " + std::to_string(off) + ": entry of " + std::to_string(len) +
-                     " bytes runs past the end of the piece (" + std::to_string(bytes.size()) +
-                     " bytes)");
-    }
-    std::string_view payload = bytes.substr(off + 4, len);
-    CRPIPE_TRY_CTX(feedEntry(payload), "at byte " + std::to_string(off));
-    CRPIPE_TRY(onEntry(payload));
+    CRPIPE_TRY_CTX(feedEntry(*payload), "at byte " + std::to_string(off));
+    CRPIPE_TRY(onEntry(*payload));
     if (owed_ > 0) {
       if (next >= dataAt.size()) {
         return failMsg("at byte " + std::to_string(off) + ": an entry announces " +
@@ -209,7 +211,7 @@ Status ImageFramer::feedWithoutData(std::string_view bytes, const Offsets& dataA
       owed_ = 0;
       CRPIPE_TRY(onData(static_cast<uint64_t>(dataAt[next++]), length));
     }
-    off += 4 + len;
+    off += 4 + payload->size();
   }
   if (next != dataAt.size()) {
     return failMsg("the chunk gives " + std::to_string(dataAt.size()) +

@@ -16,6 +16,26 @@
 
 namespace crpipe {
 
+namespace {
+
+// Fills `buf` from the start of the file (one that cannot be mapped).
+Status readWhole(int fd, std::string& buf, const std::string& path) {
+  size_t got = 0;
+  while (got < buf.size()) {
+    ssize_t r = ::pread(fd, buf.data() + got, buf.size() - got, static_cast<off_t>(got));
+    if (r < 0 && errno == EINTR) {
+      continue;
+    }
+    if (r <= 0) {
+      return r < 0 ? failSys("read " + path) : failMsg(path + ": shorter than its size");
+    }
+    got += static_cast<size_t>(r);
+  }
+  return {};
+}
+
+}  // namespace
+
 Result<bool> RestoreImages::consume(proto::Message::Reader msg, const std::string& where,
                                     StageReader& in) {
   switch (msg.which()) {
@@ -275,18 +295,7 @@ Status RestoreImages::attachData(const std::string& dir) {
     if (p == MAP_FAILED) {
       // A filesystem that cannot map files: its data into memory that can be mapped.
       std::string copy(size, '\0');
-      size_t got = 0;
-      while (got < copy.size()) {
-        ssize_t r = ::pread(fd.get(), copy.data() + got, copy.size() - got,
-                            static_cast<off_t>(got));
-        if (r < 0 && errno == EINTR) {
-          continue;
-        }
-        if (r <= 0) {
-          return r < 0 ? failSys("read " + path) : failMsg(path + ": shorter than its size");
-        }
-        got += static_cast<size_t>(r);
-      }
+      CRPIPE_TRY(readWhole(fd.get(), copy, path));
       CRPIPE_TRY(f.streamed.append(copy.data(), copy.size()));
       f.referenced = false;
       continue;
@@ -401,19 +410,7 @@ Status RestoreImages::mapRawImages(const std::string& dir) {
       if (p == MAP_FAILED) {
         // A filesystem that cannot map files: read it, as the stream would have carried it.
         auto& buf = readCopies_.emplace_back(static_cast<size_t>(st.st_size), '\0');
-        size_t got = 0;
-        while (got < buf.size()) {
-          ssize_t r = ::pread(fd.get(), buf.data() + got, buf.size() - got,
-                              static_cast<off_t>(got));
-          if (r < 0 && errno == EINTR) {
-            continue;
-          }
-          if (r <= 0) {
-            return r < 0 ? failSys("read " + dir + "/" + n)
-                         : failMsg(dir + "/" + n + ": shorter than its size");
-          }
-          got += static_cast<size_t>(r);
-        }
+        CRPIPE_TRY(readWhole(fd.get(), buf, dir + "/" + n));
         copied_.insert(n);
         mapped_[n] = buf;
         mappedBytes_ += buf.size();
