@@ -83,6 +83,27 @@ def test_unix_real_restore_queues_scm_rights():
     restore_and_verify("unix_queues", "linked")
 
 
+def test_unix_real_restore_queues_from_a_stream():
+    # The same queues restored from a stage stream (through a pipe) instead of -D: the
+    # queued bytes come in the stream, are kept in a memfd and mapped by the restorer.
+    with Workload("unix_queues", "linked") as w:
+        r = w.wait_ready()
+        img = dump_and_kill(w)
+        feed = subprocess.Popen([CRPIPE, "stage", "serialize", "--reverse", "-D", img, "-o", "-"],
+                                stdout=subprocess.PIPE)
+        try:
+            p = subprocess.run([CRPIPE, "run", "restore", "--stream", "-", "-d"],
+                               stdin=feed.stdout, capture_output=True, text=True, timeout=120)
+        finally:
+            feed.stdout.close()
+            feed.wait(timeout=30)
+        check(p.returncode == 0, f"restore --stream - of unix_queues failed:\n{p.stderr}")
+        try:
+            verify_restored(w, r["pid"])
+        finally:
+            kill_session(r["pid"])
+
+
 class OutsideServers:
     """A dgram server and stream listeners outside the dumped tree (in the test itself)."""
 
