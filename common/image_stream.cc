@@ -184,7 +184,7 @@ Status ImageEmitter::flush() {
   return {};
 }
 
-Status ImageEmitter::pages(uint32_t image, std::string_view data) {
+Status ImageEmitter::pages(uint32_t image, std::string_view data, bool lend) {
   // Entries gathered so far go first (the pagemap entries that describe these pages).
   CRPIPE_TRY(flush());
   while (!data.empty()) {
@@ -193,7 +193,8 @@ Status ImageEmitter::pages(uint32_t image, std::string_view data) {
     auto p = mb.initRoot<proto::Message>().initPages();
     p.setImage(image);
     p.setLength(chunk.size());
-    CRPIPE_TRY(out_.writeWithPayload(mb, chunk));
+    CRPIPE_TRY(lend ? out_.writeWithPayloadByReference(mb, chunk)
+                    : out_.writeWithPayload(mb, chunk));
     rawBytes_ += chunk.size();
     data.remove_prefix(chunk.size());
   }

@@ -35,7 +35,12 @@ class ImageEmitter {
   Status dataAt(uint32_t image, uint64_t fileOffset);
   // The same bytes as raw(), as ImagePages messages: each followed by its bytes outside
   // Cap'n Proto framing, written from `data` itself. For page batches.
-  Status pages(uint32_t image, std::string_view data);
+  // `lend`: where the stream is a pipe, `data`'s pages go into it by reference
+  // (StageWriter::writeWithPayloadByReference): the caller leaves them unchanged until
+  // consumedUpTo() reaches streamBytes() as it is on return.
+  Status pages(uint32_t image, std::string_view data, bool lend = false);
+  uint64_t streamBytes() const { return out_.bytesWritten(); }
+  Result<uint64_t> consumedUpTo() { return out_.consumedUpTo(); }
   // Convenience: entry into the named image.
   Status entryTo(const std::string& fileName, const google::protobuf::MessageLite& msg);
   // Sends every chunk gathered so far.

@@ -6,7 +6,9 @@
 #include <fcntl.h>
 #include <unistd.h>
 #include <kj/exception.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/stat.h>
 
 #include <cstdio>
@@ -49,7 +51,10 @@ StageReader::StageReader(int fd, std::string name)
       raw_(std::make_unique<kj::FdInputStream>(fd)),
       buffered_(std::make_unique<kj::BufferedInputStreamWrapper>(*raw_)),
       counting_(std::make_unique<Counting>(*buffered_)),
-      fd_(fd) {}
+      fd_(fd) {
+  struct stat st {};
+  pipeIn_ = ::fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode);
+}
 
 namespace {
 
@@ -163,7 +168,12 @@ void widenStreamBuffer(int fd, int bytes) {
       (void)::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof(bytes));
     }
   } else if (S_ISFIFO(st.st_mode)) {
-    (void)::fcntl(fd, F_SETPIPE_SZ, 1 << 20);
+    // Past /proc/sys/fs/pipe-max-size (1 MiB) only with CAP_SYS_RESOURCE; never smaller
+    // than it already is.
+    const int now = ::fcntl(fd, F_GETPIPE_SZ);
+    if (now < bytes && ::fcntl(fd, F_SETPIPE_SZ, bytes) < 0 && now < (1 << 20)) {
+      (void)::fcntl(fd, F_SETPIPE_SZ, 1 << 20);
+    }
   }
 }
 
@@ -211,6 +221,31 @@ Status StageReader::splicePayload(int outFd, size_t len, const std::string& outN
       (void)::fcntl(p[1], F_SETPIPE_SZ, 1 << 20);
     }
     break;
+  }
+  // A pipe (the dump's data channel) splices straight into the file: the one copy of the
+  // pages the collector lent to it.
+  while (len > 0 && pipeIn_ && !noSplice_) {
+    uint64_t at = counting_->count();
+    ssize_t n = ::splice(fd_, nullptr, outFd, nullptr, std::min<size_t>(len, 8 << 20),
+                         SPLICE_F_MOVE);
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n < 0 && errno == EINVAL) {
+      pipeIn_ = false;  // the file cannot take a splice: through the pipe and buffer below
+      break;
+    }
+    if (n < 0) {
+      return fail(Error::sys(name_ + " at offset " + std::to_string(at) +
+                             ": splice the payload of the message at offset " +
+                             std::to_string(offset_) + " into " + outName));
+    }
+    if (n == 0) {
+      return cut(at, "stream ends inside the payload");
+    }
+    counting_->advance(static_cast<uint64_t>(n));
+    payloadLeft_ -= static_cast<uint64_t>(n);
+    len -= static_cast<size_t>(n);
   }
   while (len > 0 && !noSplice_) {
     uint64_t at = counting_->count();
@@ -272,7 +307,10 @@ Status StageReader::splicePayload(int outFd, size_t len, const std::string& outN
 
 StageWriter::StageWriter(int fd)
     : raw_(std::make_unique<kj::FdOutputStream>(fd)),
-      buffered_(std::make_unique<kj::BufferedOutputStreamWrapper>(*raw_)) {}
+      buffered_(std::make_unique<kj::BufferedOutputStreamWrapper>(*raw_)) {
+  struct stat st {};
+  pipe_ = ::fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode);
+}
 
 StageWriter::~StageWriter() {
   // kj's buffered stream flushes again in its own destructor, which may throw (noexcept
@@ -310,6 +348,44 @@ Status StageWriter::writeWithPayload(capnp::MessageBuilder& msg, std::string_vie
   } catch (const kj::Exception& e) {
     return failMsg(std::string("write stage payload: ") + e.getDescription().cStr());
   }
+}
+
+Status StageWriter::writeWithPayloadByReference(capnp::MessageBuilder& msg,
+                                                std::string_view payload) {
+  if (!pipe_) {
+    return writeWithPayload(msg, payload);
+  }
+  CRPIPE_TRY(write(msg));
+  CRPIPE_TRY(flush());
+  // The pipe takes references to the pages: the reader (the serializer's splice into the
+  // image file) copies them once, where a write() would have copied them into the pipe
+  // first.
+  iovec iov{const_cast<char*>(payload.data()), payload.size()};
+  while (iov.iov_len > 0) {
+    ssize_t n = ::vmsplice(raw_->getFd(), &iov, 1, 0);
+    if (n < 0) {
+      if (errno == EINTR) {
+        continue;
+      }
+      return failSys("vmsplice of " + std::to_string(iov.iov_len) + " payload bytes");
+    }
+    iov.iov_base = static_cast<char*>(iov.iov_base) + n;
+    iov.iov_len -= static_cast<size_t>(n);
+    bytes_ += static_cast<uint64_t>(n);
+  }
+  return {};
+}
+
+Result<uint64_t> StageWriter::consumedUpTo() {
+  if (!pipe_) {
+    return bytes_;
+  }
+  CRPIPE_TRY(flush());
+  int unread = 0;
+  if (::ioctl(raw_->getFd(), FIONREAD, &unread) < 0) {
+    return failSys("FIONREAD of the stream pipe");
+  }
+  return bytes_ - std::min<uint64_t>(bytes_, static_cast<uint64_t>(std::max(unread, 0)));
 }
 
 Status StageWriter::flush() {

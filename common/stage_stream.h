@@ -63,6 +63,7 @@ class StageReader {
   int fd_;
   UniqueFd pipeRead_, pipeWrite_;  // splicePayload's pipe, made at its first use
   bool noSplice_ = false;          // the fd cannot splice: buffer copies
+  bool pipeIn_ = false;            // the fd is a pipe: payloads splice straight to a file
   std::string bounce_;
 };
 
@@ -79,6 +80,13 @@ class StageWriter {
   // `msg` (an ImagePages announcing payload.size() bytes), then the payload as it is; a
   // payload larger than the buffer goes to the fd straight from the caller's memory.
   Status writeWithPayload(capnp::MessageBuilder& msg, std::string_view payload);
+  // The same, but where the stream is a pipe the payload's pages go into it by reference
+  // (vmsplice: no copy): the caller must leave them unchanged until consumedUpTo() reaches
+  // bytesWritten() as it is on return. Elsewhere it is writeWithPayload().
+  Status writeWithPayloadByReference(capnp::MessageBuilder& msg, std::string_view payload);
+  // How far the reader has read: everything buffered is flushed first, then (pipes)
+  // bytesWritten() minus what the pipe still holds (FIONREAD); bytesWritten() elsewhere.
+  Result<uint64_t> consumedUpTo();
   Status flush();
   uint64_t bytesWritten() const { return bytes_; }
 
@@ -86,6 +94,7 @@ class StageWriter {
   std::unique_ptr<kj::FdOutputStream> raw_;
   std::unique_ptr<kj::BufferedOutputStreamWrapper> buffered_;
   uint64_t bytes_ = 0;
+  bool pipe_ = false;  // the fd is a pipe: payloads may be lent to it (vmsplice)
 };
 
 // Gives a stream fd room for a few page batches in flight, so that a writer and its

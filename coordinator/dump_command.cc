@@ -14,16 +14,22 @@ namespace crpipe {
 
 namespace {
 
-// The data channel holds what a unix stream socket's sender may have in flight: its
-// SO_SNDBUF (~200 KiB by default, less than one ImageChunk). A few MiB let the collector
-// write on while the serializer waits for a CPU, instead of the two taking turns on every
-// chunk. Best effort: root may go past net.core.wmem_max (SO_SNDBUFFORCE), others get
-// what the limit allows.
-void widenSendBuffer(int fd) {
-  int bytes = 8 << 20;
-  if (::setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &bytes, sizeof(bytes)) != 0) {
-    (void)::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof(bytes));
+// The data channel is a pipe, collector -> serializer: the collector lends its page
+// batches to it (vmsplice) and the serializer splices them into pages-N.img, so page
+// contents are copied once between the two (a socket copies them in and out). It holds
+// what the pipe size allows: 8 MiB where the caller may (CAP_SYS_RESOURCE past
+// /proc/sys/fs/pipe-max-size), else that limit (1 MiB by default), so that the collector
+// writes on while the serializer waits for a CPU instead of the two taking turns.
+Result<std::pair<UniqueFd, UniqueFd>> makeDataPipe() {
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC) < 0) {
+    return failSys("pipe for the data stream");
   }
+  std::pair<UniqueFd, UniqueFd> ends{UniqueFd(p[0]), UniqueFd(p[1])};
+  if (::fcntl(p[1], F_SETPIPE_SZ, 8 << 20) < 0) {
+    (void)::fcntl(p[1], F_SETPIPE_SZ, 1 << 20);
+  }
+  return ends;
 }
 
 // Fd numbers the stages get their channels on.
@@ -254,7 +260,7 @@ Outcome runDump(const DumpOptions& opts, ProgressView& view, Log& log) {
   if (opts.stream) {
     append(collArgs, {"--out", *opts.stream});
   } else {
-    auto data = makeSocketPair();
+    auto data = makeDataPipe();  // first: the serializer's (read) end
     auto serCtl = makeSocketPair();
     if (!data || !serCtl) {
       return failed(!data ? data.error() : serCtl.error());
@@ -265,14 +271,13 @@ Outcome runDump(const DumpOptions& opts, ProgressView& view, Log& log) {
                                         std::to_string(kControlFd)};
     append(serArgs, logArgs(opts.log));
     auto s = session.start("serializer", *serializerBin, serArgs,
-                           {{kDataFd, data->second.get()}, {kControlFd, serCtl->second.get()}},
+                           {{kDataFd, data->first.get()}, {kControlFd, serCtl->second.get()}},
                            std::move(serCtl->first));
     if (!s) {
       return failed(s.error());
     }
     serializer = *s;
-    collectorData = std::move(data->first);
-    widenSendBuffer(collectorData.get());
+    collectorData = std::move(data->second);
     append(collArgs, {"--out", "-", "--out-fd", std::to_string(kDataFd)});
     collFds.push_back({kDataFd, collectorData.get()});
   }

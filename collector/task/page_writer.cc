@@ -1,5 +1,6 @@
 #include "collector/task/page_writer.h"
 
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <climits>
@@ -38,6 +39,38 @@ struct PageWriter::Buffer::Pending {
 PageWriter::Buffer::Buffer() = default;
 PageWriter::Buffer::~Buffer() = default;
 
+PageWriter::Slot::~Slot() {
+  if (data_ != nullptr) {
+    ::munmap(data_, kBatchBytes);
+  }
+}
+
+Result<char*> PageWriter::Slot::take(ImageEmitter& out) {
+  if (data_ != nullptr && lentUntil != 0) {
+    auto read = out.consumedUpTo();
+    if (!read) {
+      return fail(std::move(read).error());
+    }
+    if (*read < lentUntil) {
+      // Still in the pipe: its pages stay the pipe's (munmap leaves them to it).
+      ::munmap(data_, kBatchBytes);
+      data_ = nullptr;
+    }
+  }
+  lentUntil = 0;
+  if (data_ == nullptr) {
+    // Shared (shmem) pages: a page that was lent and is read into again is written in
+    // place; a private anonymous page would be copied on that write, every batch.
+    void* p = ::mmap(nullptr, kBatchBytes, PROT_READ | PROT_WRITE,
+                     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+      return failSys("mmap a page batch buffer");
+    }
+    data_ = static_cast<char*>(p);
+  }
+  return data_;
+}
+
 namespace {
 
 // Waits for `p`'s read, then writes its pages to the stream.
@@ -60,7 +93,12 @@ Status complete(PageWriter::Buffer& buf, PageWriter::Buffer::Pending& p) {
     return failMsg("pid " + std::to_string(p.pid) + ": cannot read the page at " +
                    hexAddr(addr) + " (process_vm_readv)");
   }
-  return p.out->pages(p.image, std::string_view(buf.bytes[p.slot].data(), p.len));
+  // Lent to the stream where it is a pipe (the serializer's): the pages are copied once,
+  // into the image file, instead of into the pipe first.
+  auto& slot = buf.slots[p.slot];
+  CRPIPE_TRY(p.out->pages(p.image, std::string_view(slot.data(), p.len), /*lend=*/true));
+  slot.lentUntil = p.out->streamBytes();
+  return {};
 }
 
 }  // namespace
@@ -87,11 +125,6 @@ Result<PageWriter> PageWriter::open(ImageEmitter& out, Buffer& buf,
   images::PagemapHead head;
   head.set_pages_id(pagesId);
   CRPIPE_TRY(out.entry(*pm, head));
-  for (auto& b : buf.bytes) {
-    if (b.size() < kBatchBytes) {
-      b.resize(kBatchBytes);
-    }
-  }
   return PageWriter(out, buf, *pm, *pages);
 }
 
@@ -140,11 +173,15 @@ Status PageWriter::flush() {
   job->ranges = std::move(queued_);
   job->len = queuedBytes_;
   job->slot = buf_->nextSlot;
-  buf_->nextSlot ^= 1;
+  buf_->nextSlot = (buf_->nextSlot + 1) % 3;
   queued_.clear();
   queuedBytes_ = 0;
   Buffer::Pending* j = job.get();
-  char* dst = buf_->bytes[j->slot].data();
+  auto room = buf_->slots[j->slot].take(*out_);
+  if (!room) {
+    return fail(std::move(room).error());
+  }
+  char* dst = *room;
   j->thread = std::jthread([j, dst]() { j->got = inject::readRemoteV(j->pid, j->ranges, dst, j->len); });
   // ...while that one is written to the stream (in order: same image, earlier pages).
   auto before = std::exchange(buf_->pending, std::move(job));
@@ -159,12 +196,16 @@ Status PageWriter::addFromFd(int fd, uint64_t offset, uint64_t vaddr, uint64_t n
   CRPIPE_TRY(buf_->drain());
   CRPIPE_TRY(entry(vaddr, nPages));
   uint64_t len = nPages * kPageSize;
+  auto room = buf_->slots[0].take(*out_);
+  if (!room) {
+    return fail(std::move(room).error());
+  }
+  char* dst = *room;
   while (len > 0) {
     size_t take = static_cast<size_t>(std::min<uint64_t>(len, kBatchBytes));
     size_t got = 0;
     while (got < take) {
-      ssize_t r = ::pread(fd, buf_->bytes[0].data() + got, take - got,
-                          static_cast<off_t>(offset + got));
+      ssize_t r = ::pread(fd, dst + got, take - got, static_cast<off_t>(offset + got));
       if (r < 0) {
         if (errno == EINTR) {
           continue;
@@ -173,12 +214,12 @@ Status PageWriter::addFromFd(int fd, uint64_t offset, uint64_t vaddr, uint64_t n
       }
       if (r == 0) {
         // Past the end of a shmem object: the pages read as zeroes.
-        std::fill(buf_->bytes[0].data() + got, buf_->bytes[0].data() + take, '\0');
+        std::fill(dst + got, dst + take, '\0');
         break;
       }
       got += static_cast<size_t>(r);
     }
-    CRPIPE_TRY(out_->pages(pagesImg_, std::string_view(buf_->bytes[0].data(), take)));
+    CRPIPE_TRY(out_->pages(pagesImg_, std::string_view(dst, take)));  // copied: reused next
     offset += take;
     vaddr += take;
     len -= take;

@@ -23,8 +23,26 @@ inline constexpr uint64_t kPageSize = 4096;
 // next process's state), so the read and the write overlap.
 class PageWriter {
  public:
-  // The buffers and the batch in flight, shared by every PageWriter of a dump: two 8 MiB
-  // buffers, one being read into while the other is written out.
+  // One batch buffer: anonymous memory of its own (page-aligned, so that a pipe can take
+  // its pages by reference), and how far the stream must be read before it may change.
+  class Slot {
+   public:
+    Slot() = default;
+    Slot(const Slot&) = delete;
+    Slot& operator=(const Slot&) = delete;
+    ~Slot();
+    // Room for kBatchBytes that nothing else holds: pages still lent to the stream pipe
+    // (the reader has not taken them yet) are left to it and the slot gets new ones.
+    Result<char*> take(ImageEmitter& out);
+    char* data() const { return data_; }
+    uint64_t lentUntil = 0;  // stream bytes at the end of its last lent batch; 0: none
+
+   private:
+    char* data_ = nullptr;
+  };
+  // The buffers and the batch in flight, shared by every PageWriter of a dump: three 8 MiB
+  // slots, one being read into while another is written out and the third may still be in
+  // the stream pipe.
   struct Buffer {
     struct Pending;
     Buffer();
@@ -35,7 +53,7 @@ class PageWriter {
     // image are written another way.
     Status drain();
 
-    std::string bytes[2];
+    Slot slots[3];
     int nextSlot = 0;
     std::unique_ptr<Pending> pending;
   };

@@ -6,6 +6,9 @@
 
 #include <sys/socket.h>
 
+#include <fcntl.h>
+
+#include <cstring>
 #include <thread>
 #include <utility>
 
@@ -296,6 +299,69 @@ TEST(StageStream, PagesPayloadSplicedFromASocket) {
   w.join();
   ASSERT_TRUE(got) << got.error().message();
   EXPECT_TRUE(*got == big + small);
+}
+
+// A payload lent to a pipe (vmsplice) arrives as written, spliced straight into the file;
+// the writer knows how far the reader has taken it (consumedUpTo) and so when the lent
+// memory may change.
+TEST(StageStream, LentPayloadOverAPipeSplicesIntoTheFile) {
+  int p[2];
+  ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
+  UniqueFd reader(p[0]), writer(p[1]);
+  const size_t len = 2 << 20;  // more than the pipe holds: lent while the reader takes it
+  void* mem = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(mem, MAP_FAILED);
+  const std::string want = pattern(len, 'L');
+  std::memcpy(mem, want.data(), len);
+  std::string got;
+  std::thread r([&]() {
+    auto g = splicePayloads(reader.get(), "pipe");
+    got = g ? *g : std::string("error: ") + g.error().message();
+  });
+  {
+    StageWriter w(writer.get());
+    capnp::MallocMessageBuilder mb;
+    auto pm = mb.initRoot<proto::Message>().initPages();
+    pm.setImage(3);
+    pm.setLength(len);
+    ASSERT_TRUE(w.writeWithPayloadByReference(mb, std::string_view(static_cast<char*>(mem), len)));
+    const uint64_t lentUntil = w.bytesWritten();
+    capnp::MallocMessageBuilder end;
+    end.initRoot<proto::Message>().initEnd();
+    ASSERT_TRUE(w.write(end));
+    ASSERT_TRUE(w.flush());
+    r.join();
+    auto read = w.consumedUpTo();
+    ASSERT_TRUE(read);
+    EXPECT_GE(*read, lentUntil) << "the reader took everything";
+  }
+  EXPECT_TRUE(got == want) << got.substr(0, 40);
+  ::munmap(mem, len);
+}
+
+TEST(StageStream, ConsumedUpToCountsWhatThePipeStillHolds) {
+  int p[2];
+  ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
+  UniqueFd reader(p[0]), writer(p[1]);
+  StageWriter w(writer.get());
+  void* mem = ::mmap(nullptr, 8192, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(mem, MAP_FAILED);
+  std::memset(mem, 'q', 8192);
+  capnp::MallocMessageBuilder mb;
+  auto pm = mb.initRoot<proto::Message>().initPages();
+  pm.setImage(1);
+  pm.setLength(8192);
+  ASSERT_TRUE(w.writeWithPayloadByReference(mb, std::string_view(static_cast<char*>(mem), 8192)));
+  auto before = w.consumedUpTo();
+  ASSERT_TRUE(before);
+  EXPECT_EQ(*before, 0u) << "nothing was read yet";
+  std::string all(w.bytesWritten(), '\0');
+  ASSERT_EQ(::read(reader.get(), all.data(), all.size()), static_cast<ssize_t>(all.size()));
+  auto after = w.consumedUpTo();
+  ASSERT_TRUE(after);
+  EXPECT_EQ(*after, w.bytesWritten());
+  EXPECT_EQ(all.substr(all.size() - 8192), std::string(8192, 'q'));
+  ::munmap(mem, 8192);
 }
 
 TEST(StageStream, SplicedPayloadCutNamesOffsets) {
