@@ -177,3 +177,36 @@ def test_task_signals():
         check(files[fs["cwd_id"]]["reg"]["name"] == os.path.realpath(w.tmp), "cwd")
         check(files[fs["root_id"]]["reg"]["name"] == "/", "root")
         w.verify()
+
+
+def test_dump_leaves_mappings_and_fds_as_they_were():
+    """The dump injects syscalls into each task (with a scratch mapping of its own): after a
+    dump with --leave-running every task has the same mappings and fds as before, the mm
+    image lists exactly those mappings (none of the dump's own), and the pages stored are
+    the task's."""
+    with Workload("task_memory") as w:
+        r = w.wait_ready()
+        pids = [r["pid"], r["child"]]
+
+        def state(pid):
+            with open(f"/proc/{pid}/maps") as f:
+                maps = f.read()
+            return maps, sorted((n, os.readlink(f"/proc/{pid}/fd/{n}"))
+                                for n in os.listdir(f"/proc/{pid}/fd"))
+
+        before = {p: state(p) for p in pids}
+        img = images_dir(w)
+        dump(w.pid, img)
+        for p in pids:
+            maps, fds = state(p)
+            check(maps == before[p][0], f"pid {p}: mappings changed by the dump:\n{maps}")
+            check(fds == before[p][1], f"pid {p}: fds changed by the dump: {fds}")
+            mm = show(os.path.join(img, f"mm-{p}.img"))[0]
+            starts = sorted(int(v["start"]) for v in mm["vmas"])
+            real = sorted(int(line.split("-")[0], 16) for line in maps.splitlines())
+            check(starts == real, f"pid {p}: the mm image lists {len(starts)} mappings, "
+                                  f"/proc/{p}/maps {len(real)}")
+        pages_id, runs = pagemap(img, f"pagemap-{r['pid']}.img")
+        check(read_pages(img, pages_id, runs, r["pattern"], 3 * PAGE) == pattern(3 * PAGE, 1),
+              "the known pattern is not in pages-N.img")
+        w.verify()
