@@ -20,11 +20,11 @@ def embryos(img):
     return sorted(out, key=lambda u: u["crpipe"].get("icon_index", 0))
 
 
-def test_unix_embryo_creds_of_several_connecting_tasks():
+def run_case(*mode):
     d = tempfile.mkdtemp(prefix="crpipe-e2e-embryo-creds-")
     os.chmod(d, 0o777)
     try:
-        with Workload("unix_embryo_creds", os.path.join(d, "l.sock")) as w:
+        with Workload("unix_embryo_creds", os.path.join(d, "l.sock"), *mode) as w:
             r = w.wait_ready()
             check(not pid_alive(r["c"]) and not pid_alive(r["d"]),
                   "the connecting children that should have exited still run")
@@ -52,3 +52,13 @@ def test_unix_embryo_creds_of_several_connecting_tasks():
         for n in os.listdir(d):
             os.unlink(os.path.join(d, n))
         os.rmdir(d)
+
+
+def test_unix_embryo_creds_of_several_connecting_tasks():
+    run_case()
+
+
+def test_unix_embryo_creds_listener_unlinked():
+    """The same with the listener's file unlinked after the connects: the tasks that connect
+    find it at its path during the restore, and it is unlinked again."""
+    run_case("unlinked")

@@ -11,6 +11,8 @@
  *   5  child D (uid 5001/5002)   connects, sends "d5", closes its client, exits
  *   6  child E (uid 6001/6002)   connects, sends "e6", closes its client, stays alive
  *                                holding no socket at all
+ * With a second argument "unlinked" the root unlinks the listener's file once everybody
+ * connected (the restore then binds it again for the connects and unlinks it after).
  * A and B stay alive holding their clients. After restore the root accepts all six (the
  * listener made non-blocking: a missing connection fails instead of hanging), checks order,
  * data and SO_PEERCRED, answers "r<i>" on each live connection, and has A and B check the
@@ -188,8 +190,9 @@ static pid_t closer(char tag, int index, uid_t uid, gid_t gid, const int* inheri
 
 int main(int argc, char** argv) {
   wl_init();
-  WL_MUST(argc == 2);
+  WL_MUST(argc == 2 || argc == 3);
   const char* path = argv[1];
+  const int unlinked = argc == 3 && strcmp(argv[2], "unlinked") == 0;
   addr.sun_family = AF_UNIX;
   strncpy(addr.sun_path, path, sizeof(addr.sun_path) - 1);
   addr_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path) + 1);
@@ -219,6 +222,7 @@ int main(int argc, char** argv) {
   WL_MUST(write(b.cmd, "w", 1) == 1 && read(done[0], &w, 1) == 1 && w == 'w');
   close(give[0]);
   close(give[1]);
+  if (unlinked) WL_MUST(unlink(path) == 0);
 
   const pid_t want_pid[N_CONN] = {a.pid, b.pid, a.pid, c, b.pid, d, e};
   const uid_t want_uid[N_CONN] = {0, 3001, 0, 4001, 3001, 5001, 6001};
@@ -228,6 +232,10 @@ int main(int argc, char** argv) {
          getpid(), a.pid, b.pid, c, d, e);
 
   wl_wait_verify();
+  if (unlinked) {
+    struct stat st;
+    WL_CHECK(lstat(path, &st) < 0 && errno == ENOENT, "the unlinked listener's file is back");
+  }
   /* A connection lost in the restore must fail the check, not hang it. */
   WL_MUST(fcntl(l, F_SETFL, O_NONBLOCK) == 0);
   int acc[N_CONN];
