@@ -16,6 +16,8 @@ const char* phaseName(RestorePhase p) {
       return "connect";
     case RestorePhase::ACCEPT:
       return "accept";
+    case RestorePhase::PENDING_CONNECT:
+      return "pending-connect";
     case RestorePhase::REFILL_QUEUES:
       return "refill-queues";
     case RestorePhase::OPEN_FILES:

@@ -474,11 +474,19 @@ std::string describeMessage(proto::Message::Reader msg) {
                t.getSends().size(), t.getReceives().size());
       return buf;
     }
-    case proto::Message::PHASE:
-      return std::string("phase ") + phaseName(msg.getPhase().getPhase());
+    case proto::Message::PHASE: {
+      auto p = msg.getPhase();
+      if (p.getRounds() <= 1) {
+        return std::string("phase ") + phaseName(p.getPhase());
+      }
+      snprintf(buf, sizeof(buf), "phase %s round=%u/%u", phaseName(p.getPhase()), p.getRound() + 1,
+               p.getRounds());
+      return buf;
+    }
     case proto::Message::PHASE_DONE: {
       auto d = msg.getPhaseDone();
-      snprintf(buf, sizeof(buf), "phase-done pid=%d %s", d.getPid(), phaseName(d.getPhase()));
+      snprintf(buf, sizeof(buf), "phase-done pid=%d %s round=%u", d.getPid(),
+               phaseName(d.getPhase()), d.getRound() + 1);
       return buf;
     }
   }

@@ -88,7 +88,7 @@ class RestoreEvents : public SessionEvents {
         return;
       case proto::Message::PHASE_DONE: {
         auto d = m.getPhaseDone();
-        if (d.getPhase() != current_ || finishing_) {
+        if (d.getPhase() != current_ || d.getRound() != round_ || finishing_) {
           return;
         }
         auto& svc = serviceFds_[pid];
@@ -200,13 +200,20 @@ class RestoreEvents : public SessionEvents {
     return nullptr;
   }
 
-  Status enter(RestorePhase p) {
+  // Phase{p} to every restorer; pendingConnect comes in plan_.connectRounds rounds, each
+  // sent once every restorer answered the round before (the order of a listener's accept
+  // queue across the tasks that connect to it).
+  Status enter(RestorePhase p, uint32_t round = 0) {
     current_ = p;
+    round_ = round;
     done_.clear();
     phaseStart_ = nowMs();
     view_.update("restore", phaseName(p), 0, plan_.tasks.size(), "");
     capnp::MallocMessageBuilder mb;
-    mb.initRoot<proto::Message>().initPhase().setPhase(p);
+    auto ph = mb.initRoot<proto::Message>().initPhase();
+    ph.setPhase(p);
+    ph.setRound(round);
+    ph.setRounds(p == RestorePhase::PENDING_CONNECT ? plan_.connectRounds : 1);
     for (auto& [s, pid] : tasks_) {
       if (s->control) {
         CRPIPE_TRY(s->control->send(mb));
@@ -216,8 +223,20 @@ class RestoreEvents : public SessionEvents {
   }
 
   void phaseComplete() {
-    log_.info("phase %s: %zu tasks in %.3f ms", phaseName(current_), plan_.tasks.size(),
-              nowMs() - phaseStart_);
+    if (current_ == RestorePhase::PENDING_CONNECT) {
+      log_.info("phase %s round %u of %u: %zu tasks in %.3f ms", phaseName(current_), round_ + 1,
+                plan_.connectRounds, plan_.tasks.size(), nowMs() - phaseStart_);
+      if (round_ + 1 < plan_.connectRounds) {
+        auto st = enter(current_, round_ + 1);
+        if (!st) {
+          abort(st.error().str());
+        }
+        return;
+      }
+    } else {
+      log_.info("phase %s: %zu tasks in %.3f ms", phaseName(current_), plan_.tasks.size(),
+                nowMs() - phaseStart_);
+    }
     if (opts_.stopBeforeMemory && current_ == RestorePhase::SHARE_FDS) {
       park();
     }
@@ -350,6 +369,7 @@ class RestoreEvents : public SessionEvents {
   std::map<pid_t, UniqueFd> pidfds_;
   std::map<pid_t, std::vector<int>> serviceFds_;
   RestorePhase current_ = RestorePhase::FORK_TREE;
+  uint32_t round_ = 0;  // of pendingConnect
   std::set<pid_t> done_;
   double phaseStart_ = 0;
   bool finishing_ = false;

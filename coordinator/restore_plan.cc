@@ -479,6 +479,12 @@ void RestorePlan::fillOrder(size_t i, const std::string& token,
     u.setConnectTo(kj::arrayPtr(reinterpret_cast<const kj::byte*>(o.connectTo.data()),
                                 o.connectTo.size()));
     u.setInFlight(o.inFlight);
+    u.setKeepPath(o.keepPath);
+  }
+  auto pc = out.initPendingConnects(static_cast<unsigned>(t.pendingConnects.size()));
+  for (size_t k = 0; k < t.pendingConnects.size(); ++k) {
+    pc[static_cast<unsigned>(k)].setEmbryo(t.pendingConnects[k].first);
+    pc[static_cast<unsigned>(k)].setRound(t.pendingConnects[k].second);
   }
   auto sf = out.initScmFiles(static_cast<unsigned>(t.scmFiles.size()));
   for (size_t k = 0; k < t.scmFiles.size(); ++k) {

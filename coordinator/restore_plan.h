@@ -41,11 +41,15 @@ struct TaskPlan {
     uint32_t partner = 0;
     std::string connectTo;
     bool inFlight = false;  // held by no task: only in a queued message (SCM_RIGHTS)
+    bool keepPath = false;  // a deleted listener other tasks' pending clients connect to
   };
   std::vector<UnixOrder> unixOrders;
   std::vector<uint32_t> unixRefs;      // further unix entries this task needs to know
   std::vector<uint32_t> queueWrites;   // socket ids whose queue this task writes back
   std::vector<uint32_t> scmFiles;      // non-socket descriptions passed in those queues
+  // Not-yet-accepted connections whose clients this task connects: (embryo id, round of
+  // the pendingConnect phase), in accept order per listener.
+  std::vector<std::pair<uint32_t, uint32_t>> pendingConnects;
 };
 
 struct PlanOptions {
@@ -94,6 +98,7 @@ struct RestorePlan {
   std::vector<std::string> retargetedTerminals;  // --shell-job: dumped paths now callerTerminal
   bool parkAfterShare = false;
   int serviceFdBase = 0;
+  uint32_t connectRounds = 1;  // rounds of the pendingConnect phase (at least one)
 
   const TaskPlan* task(pid_t pid) const;
   // The TaskOrder of tasks[i] (channels: the root's descendants' channel fds).

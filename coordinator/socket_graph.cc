@@ -139,6 +139,12 @@ Result<std::vector<SocketNode>> loadSocketGraph(const std::string& dir) {
                                                 n.extPeerName = u.crpipe().ext_peer_name();
                                                 n.icons.assign(u.crpipe().icons().begin(),
                                                                u.crpipe().icons().end());
+                                                if (n.origin == "embryo" &&
+                                                    u.crpipe().has_peercred()) {
+                                                  const auto& c = u.crpipe().peercred();
+                                                  n.connectedBy =
+                                                      SocketCred{c.pid(), c.uid(), c.gid()};
+                                                }
                                                 byId[n.id] = nodes.size();
                                                 nodes.push_back(std::move(n));
                                                 return {};
@@ -216,6 +222,10 @@ std::string renderSocketGraph(const std::vector<SocketNode>& nodes) {
       for (uint32_t i : n.icons) {
         out += " " + std::to_string(i);
       }
+    }
+    if (n.connectedBy) {
+      out += "  connected by pid " + std::to_string(n.connectedBy->pid) + " uid " +
+             std::to_string(n.connectedBy->uid) + " gid " + std::to_string(n.connectedBy->gid);
     }
     std::string flags = flagsText(n.uflags);
     if (!flags.empty()) {

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,12 @@ struct SocketHolder {
   uint32_t fd;
 };
 
+struct SocketCred {
+  uint32_t pid;
+  uint32_t uid;
+  uint32_t gid;
+};
+
 struct SocketNode {
   uint32_t id = 0;  // file id (files.img)
   uint32_t ino = 0;
@@ -29,6 +36,8 @@ struct SocketNode {
   std::string origin;  // crpipe's: "fd", "scm", "embryo"
   std::string extPeerName;
   std::vector<uint32_t> icons;
+  // A not-yet-accepted connection: who connected it (the SO_PEERCRED it will report).
+  std::optional<SocketCred> connectedBy;
   std::vector<SocketHolder> holders;
   uint64_t queuedMessages = 0;
   uint64_t queuedBytes = 0;

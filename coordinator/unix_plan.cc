@@ -277,6 +277,53 @@ Status planUnixSockets(const RestoreImages& images, const PlanOptions& opts, Res
     groupMaker[root] = maker;
   }
 
+  // Connections a listener had not accepted: each client connects from the task its
+  // embryo's SO_PEERCRED names (the kernel takes the accepted end's from the connect()
+  // caller), else from the listener's group maker (with a helper of that pid when it
+  // exited). A listener's accept queue is cut into runs of consecutive connections of one
+  // task; run k connects in round k of the pendingConnect phase, so the queue keeps its
+  // order across tasks.
+  std::map<uint32_t, pid_t> connectorOf;  // embryo id -> the task that connects it
+  std::map<uint32_t, pid_t> clientMaker;  // client socket id -> that task
+  std::set<uint32_t> keepPath;            // listener ids (see UnixSocketOrder.keepPath)
+  {
+    std::map<uint32_t, std::vector<const images::UnixSkEntry*>> byListener;
+    for (const auto& s : socks) {
+      if (isEmbryo(*s.e)) {
+        byListener[s.e->crpipe().listener()].push_back(s.e);
+      }
+    }
+    for (auto& [lino, ems] : byListener) {
+      std::sort(ems.begin(), ems.end(), [](const auto* a, const auto* b) {
+        return a->crpipe().icon_index() < b->crpipe().icon_index();
+      });
+      const uint32_t lid = byIno.at(lino);
+      const pid_t maker = groupMaker.at(uf.find(lid));
+      uint32_t round = 0;
+      pid_t prev = 0;
+      for (const auto* em : ems) {
+        pid_t by = credPid(*em);
+        if (by == 0) {
+          by = maker;
+        }
+        if (prev != 0 && by != prev) {
+          ++round;
+        }
+        prev = by;
+        connectorOf[em->id()] = by;
+        byPid.at(by)->pendingConnects.emplace_back(em->id(), round);
+        refs[by].insert(uf.find(em->id()));
+        if (by != maker && sockOf(lid).e->deleted()) {
+          keepPath.insert(lid);
+        }
+        if (const auto* c = peerOf(*em); c != nullptr && !em->crpipe().peer_external()) {
+          clientMaker[c->id()] = by;
+        }
+      }
+      plan.connectRounds = std::max(plan.connectRounds, round + 1);
+    }
+  }
+
   // Roles.
   for (auto& s : socks) {
     const uint32_t id = s.id;
@@ -330,6 +377,9 @@ Status planUnixSockets(const RestoreImages& images, const PlanOptions& opts, Res
         o.role = proto::UnixRole::HALF_CLOSED;
       } else if (p->peer() != e.ino()) {
         o.role = proto::UnixRole::PLAIN;  // a client whose connection is not accepted yet
+        if (auto c = clientMaker.find(id); c != clientMaker.end()) {
+          by = c->second;  // made where it connects (pendingConnect)
+        }
       } else if (e.name().empty() && p->name().empty()) {
         o.role = e.id() < p->id() ? proto::UnixRole::PAIR_FIRST : proto::UnixRole::PAIR_SECOND;
         o.partner = p->id();
@@ -361,6 +411,7 @@ Status planUnixSockets(const RestoreImages& images, const PlanOptions& opts, Res
       }
     }
     o.inFlight = !held.contains(id);
+    o.keepPath = keepPath.contains(id);
     creator[id] = by;
     byPid.at(by)->unixOrders.push_back(o);
     refs[by].insert(group);
@@ -370,9 +421,11 @@ Status planUnixSockets(const RestoreImages& images, const PlanOptions& opts, Res
   for (const auto& [id, q] : plan.skQueues) {
     const auto& e = *sockOf(id).e;
     pid_t writer = groupMaker.at(uf.find(id));
-    if (connectionType(e) && !isEmbryo(e) && e.crpipe().peer_external()) {
+    if (isEmbryo(e)) {
+      writer = connectorOf.at(id);  // it holds the client (or the temporary one)
+    } else if (connectionType(e) && e.crpipe().peer_external()) {
       writer = creator.at(id);
-    } else if (connectionType(e) && !isEmbryo(e)) {
+    } else if (connectionType(e)) {
       auto* p = peerOf(e);
       if (p != nullptr && p->peer() == e.ino()) {
         writer = creator.at(p->id());

@@ -166,6 +166,12 @@ enum RestorePhase {
                       # fd is put at its number (dup3) and temporaries are closed
   memory @9;          # issue 4: memory, registers, signals, threads
   resume @10;         # issue 4: every task resumes at once
+  pendingConnect @11; # driven after accept and before refillQueues (the ordinal is not the
+                      # order: kRestorePhases is). Clients of connections a listener had not
+                      # accepted connect, each from the task its embryo's SO_PEERCRED names,
+                      # in rounds (Phase.round): a listener's accept queue is cut into runs
+                      # of consecutive connections made by one task, run k connects in round
+                      # k, so queue order holds across tasks. Always at least one round.
 }
 
 # Coordinator -> restorer, first message on its control channel (all are queued before
@@ -209,6 +215,21 @@ struct TaskOrder {
                                 # file of the directory, or a memfd of what came on the
                                 # stream. The restorer maps them read-only (pidfd_getfd),
                                 # writes from the mapping, and unmaps them after refill.
+  pendingConnects @22 :List(PendingConnect); # issue 5: the not-yet-accepted connections
+                                # whose clients this task connects, with their rounds
+}
+
+# One connection a listener had not accepted, connected by this task in round `round` of
+# the pendingConnect phase. `embryo` is the file id of the embryo's entry (in the task's
+# unix entries, with its listener and client): its client (the socket `peer` names, made
+# by this task, or a temporary one when the client had closed or is outside the tree)
+# connects to the listener with the embryo's recorded SO_PEERCRED (its uid/gid; from a
+# helper with its pid when that task exited), and this task writes its queue back right
+# after, in the same round. A task's connections of one listener and one round go in
+# accept order.
+struct PendingConnect {
+  embryo @0 :UInt32;
+  round @1 :UInt32;
 }
 
 struct NamespaceFd {
@@ -237,6 +258,9 @@ struct UnixSocketOrder {
   connectTo @3 :Data;           # external: the name to connect to (empty: a dead connection)
   inFlight @4 :Bool;            # held by no task, only passed in a queued message: closed
                                 # here once its messages are written
+  keepPath @5 :Bool;            # a bound-then-unlinked listener whose pending connections
+                                # other tasks connect: it stays at its path (not moved to
+                                # one of its own) until the end of refillQueues
 }
 
 # One queued message to write back: an SkPacketEntry of sk-queues.img, and where its
@@ -269,6 +293,8 @@ struct FdTransfer {
 # Coordinator -> every restorer: enter this phase.
 struct Phase {
   phase @0 :RestorePhase;
+  round @1 :UInt32;             # pendingConnect: which round, 0 .. rounds-1 (else 0)
+  rounds @2 :UInt32;            # pendingConnect: how many (else 1)
 }
 
 # Restorer -> coordinator: this task finished the phase and waits for the next order.
@@ -277,4 +303,5 @@ struct PhaseDone {
   phase @1 :RestorePhase;
   serviceFds @2 :List(Int32);   # the restorer's own fds still open (its channel, its log),
                                 # which issue 4 closes before the task resumes
+  round @3 :UInt32;             # the round of Phase it answers
 }

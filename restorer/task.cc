@@ -167,7 +167,9 @@ int Task::run() {
       return 1;
     }
     current_ = (*msg)->getPhase().getPhase();
-    log_.debug("phase %s", phaseName(current_));
+    round_ = (*msg)->getPhase().getRound();
+    rounds_ = std::max<uint32_t>((*msg)->getPhase().getRounds(), 1);
+    log_.debug("phase %s (round %u of %u)", phaseName(current_), round_ + 1, rounds_);
     auto done = phase(current_);
     if (!done) {
       sendFailure(done.error(), current_);
@@ -181,6 +183,7 @@ int Task::run() {
     auto d = mb.initRoot<proto::Message>().initPhaseDone();
     d.setPid(pid_);
     d.setPhase(current_);
+    d.setRound(round_);
     auto svc = d.initServiceFds(2);
     svc.set(0, start_.control.get());
     svc.set(1, ::fileno(start_.logSink));
@@ -343,6 +346,7 @@ Status Task::phase(RestorePhase p) {
     case RestorePhase::BIND_LISTEN:
     case RestorePhase::CONNECT:
     case RestorePhase::ACCEPT:
+    case RestorePhase::PENDING_CONNECT:
     case RestorePhase::REFILL_QUEUES:
       // Issue 5: the unix socket kind opens its sockets in these phases (firstPhase and
       // WaitFor); no kind of this build asks for them.
@@ -445,6 +449,8 @@ Status Task::openDescriptions(RestorePhase p) {
   // when it ends.
   OpenContext ctx{pid_, p, files_, pipeData_, fifoData_, {}, {}, log_, fdBase_, &homes_, &made_,
                   &inherited_, coordinatorPid_};
+  ctx.round = round_;
+  ctx.rounds = rounds_;
   for (const auto& kind : kinds_) {
     CRPIPE_TRY_CTX(kind->atPhase(ctx), std::string(kind->name()) + "s in " + phaseName(p));
   }
@@ -460,8 +466,8 @@ Status Task::openDescriptions(RestorePhase p) {
       continue;
     }
     auto later = r->phase();
-    if (static_cast<int>(later) <= static_cast<int>(p) ||
-        static_cast<int>(later) > static_cast<int>(RestorePhase::SHARE_FDS)) {
+    if (phaseIndex(later) <= phaseIndex(p) ||
+        phaseIndex(later) > phaseIndex(RestorePhase::SHARE_FDS)) {
       return failMsg(where(id) + ": " + std::string(kind->name()) + " asks to wait for phase " +
                      phaseName(later) + " from phase " + phaseName(p));
     }

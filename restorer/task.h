@@ -70,6 +70,8 @@ class Task {
   std::unique_ptr<StageWriter> writer_;
   pid_t pid_ = 0;
   RestorePhase current_ = RestorePhase::FORK_TREE;
+  uint32_t round_ = 0;  // Phase.round / Phase.rounds: pendingConnect comes in rounds
+  uint32_t rounds_ = 1;
 
   // From the TaskOrder.
   images::PstreeEntry pstree_;

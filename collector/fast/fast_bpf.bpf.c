@@ -47,7 +47,6 @@ struct file {
 struct file___old { struct fown_struct f_owner; } PAI; /* before 6.12: embedded */
 struct fdtable { unsigned long *close_on_exec; } PAI;
 struct files_struct { struct fdtable *fdt; } PAI;
-struct task_struct { struct files_struct *files; int tgid; struct pid *thread_pid; } PAI;
 struct bpf_iter__task_file {
   struct bpf_iter_meta *meta;
   struct task_struct *task;
@@ -100,26 +99,6 @@ struct {
 } fast_skb_rec SEC(".maps"); /* an skb record is too big for the stack with the rest */
 
 __u32 next_file_id = 0;
-
-/* pid_vnr() as the reading task (the collector) sees it: the pid's number in the reader's
- * active pid namespace, 0 if the pid is not visible there. */
-static __always_inline __u32 pid_vnr(struct pid *p) {
-  if (!p) return 0;
-  struct task_struct *cur = (void *)bpf_get_current_task();
-  struct pid *mine = BPF_CORE_READ(cur, thread_pid);
-  if (!mine) return 0;
-  __u32 level = BPF_CORE_READ(mine, level), plevel = BPF_CORE_READ(p, level);
-  if (plevel < level || level > 32) return 0;
-  __u64 off = bpf_core_field_offset(struct pid, numbers);
-  __u64 usz = bpf_core_type_size(struct upid);
-  __u64 nr_off = bpf_core_field_offset(struct upid, nr), ns_off = bpf_core_field_offset(struct upid, ns);
-  __u64 my_ns = rd64((char *)mine + off + level * usz + ns_off);
-  __u64 p_ns = rd64((char *)p + off + level * usz + ns_off);
-  if (!my_ns || my_ns != p_ns) return 0;
-  int nr = 0;
-  bpf_probe_read_kernel(&nr, sizeof(nr), (char *)p + off + level * usz + nr_off);
-  return (__u32)nr;
-}
 
 /* ---- unix sockets -------------------------------------------------------------------- */
 

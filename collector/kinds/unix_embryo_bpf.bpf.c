@@ -111,13 +111,21 @@ static __always_inline long next_embryo(struct walk *w) {
   if (w->embryo_idx < w->cur_embryo) return 0;
   struct sock *embryo = (void *)rd64(&next->sk);
   if (!embryo) return fail(w, CRP_ERR_READ, 2);
-  if (!room(w, REC)) return more(w, 0); /* unreachable at a pass start, so no livelock */
+  if (!room(w, 2 * REC)) return more(w, 0); /* unreachable at a pass start: no livelock */
   struct unix_sock *uembryo = (void *)embryo;
   struct sock *peer = BPF_CORE_READ(uembryo, peer);
   __u32 peer_ino = peer ? sock_ino(peer) : 0;
   __u32 shutdown = BPF_CORE_READ_BITFIELD_PROBED(embryo, sk_shutdown);
   __u32 qlen = BPF_CORE_READ(embryo, sk_receive_queue.qlen);
   put(w, CRP_REC_EMBRYO, sock_ino(embryo), peer_ino, shutdown, qlen, 0, 0);
+  /* What SO_PEERCRED of the accepted socket will say: connect() stamped the embryo with the
+   * connecting task's tgid and credentials (init_peercred). No fd reads it before accept. */
+  struct pid *ppid = BPF_CORE_READ(embryo, sk_peer_pid);
+  const struct cred *pcred = BPF_CORE_READ(embryo, sk_peer_cred);
+  __u32 has = ppid ? 1 : 0;
+  __u32 puid = pcred ? BPF_CORE_READ(pcred, euid.val) : (__u32)-1;
+  __u32 pgid = pcred ? BPF_CORE_READ(pcred, egid.val) : (__u32)-1;
+  put(w, CRP_REC_PEERCRED, has, pid_vnr(ppid), puid, pgid, 0, 0);
   w->embryo = (__u64)embryo;
   w->eq_head = (__u64)&embryo->sk_receive_queue;
   w->eskb = 0;

@@ -22,6 +22,8 @@ enum crp_emb_rec_type {
   CRP_REC_END = 5,    /* listener done; arg[0] = number of embryos */
   CRP_REC_ERROR = 6,  /* arg[0] = CRP_ERR_*, arg[1] = detail */
   CRP_REC_CALIB = 7,  /* calibration pass result; arg[0] = CRP_CALIB_* */
+  CRP_REC_PEERCRED = 8, /* right after each EMBRYO: arg: 1 if the embryo has a peer pid, that
+                         * pid (as the collector's pid namespace sees it), euid, egid */
 };
 
 enum crp_emb_msg_flags {

@@ -218,6 +218,16 @@ Status applyPass(std::string_view out, Collected& c, std::set<uint32_t>& seen) {
         e.shutdown = static_cast<uint8_t>(r.arg[2]);
         break;
       }
+      case CRP_REC_PEERCRED: {
+        if (q == c.queues.end()) {
+          return failMsg(where + ": credentials before its connection record");
+        }
+        q->second.hasPeerCred = r.arg[0] != 0;
+        q->second.peerPid = r.arg[1];
+        q->second.peerUid = r.arg[2];
+        q->second.peerGid = r.arg[3];
+        break;
+      }
       case CRP_REC_MSG:
       case CRP_REC_DATA: {
         if (q == c.queues.end()) {

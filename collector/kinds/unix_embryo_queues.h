@@ -31,6 +31,11 @@ struct EmbryoQueue {
   uint32_t acceptIndex = 0;  // position in the accept queue: 0 is what accept() returns first
   uint8_t shutdown = 0;      // the embryo's sk_shutdown (RCV_SHUTDOWN 1 | SEND_SHUTDOWN 2):
                              // 3 when the client closed, so the reader will see EOF
+  // Who connected: the embryo's sk_peer_pid and sk_peer_cred, which SO_PEERCRED of the
+  // accepted socket will report (pid as the collector's pid namespace sees it, 0 if not
+  // visible there; effective uid/gid, initial user namespace values).
+  bool hasPeerCred = false;
+  uint32_t peerPid = 0, peerUid = 0, peerGid = 0;
   std::vector<EmbryoMessage> messages;  // in queue order
 };
 

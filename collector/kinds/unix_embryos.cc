@@ -60,6 +60,14 @@ Status UnixSocketKind::recordEmbryoQueues(DumpContext& ctx) {
         return failMsg(what + ": its client is ino " + std::to_string(q.peerIno) +
                        " now, ino " + std::to_string(e.peer()) + " before; dump again");
       }
+      if (q.hasPeerCred && q.peerPid != 0) {
+        // What SO_PEERCRED of the accepted socket will say: the restore connects the client
+        // from that task (or a helper with its pid) and with those ids.
+        auto* c = e.mutable_crpipe()->mutable_peercred();
+        c->set_pid(q.peerPid);
+        c->set_uid(q.peerUid);
+        c->set_gid(q.peerGid);
+      }
       for (const EmbryoMessage& m : q.messages) {
         if (m.hasRights) {
           return failMsg(what + " has " + std::to_string(m.rightsCount) +

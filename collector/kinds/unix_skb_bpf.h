@@ -33,6 +33,8 @@ struct crp_kid { __u32 val; }; /* kuid_t / kgid_t */
 struct upid { int nr; void *ns; } PAI;
 struct pid { unsigned int level; struct upid numbers[1]; } PAI;
 struct cred { struct crp_kid euid; struct crp_kid egid; } PAI;
+struct files_struct;
+struct task_struct { struct files_struct *files; int tgid; struct pid *thread_pid; } PAI;
 struct sock {
   struct sock_common __sk_common;
   struct sk_buff_head sk_receive_queue;
@@ -95,6 +97,26 @@ static __always_inline __u64 rd64(const void *p) {
   __u64 v = 0;
   bpf_probe_read_kernel(&v, sizeof(v), p);
   return v;
+}
+
+/* pid_vnr() as the reading task (the collector) sees it: the pid's number in the reader's
+ * active pid namespace, 0 if the pid is not visible there. */
+static __always_inline __u32 pid_vnr(struct pid *p) {
+  if (!p) return 0;
+  struct task_struct *cur = (void *)bpf_get_current_task();
+  struct pid *mine = BPF_CORE_READ(cur, thread_pid);
+  if (!mine) return 0;
+  __u32 level = BPF_CORE_READ(mine, level), plevel = BPF_CORE_READ(p, level);
+  if (plevel < level || level > 32) return 0;
+  __u64 off = bpf_core_field_offset(struct pid, numbers);
+  __u64 usz = bpf_core_type_size(struct upid);
+  __u64 nr_off = bpf_core_field_offset(struct upid, nr), ns_off = bpf_core_field_offset(struct upid, ns);
+  __u64 my_ns = rd64((char *)mine + off + level * usz + ns_off);
+  __u64 p_ns = rd64((char *)p + off + level * usz + ns_off);
+  if (!my_ns || my_ns != p_ns) return 0;
+  int nr = 0;
+  bpf_probe_read_kernel(&nr, sizeof(nr), (char *)p + off + level * usz + nr_off);
+  return (__u32)nr;
 }
 
 /* sock_i_ino(): the inode of sk->sk_socket, 0 for a sock without one (an embryo before

@@ -68,6 +68,9 @@ struct OpenContext {
   // --inherit-fd: file id -> the coordinator's fd number that stands for it.
   const std::map<uint32_t, int>* inherited = nullptr;
   pid_t coordinatorPid = 0;
+  // A phase that comes in rounds (pendingConnect): which one, of how many.
+  uint32_t round = 0;
+  uint32_t rounds = 1;
 };
 
 // One kind of file on the restore side, the mirror of collector/kinds/. An opener creates
@@ -102,7 +105,10 @@ class RestoreKind {
 
   // The kind's own work in phase ctx.phase (bindListen .. shareFds), for all of its
   // descriptions at once (the unix sockets of a task are made, connected and refilled
-  // together): called once per phase, before that phase's open() calls.
+  // together): called once per phase (and once per round of a phase that comes in rounds,
+  // ctx.round: pendingConnect), before that phase's open() calls, also in a task where
+  // none of the kind's descriptions waits for it (a task may connect the client of a
+  // pending connection it closed before the dump, and hold no socket at all).
   virtual Status atPhase(OpenContext&) { return {}; }
 
   // Creates the description of `e` with its flags, position, owner and data. A kind may

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <linux/sched.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -136,6 +137,55 @@ Result<std::vector<int>> PeerCreds::inHelper(const images::UcredEntry& cred, con
   std::vector<int> fds((in.size() - 1) / sizeof(int));
   std::memcpy(fds.data(), in.data() + 1, fds.size() * sizeof(int));
   return fds;
+}
+
+Result<std::optional<PidHold>> PidHold::ifFree(pid_t pid) {
+  if (pid <= 0 || ::kill(pid, 0) == 0 || errno != ESRCH) {
+    return std::optional<PidHold>();
+  }
+  // Shared fd table: neither side closes the pipe before the holder is reaped, and the
+  // holder's read ends when this side closes the write end.
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC) != 0) {
+    return failSys("pipe2 for the holder of pid " + std::to_string(pid));
+  }
+  UniqueFd rd(p[0]), wr(p[1]);
+  const pid_t parent = ::getpid();
+  pid_t tid = pid;
+  clone_args args{};
+  args.flags = CLONE_FILES;
+  args.exit_signal = SIGCHLD;
+  args.set_tid = reinterpret_cast<uint64_t>(&tid);
+  args.set_tid_size = 1;
+  const long child = clone3WithPid(args);
+  if (child < 0) {
+    if (errno == EEXIST) {
+      return std::optional<PidHold>();  // taken since: it exists, which is all that counts
+    }
+    return failSys("clone3 a holder of pid " + std::to_string(pid));
+  }
+  if (child == 0) {
+    // The shared fd table keeps the write end open while the holder lives: should this
+    // task die first, nothing would end the read.
+    if (::prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || ::getppid() != parent) {
+      ::_exit(1);
+    }
+    char c;
+    while (::read(rd.get(), &c, 1) < 0 && errno == EINTR) {
+    }
+    ::_exit(0);
+  }
+  return std::optional<PidHold>(PidHold(static_cast<pid_t>(child), std::move(wr), std::move(rd)));
+}
+
+PidHold::~PidHold() {
+  if (child_ <= 0) {
+    return;
+  }
+  release_.reset();
+  while (::waitpid(child_, nullptr, 0) < 0 && errno == EINTR) {
+  }
+  wait_.reset();
 }
 
 }  // namespace crpipe::restorer

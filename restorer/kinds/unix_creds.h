@@ -3,10 +3,13 @@
 #include <unistd.h>
 
 #include <functional>
+#include <optional>
+#include <utility>
 #include <vector>
 
 #include "common/log.h"
 #include "common/result.h"
+#include "common/unique_fd.h"
 #include "protos/sk_unix.pb.h"
 
 namespace crpipe::restorer {
@@ -40,6 +43,31 @@ class PeerCreds {
   pid_t self_;
   uid_t euid_;
   gid_t egid_;
+};
+
+// Keeps a pid that no task has taken while it lives: a child cloned with that pid (clone3
+// set_tid) that does nothing but wait for its release, then exits and is reaped. Root may
+// name any pid that exists in SCM_CREDENTIALS, and the kernel refuses one that does not
+// (ESRCH): queued messages of a sender that exited before the dump are written while such
+// a holder stands in for it, and keep naming that pid afterwards, as the originals did.
+// The holder shares the fd table (CLONE_FILES), so it holds no copies of this task's fds.
+class PidHold {
+ public:
+  // A holder of `pid`, or none when the pid is taken (it exists: nothing to hold).
+  static Result<std::optional<PidHold>> ifFree(pid_t pid);
+  PidHold(PidHold&& o) noexcept
+      : child_(std::exchange(o.child_, 0)),
+        release_(std::move(o.release_)),
+        wait_(std::move(o.wait_)) {}
+  PidHold& operator=(PidHold&&) = delete;
+  ~PidHold();  // releases the holder and reaps it
+
+ private:
+  PidHold(pid_t child, UniqueFd release, UniqueFd wait)
+      : child_(child), release_(std::move(release)), wait_(std::move(wait)) {}
+  pid_t child_ = 0;
+  UniqueFd release_;  // closing it (the last writer) ends the holder's read
+  UniqueFd wait_;     // the holder's read end, closed once it is reaped
 };
 
 // The recorded SO_PEERCRED of e, or nullptr.

@@ -230,6 +230,11 @@ const images::UnixSkEntry* UnixSocketKind::byIno(uint32_t ino) const {
   return it == inoToId_.end() || ino == 0 ? nullptr : entries_.at(it->second);
 }
 
+bool UnixSocketKind::isPendingConnection(uint32_t id) const {
+  auto it = entries_.find(id);
+  return it != entries_.end() && it->second->crpipe().listener() != 0;
+}
+
 UnixSocketKind::Sock* UnixSocketKind::local(uint32_t id) {
   auto it = socks_.find(id);
   return it == socks_.end() ? nullptr : &it->second;
@@ -243,9 +248,6 @@ Status UnixSocketKind::takeOrder(proto::TaskOrder::Reader order,
       entries_[id] = &fe.usk();
       if (fe.usk().ino() != 0 && (fe.usk().uflags() & 1) == 0) {
         inoToId_[fe.usk().ino()] = id;
-      }
-      if (fe.usk().ino() == 0 && fe.usk().crpipe().listener() != 0) {
-        embryosOf_[fe.usk().crpipe().listener()].push_back(&fe.usk());
       }
     }
   }
@@ -262,7 +264,15 @@ Status UnixSocketKind::takeOrder(proto::TaskOrder::Reader order,
     auto c = u.getConnectTo();
     s.connectTo.assign(reinterpret_cast<const char*>(c.begin()), c.size());
     s.inFlight = u.getInFlight();
+    s.keepPath = u.getKeepPath();
     socks_.emplace(u.getFileId(), std::move(s));
+  }
+  for (auto p : order.getPendingConnects()) {
+    if (!entries_.contains(p.getEmbryo())) {
+      return failMsg("pending connection id " + std::to_string(p.getEmbryo()) +
+                     " is not in the task order");
+    }
+    pendingConnects_.push_back({p.getEmbryo(), p.getRound()});
   }
   for (auto i : order.getInherited()) {
     inherited_[i.getFileId()] = i.getPeer();
@@ -351,7 +361,9 @@ Status UnixSocketKind::mapQueueData() {
 }
 
 Status UnixSocketKind::atPhase(OpenContext& ctx) {
-  if (socks_.empty()) {
+  // A task may connect pending connections and hold no socket of its own (it closed its
+  // client before the dump).
+  if (socks_.empty() && pendingConnects_.empty()) {
     return {};
   }
   fdBase_ = ctx.fdBase;
@@ -359,6 +371,9 @@ Status UnixSocketKind::atPhase(OpenContext& ctx) {
   log_ = &ctx.log;
   creds_ = PeerCreds(log_);
   made_ = ctx.made;
+  if (ctx.phase == RestorePhase::PENDING_CONNECT) {
+    return connectPending(ctx.round);
+  }
   return runPhase(ctx);
 }
 
@@ -518,7 +533,7 @@ Status UnixSocketKind::bindListen(OpenContext&) {
           const size_t before = displaced_.size();
           CRPIPE_TRY(displaceOccupant(e));
           CRPIPE_TRY(bindName(s.fd.get(), e, &madeDirs_[e.id()]));
-          if (temps.contains(nameKey(e))) {
+          if (temps.contains(nameKey(e)) || s.keepPath) {
             return {};
           }
           CRPIPE_TRY(hideDeleted(e));
@@ -641,46 +656,7 @@ Status UnixSocketKind::acceptAll() {
   return {};
 }
 
-Status UnixSocketKind::refill() {
-  // Connections a listener had not accepted: their clients connect in accept order, and
-  // each writes what it had sent. A client that had closed is a temporary socket, closed
-  // after writing (the connection is then shut down both ways, as it was).
-  for (auto& [id, s] : socks_) {
-    const auto& l = *s.e;
-    if (l.state() != TCP_LISTEN) {
-      continue;
-    }
-    auto listed = embryosOf_.find(l.ino());
-    if (listed == embryosOf_.end()) {
-      continue;
-    }
-    std::vector<const images::UnixSkEntry*> embryos = listed->second;
-    std::sort(embryos.begin(), embryos.end(), [](auto* a, auto* b) {
-      return a->crpipe().icon_index() < b->crpipe().icon_index();
-    });
-    for (const auto* em : embryos) {
-      int client = -1;
-      if (const auto* c = byIno(em->peer()); c != nullptr && !em->crpipe().peer_external()) {
-        Sock* cs = local(c->id());
-        if (cs == nullptr || !cs->fd.valid()) {
-          return failMsg(where(l) + ": the client ino " + std::to_string(c->ino()) +
-                         " of a pending connection is made elsewhere");
-        }
-        client = cs->fd.get();
-      } else {
-        auto t = makeSocket(l, static_cast<int>(l.type()));
-        if (!t) {
-          return fail(std::move(t).error().context(where(l)));
-        }
-        client = t->get();
-        closedClients_.push_back(std::move(*t));
-      }
-      CRPIPE_TRY_CTX(atName(l, [&]() { return connectName(client, reach(l), l.name_dir()); }),
-                     where(l) + ": pending connection " + std::to_string(em->crpipe().icon_index()));
-      embryoWriters_[em->id()] = client;
-    }
-  }
-  CRPIPE_TRY(mapQueueData());
+void UnixSocketKind::learnDefaultSendBuffer() {
   if (!queue_.empty() && !budget_.hasDefault()) {
     auto t = newSocket(SOCK_STREAM);
     int v = 0;
@@ -689,18 +665,21 @@ Status UnixSocketKind::refill() {
       budget_.setDefault(static_cast<size_t>(v));
     }
   }
+}
+
+Status UnixSocketKind::refill() {
+  CRPIPE_TRY(mapQueueData());
+  learnDefaultSendBuffer();
   for (const auto& m : queue_) {
-    CRPIPE_TRY(writeMessage(m));
+    if (!isPendingConnection(m.entry.id_for())) {  // written in pendingConnect
+      CRPIPE_TRY(writeMessage(m));
+    }
   }
   dataMaps_.clear();
   for (auto& m : queue_) {
     m.data = {};
   }
   budget_.clear();
-  for (const auto& c : closedClients_) {
-    budget_.forget(c.get());
-  }
-  closedClients_.clear();
   for (auto& [id, s] : socks_) {
     if (s.tempPeer.valid()) {
       budget_.forget(s.tempPeer.get());

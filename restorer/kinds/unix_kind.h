@@ -23,8 +23,10 @@ namespace crpipe::restorer {
 //   connect       clients of connections connect to those temporary listeners, with a tag
 //   accept        accept, tell the connections apart by their tags, close the temporary
 //                 listeners, then bind and listen the listeners that waited
-//   refillQueues  pending (not accepted) connections in accept order, every queued
-//                 message written back by the socket that sent it
+//   pendingConnect  the clients of pending (not accepted) connections this task connects
+//                 (each from the task its embryo's SO_PEERCRED names), in accept order,
+//                 round by round, each writing what it had sent (unix_pending.cc)
+//   refillQueues  every other queued message written back by the socket that sent it
 //   openFiles     datagram sockets connect, options, shutdown, flags, owner
 //   shareFds      (before the hand-over) bound-then-unlinked names are unlinked again,
 //                 renamed socket files moved to their current path
@@ -49,6 +51,13 @@ class UnixSocketKind : public RestoreKind {
     UniqueFd tempPeer;    // halfClosed / dead: the peer that writes the queue, then goes
     bool deferListen = false;  // accepts its established connections before its backlog
     bool inFlight = false;     // only in a queued message: closed once it is written
+    bool keepPath = false;     // deleted listener: stays at its path until the refill
+  };
+  // A connection a listener had not accepted, whose client this task connects in round
+  // `round` of pendingConnect (TaskOrder.pendingConnects).
+  struct PendingConnect {
+    uint32_t embryo = 0;
+    uint32_t round = 0;
   };
   struct Message {
     images::SkPacketEntry entry;
@@ -72,8 +81,13 @@ class UnixSocketKind : public RestoreKind {
   };
   // Maps the data files the queue needs and points each message at its bytes.
   Status mapQueueData();
+  // A new socket's send buffer, once, for budget_ (queued messages to write).
+  void learnDefaultSendBuffer();
 
   Status runPhase(OpenContext& ctx);
+  // pendingConnect, round `round`: this task's clients connect to their listeners, as the
+  // embryo's SO_PEERCRED says, and write what they had sent (unix_pending.cc).
+  Status connectPending(uint32_t round);
   // socket() and socketpair() in the network namespace the socket was dumped in (entered
   // for the call only: a socket keeps the namespace it was created in).
   Result<UniqueFd> makeSocket(const images::UnixSkEntry& e, int type);
@@ -109,6 +123,8 @@ class UnixSocketKind : public RestoreKind {
   // s.fd to its home slot when that is free (placeHome), right when it is made.
   Status home(Sock& s);
   Sock* local(uint32_t id);
+  // An embryo's entry: the server end of a connection its listener had not accepted.
+  bool isPendingConnection(uint32_t id) const;
   Status writeMessage(const Message& m);
   std::string where(const images::UnixSkEntry& e) const;
   // What SO_PEERCRED the clients of the connections accepted at this name (nameKey)
@@ -118,15 +134,13 @@ class UnixSocketKind : public RestoreKind {
   std::map<uint32_t, Sock> socks_;                         // by file id, made here
   std::unordered_map<uint32_t, const images::UnixSkEntry*> entries_;  // every unix entry we know
   std::unordered_map<uint32_t, uint32_t> inoToId_;
-  // Listener ino -> its connections not accepted yet (entries without an inode).
-  std::unordered_map<uint32_t, std::vector<const images::UnixSkEntry*>> embryosOf_;
   std::vector<Message> queue_;
   std::vector<int> dataFiles_;          // the coordinator's fds (TaskOrder.dataFiles)
   std::vector<MappedData> dataMaps_;    // while refill() writes the queues
   SendBudget budget_;                   // the writers' send buffers during refill()
   std::map<std::string, UniqueFd> tempListeners_;          // by name (+ dir)
-  std::map<uint32_t, int> embryoWriters_;                  // embryo id -> client end (owned elsewhere)
-  std::vector<UniqueFd> closedClients_;                    // close after the refill
+  std::vector<PendingConnect> pendingConnects_;            // in accept order per listener
+  std::map<uint32_t, int> embryoWriters_;  // embryo id -> its client, while connectPending writes
   int fdBase_ = 0;
   const std::map<uint32_t, int>* homes_ = nullptr;
   Log* log_ = nullptr;

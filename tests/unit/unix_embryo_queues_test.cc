@@ -112,6 +112,11 @@ TEST(UnixEmbryoQueues, StreamEmbryosAreReadWithoutConsumingThem) {
     EXPECT_EQ((*queues)[i].listenerIno, l.ino());
     EXPECT_EQ((*queues)[i].acceptIndex, i);
     EXPECT_EQ((*queues)[i].embryoIno, 0u);  // no inode before accept()
+    // who connected: what SO_PEERCRED of the accepted socket will say
+    EXPECT_TRUE((*queues)[i].hasPeerCred);
+    EXPECT_EQ((*queues)[i].peerPid, static_cast<uint32_t>(getpid()));
+    EXPECT_EQ((*queues)[i].peerUid, geteuid());
+    EXPECT_EQ((*queues)[i].peerGid, getegid());
   }
   const EmbryoQueue& q1 = (*queues)[0];
   EXPECT_EQ(q1.peerIno, ino1);
@@ -144,6 +149,12 @@ TEST(UnixEmbryoQueues, StreamEmbryosAreReadWithoutConsumingThem) {
   UniqueFd a2(accept4(l.fd.get(), nullptr, nullptr, SOCK_CLOEXEC));
   UniqueFd a3(accept4(l.fd.get(), nullptr, nullptr, SOCK_CLOEXEC));
   ASSERT_TRUE(a1.valid() && a2.valid() && a3.valid());
+  ucred cred{};
+  socklen_t credLen = sizeof(cred);
+  ASSERT_EQ(getsockopt(a1.get(), SOL_SOCKET, SO_PEERCRED, &cred, &credLen), 0);
+  EXPECT_EQ(static_cast<uint32_t>(cred.pid), q1.peerPid);
+  EXPECT_EQ(cred.uid, q1.peerUid);
+  EXPECT_EQ(cred.gid, q1.peerGid);
   EXPECT_EQ(drain(a1.get()), "helloworld");
   EXPECT_EQ(drain(a2.get()), "");
   EXPECT_TRUE(drain(a3.get()) == big);
