@@ -14,7 +14,7 @@ work=$(mktemp -d /dev/shm/crpipe-bench-rs.XXXXXX)
 trap 'rm -rf "$work"; [ -n "${rpid:-}" ] && kill -9 "$rpid" 2>/dev/null; true' EXIT
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-phases=(fork-tree bind-listen connect accept refill-queues open-files share-fds memory resume)
+phases=(fork-tree bind-listen connect accept pending-connect refill-queues open-files share-fds memory resume)
 printf "%8s %10s %10s" sockets "restore ms" "us/socket"
 for p in "${phases[@]}"; do printf " %13s" "$p"; done
 echo " (ms)"
