@@ -670,11 +670,9 @@ void UnixSocketKind::learnDefaultSendBuffer() {
 Status UnixSocketKind::refill() {
   CRPIPE_TRY(mapQueueData());
   learnDefaultSendBuffer();
-  for (const auto& m : queue_) {
-    if (!isPendingConnection(m.entry.id_for())) {  // written in pendingConnect
-      CRPIPE_TRY(writeMessage(m));
-    }
-  }
+  CRPIPE_TRY(writeMessages([this](const Message& m) {
+    return !isPendingConnection(m.entry.id_for());  // those were written in pendingConnect
+  }));
   dataMaps_.clear();
   for (auto& m : queue_) {
     m.data = {};
@@ -703,6 +701,32 @@ Status UnixSocketKind::refill() {
     }
   }
   return unlinkDeleted();
+}
+
+Status UnixSocketKind::writeMessages(const std::function<bool(const Message&)>& which) {
+  // SCM_CREDENTIALS may only name a pid that exists: while the messages of a sender that
+  // exited are written, a holder takes its pid (one per run of messages of one sender).
+  std::optional<PidHold> hold;
+  uint32_t held = 0;
+  for (const auto& m : queue_) {
+    if (!which(m)) {
+      continue;
+    }
+    const uint32_t sender = m.entry.has_ucred() ? m.entry.ucred().pid() : 0;
+    if (sender != held) {
+      hold.reset();
+      auto h = PidHold::ifFree(static_cast<pid_t>(sender));
+      if (!h) {
+        return fail(std::move(h).error());
+      }
+      if (*h) {
+        hold.emplace(std::move(**h));
+      }
+      held = sender;
+    }
+    CRPIPE_TRY(writeMessage(m));
+  }
+  return {};
 }
 
 Status UnixSocketKind::displaceOccupant(const images::UnixSkEntry& e, bool sockets) {

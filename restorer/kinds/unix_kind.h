@@ -126,6 +126,9 @@ class UnixSocketKind : public RestoreKind {
   // An embryo's entry: the server end of a connection its listener had not accepted.
   bool isPendingConnection(uint32_t id) const;
   Status writeMessage(const Message& m);
+  // The messages of queue_ that `which` selects, in queue order, each sender's exited pid
+  // held (PidHold) while its SCM_CREDENTIALS are written.
+  Status writeMessages(const std::function<bool(const Message&)>& which);
   std::string where(const images::UnixSkEntry& e) const;
   // What SO_PEERCRED the clients of the connections accepted at this name (nameKey)
   // reported: the listener's credentials, which listen() sets; nullptr if none is known.

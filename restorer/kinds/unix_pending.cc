@@ -64,32 +64,13 @@ Status UnixSocketKind::connectPending(uint32_t round) {
   }
   // What the clients had sent: nothing else writes to these connections, so it goes now,
   // while the temporary clients are still open. The kernel stamps credentials on all of
-  // it (the embryo had no socket yet), and SCM_CREDENTIALS may only name a pid that
-  // exists: while the messages of a sender that exited are written, a holder takes its
-  // pid (one per run of messages of one sender).
+  // it (the embryo had no socket yet).
   CRPIPE_TRY(mapQueueData());
   learnDefaultSendBuffer();
-  std::optional<PidHold> hold;
-  uint32_t held = 0;
-  for (const auto& m : queue_) {
-    if (!embryoWriters_.contains(m.entry.id_for())) {
-      continue;
-    }
-    const uint32_t sender = m.entry.has_ucred() ? m.entry.ucred().pid() : 0;
-    if (sender != held) {
-      hold.reset();
-      auto h = PidHold::ifFree(static_cast<pid_t>(sender));
-      if (!h) {
-        return fail(std::move(h).error().context("a queued message of a pending connection"));
-      }
-      if (*h) {
-        hold.emplace(std::move(**h));
-      }
-      held = sender;
-    }
-    CRPIPE_TRY(writeMessage(m));
-  }
-  hold.reset();
+  CRPIPE_TRY_CTX(writeMessages([this](const Message& m) {
+                   return embryoWriters_.contains(m.entry.id_for());
+                 }),
+                 "a queued message of a pending connection");
   budget_.clear();
   for (const auto& c : closed) {
     budget_.forget(c.get());

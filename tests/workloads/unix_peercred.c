@@ -3,6 +3,9 @@
  * - A child with uid 1001/gid 1002 makes a stream and a datagram socketpair, passes all
  *   four ends to the parent (SCM_RIGHTS) and exits: every end reports that exited child's
  *   pid, 1001 and 1002.
+ *   Before it exits it also sends a datagram to a socket of the parent's with SO_PASSCRED:
+ *   the datagram's SCM_CREDENTIALS name that exited child, which must come back as they
+ *   were (a pid that no task has any more).
  * - A second child, uid 2001/gid 2002, listens on a path; the parent (root) connects; the
  *   child accepts: the parent's end reports the child (2001/2002), the child's accepted end
  *   the parent (0/0). The child stays alive and checks its end after restore. */
@@ -68,6 +71,10 @@ int main(int argc, char** argv) {
   const char* path = argv[1];
   int ch[2];
   WL_MUST(socketpair(AF_UNIX, SOCK_STREAM, 0, ch) == 0);
+  int cr[2];  /* cr[1] receives the exiting child's credentials */
+  WL_MUST(socketpair(AF_UNIX, SOCK_DGRAM, 0, cr) == 0);
+  int on = 1;
+  WL_MUST(setsockopt(cr[1], SOL_SOCKET, SO_PASSCRED, &on, sizeof(on)) == 0);
 
   /* The pair maker that exits. */
   pid_t maker = fork();
@@ -78,6 +85,7 @@ int main(int argc, char** argv) {
     WL_MUST(socketpair(AF_UNIX, SOCK_STREAM, 0, st) == 0);
     WL_MUST(socketpair(AF_UNIX, SOCK_DGRAM, 0, dg) == 0);
     WL_MUST(send(st[0], "pair", 4, 0) == 4);
+    WL_MUST(send(cr[0], "cred", 4, 0) == 4);
     int fds[4] = {st[0], st[1], dg[0], dg[1]};
     send_fds(ch[1], fds, 4);
     _exit(0);
@@ -132,6 +140,27 @@ int main(int argc, char** argv) {
   char buf[8] = {0};
   WL_CHECK(recv(pf[1], buf, sizeof(buf), MSG_DONTWAIT) == 4 && memcmp(buf, "pair", 4) == 0,
            "the stream pair lost its data");
+  {
+    char d[8] = {0};
+    struct iovec iov = {d, sizeof(d)};
+    char ctl[CMSG_SPACE(sizeof(struct ucred))];
+    struct msghdr mh = {0};
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = ctl;
+    mh.msg_controllen = sizeof(ctl);
+    WL_CHECK(recvmsg(cr[1], &mh, MSG_DONTWAIT) == 4 && memcmp(d, "cred", 4) == 0,
+             "the credentialed datagram was lost");
+    struct cmsghdr* c = CMSG_FIRSTHDR(&mh);
+    WL_CHECK(c != NULL && c->cmsg_type == SCM_CREDENTIALS, "no SCM_CREDENTIALS on the datagram");
+    if (c != NULL && c->cmsg_type == SCM_CREDENTIALS) {
+      struct ucred u;
+      memcpy(&u, CMSG_DATA(c), sizeof(u));
+      WL_CHECK(u.pid == maker && u.uid == 1001 && u.gid == 1002,
+               "SCM_CREDENTIALS pid %d uid %u gid %u, want %d 1001 1002", u.pid, u.uid, u.gid,
+               maker);
+    }
+  }
   kill(server, SIGUSR1);
   int status = 0;
   WL_CHECK(waitpid(server, &status, 0) == server && WIFEXITED(status) && WEXITSTATUS(status) == 0,
