@@ -168,9 +168,12 @@ def test_zombie_refused():
 def test_missing_root_refused():
     img = tempfile.mkdtemp(prefix="crpipe-noroot-")
     try:
-        # A pid that does not exist: the highest one allowed is never taken here.
+        # A pid that does not exist: the highest one allowed that /proc does not list (pids
+        # wrap around on a machine that has run long).
         with open("/proc/sys/kernel/pid_max") as f:
             pid = int(f.read()) - 1
+        while os.path.exists(f"/proc/{pid}"):
+            pid -= 1
         rc, _, err = crpipe("run", "dump", "-t", pid, "-D", img)
         check(rc != 0 and f"pid {pid} does not exist" in err, f"missing root: {err}")
     finally:
