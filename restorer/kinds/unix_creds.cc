@@ -18,6 +18,17 @@ namespace crpipe::restorer {
 
 namespace {
 
+// A fork with pid `tid` (clone3 set_tid) whose child shares this task's fd table, so that
+// sockets it makes or connects are this task's: returns like fork(), twice.
+long cloneWithFiles(pid_t& tid) {
+  clone_args args{};
+  args.flags = CLONE_FILES;
+  args.exit_signal = SIGCHLD;
+  args.set_tid = reinterpret_cast<uint64_t>(&tid);
+  args.set_tid_size = 1;
+  return clone3WithPid(args);
+}
+
 // The effective ids only (real and saved stay the restorer's, root's): raw syscalls, the
 // restorer is single-threaded and glibc's set*id would signal every thread.
 Status setEffective(uid_t uid, gid_t gid) {
@@ -83,12 +94,7 @@ Result<std::vector<int>> PeerCreds::inHelper(const images::UcredEntry& cred, con
   }
   UniqueFd rd(p[0]), wr(p[1]);
   pid_t tid = static_cast<pid_t>(cred.pid());
-  clone_args args{};
-  args.flags = CLONE_FILES;
-  args.exit_signal = SIGCHLD;
-  args.set_tid = reinterpret_cast<uint64_t>(&tid);
-  args.set_tid_size = 1;
-  const long child = clone3WithPid(args);
+  const long child = cloneWithFiles(tid);
   if (child < 0) {
     // Taken after all (a task that appeared since): keep this task's pid.
     log_->debug("pid %d for SO_PEERCRED is not free (%s); the call keeps pid %d", tid,
@@ -152,12 +158,7 @@ Result<std::optional<PidHold>> PidHold::ifFree(pid_t pid) {
   UniqueFd rd(p[0]), wr(p[1]);
   const pid_t parent = ::getpid();
   pid_t tid = pid;
-  clone_args args{};
-  args.flags = CLONE_FILES;
-  args.exit_signal = SIGCHLD;
-  args.set_tid = reinterpret_cast<uint64_t>(&tid);
-  args.set_tid_size = 1;
-  const long child = clone3WithPid(args);
+  const long child = cloneWithFiles(tid);
   if (child < 0) {
     if (errno == EEXIST) {
       return std::optional<PidHold>();  // taken since: it exists, which is all that counts
