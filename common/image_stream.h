@@ -41,6 +41,8 @@ class ImageEmitter {
   Status pages(uint32_t image, std::string_view data, bool lend = false);
   uint64_t streamBytes() const { return out_.bytesWritten(); }
   Result<uint64_t> consumedUpTo() { return out_.consumedUpTo(); }
+  // What the stream's pipe holds (F_GETPIPE_SZ); 0 where the stream is not a pipe.
+  size_t pipeCapacity() const { return out_.pipeCapacity(); }
   // Convenience: entry into the named image.
   Status entryTo(const std::string& fileName, const google::protobuf::MessageLite& msg);
   // Sends every chunk gathered so far.

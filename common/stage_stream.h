@@ -89,12 +89,15 @@ class StageWriter {
   Result<uint64_t> consumedUpTo();
   Status flush();
   uint64_t bytesWritten() const { return bytes_; }
+  // What the pipe holds (F_GETPIPE_SZ, read once); 0 where the fd is not a pipe.
+  size_t pipeCapacity() const { return pipeCapacity_; }
 
  private:
   std::unique_ptr<kj::FdOutputStream> raw_;
   std::unique_ptr<kj::BufferedOutputStreamWrapper> buffered_;
   uint64_t bytes_ = 0;
   bool pipe_ = false;  // the fd is a pipe: payloads may be lent to it (vmsplice)
+  size_t pipeCapacity_ = 0;
 };
 
 // Gives a stream fd room for a few page batches in flight, so that a writer and its

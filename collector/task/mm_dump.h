@@ -24,7 +24,7 @@ struct MmDumpState {
   uint64_t pagesDumped = 0;
   std::vector<uint64_t> pagemapBuf;  // /proc/PID/pagemap entries, reused for every mapping
 
-  explicit MmDumpState(TaskFiles& f) : files(f) {}
+  MmDumpState(TaskFiles& f, size_t batchBytes) : files(f), buffer(batchBytes) {}
 };
 
 // The frame number of the kernel's shared zero page, which a read fault maps into private

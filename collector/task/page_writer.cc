@@ -3,6 +3,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstdio>
 #include <thread>
@@ -36,16 +37,28 @@ struct PageWriter::Buffer::Pending {
   std::jthread thread;  // last: joined first when the batch goes, before what it writes
 };
 
-PageWriter::Buffer::Buffer() = default;
+PageWriter::Buffer::Buffer(size_t batch) : batchBytes(batch) {}
+
+size_t PageWriter::batchBytesFor(const ImageEmitter& out) {
+  size_t pipe = out.pipeCapacity();
+  if (pipe == 0) {
+    return kMaxBatchBytes;
+  }
+  return std::clamp<size_t>(2 * pipe, 1 << 20, kMaxBatchBytes);
+}
 PageWriter::Buffer::~Buffer() = default;
 
 PageWriter::Slot::~Slot() {
   if (data_ != nullptr) {
-    ::munmap(data_, kBatchBytes);
+    ::munmap(data_, size_);
   }
 }
 
-Result<char*> PageWriter::Slot::take(ImageEmitter& out) {
+Result<char*> PageWriter::Slot::take(ImageEmitter& out, size_t bytes) {
+  if (data_ != nullptr && size_ < bytes) {
+    ::munmap(data_, size_);  // a larger batch than before (never in a dump: one size)
+    data_ = nullptr;
+  }
   if (data_ != nullptr && lentUntil != 0) {
     auto read = out.consumedUpTo();
     if (!read) {
@@ -53,7 +66,7 @@ Result<char*> PageWriter::Slot::take(ImageEmitter& out) {
     }
     if (*read < lentUntil) {
       // Still in the pipe: its pages stay the pipe's (munmap leaves them to it).
-      ::munmap(data_, kBatchBytes);
+      ::munmap(data_, size_);
       data_ = nullptr;
     }
   }
@@ -61,12 +74,12 @@ Result<char*> PageWriter::Slot::take(ImageEmitter& out) {
   if (data_ == nullptr) {
     // Shared (shmem) pages: a page that was lent and is read into again is written in
     // place; a private anonymous page would be copied on that write, every batch.
-    void* p = ::mmap(nullptr, kBatchBytes, PROT_READ | PROT_WRITE,
-                     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) {
       return failSys("mmap a page batch buffer");
     }
     data_ = static_cast<char*>(p);
+    size_ = bytes;
   }
   return data_;
 }
@@ -147,14 +160,14 @@ Status PageWriter::addRemote(pid_t pid, uint64_t vaddr, uint64_t nPages) {
   CRPIPE_TRY(entry(vaddr, nPages));
   uint64_t len = nPages * kPageSize;
   while (len > 0) {
-    size_t room = kBatchBytes - queuedBytes_;
+    size_t room = buf_->batchBytes - queuedBytes_;
     size_t take = static_cast<size_t>(std::min<uint64_t>(len, room));
     queued_.push_back({reinterpret_cast<void*>(vaddr), take});
     queuedBytes_ += take;
     vaddr += take;
     len -= take;
     // Full buffer, or as many ranges as a few process_vm_readv calls take.
-    if (queuedBytes_ == kBatchBytes || queued_.size() >= 8 * IOV_MAX) {
+    if (queuedBytes_ == buf_->batchBytes || queued_.size() >= 8 * IOV_MAX) {
       CRPIPE_TRY(flush());
     }
   }
@@ -177,7 +190,7 @@ Status PageWriter::flush() {
   queued_.clear();
   queuedBytes_ = 0;
   Buffer::Pending* j = job.get();
-  auto room = buf_->slots[j->slot].take(*out_);
+  auto room = buf_->slots[j->slot].take(*out_, buf_->batchBytes);
   if (!room) {
     return fail(std::move(room).error());
   }
@@ -196,13 +209,13 @@ Status PageWriter::addFromFd(int fd, uint64_t offset, uint64_t vaddr, uint64_t n
   CRPIPE_TRY(buf_->drain());
   CRPIPE_TRY(entry(vaddr, nPages));
   uint64_t len = nPages * kPageSize;
-  auto room = buf_->slots[0].take(*out_);
+  auto room = buf_->slots[0].take(*out_, buf_->batchBytes);
   if (!room) {
     return fail(std::move(room).error());
   }
   char* dst = *room;
   while (len > 0) {
-    size_t take = static_cast<size_t>(std::min<uint64_t>(len, kBatchBytes));
+    size_t take = static_cast<size_t>(std::min<uint64_t>(len, buf_->batchBytes));
     size_t got = 0;
     while (got < take) {
       ssize_t r = ::pread(fd, dst + got, take - got, static_cast<off_t>(offset + got));

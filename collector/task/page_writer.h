@@ -17,7 +17,7 @@ inline constexpr uint64_t kPageSize = 4096;
 
 // Writes one pagemap image (pagemap-PID.img or pagemap-shmem-SHMID.img) and its pages-N.img.
 // Each run of pages becomes one PagemapEntry at once; the contents follow in pages-N.img in
-// the same order, read in large batches: up to IOV_MAX ranges and kBatchBytes per
+// the same order, read in large batches: up to IOV_MAX ranges and Buffer::batchBytes per
 // process_vm_readv, each batch one ImagePages message. A batch is read on a thread of its
 // own while the collector writes the batch before it to the stream (or goes on with the
 // next process's state), so the read and the write overlap.
@@ -31,21 +31,22 @@ class PageWriter {
     Slot(const Slot&) = delete;
     Slot& operator=(const Slot&) = delete;
     ~Slot();
-    // Room for kBatchBytes that nothing else holds: pages still lent to the stream pipe
+    // Room for `bytes` that nothing else holds: pages still lent to the stream pipe
     // (the reader has not taken them yet) are left to it and the slot gets new ones.
-    Result<char*> take(ImageEmitter& out);
+    Result<char*> take(ImageEmitter& out, size_t bytes);
     char* data() const { return data_; }
     uint64_t lentUntil = 0;  // stream bytes at the end of its last lent batch; 0: none
 
    private:
     char* data_ = nullptr;
+    size_t size_ = 0;
   };
-  // The buffers and the batch in flight, shared by every PageWriter of a dump: three 8 MiB
+  // The buffers and the batch in flight, shared by every PageWriter of a dump: three
   // slots, one being read into while another is written out and the third may still be in
   // the stream pipe.
   struct Buffer {
     struct Pending;
-    Buffer();
+    explicit Buffer(size_t batch = kMaxBatchBytes);
     ~Buffer();
     Buffer(const Buffer&) = delete;
     Buffer& operator=(const Buffer&) = delete;
@@ -53,11 +54,16 @@ class PageWriter {
     // image are written another way.
     Status drain();
 
+    const size_t batchBytes;
     Slot slots[3];
     int nextSlot = 0;
     std::unique_ptr<Pending> pending;
   };
-  static constexpr size_t kBatchBytes = 8 << 20;
+  static constexpr size_t kMaxBatchBytes = 8 << 20;
+  // The batch size for a stream: twice what its pipe holds (1 to 8 MiB), so that a batch
+  // is read while the one before drains from the pipe, and the slots' pages (touched once,
+  // then reused) stay few; 8 MiB where the stream is not a pipe.
+  static size_t batchBytesFor(const ImageEmitter& out);
 
   static Result<PageWriter> open(ImageEmitter& out, Buffer& buf, const std::string& pagemapName,
                                  uint32_t pagesId);

@@ -107,7 +107,7 @@ Status collectTaskState(DumpContext& ctx, const FrozenTree& tree, ProgressSink& 
   auto t0 = std::chrono::steady_clock::now();
   TaskFiles files;
   KobjIds kobj;
-  MmDumpState mm(files);
+  MmDumpState mm(files, PageWriter::batchBytesFor(ctx.out));
   mm.zeroPfn = findZeroPfn();
   uint64_t done = 0;
   const uint64_t total = tree.processes().size();

@@ -40,7 +40,7 @@ TEST(PageLend, ABufferStillInThePipeGetsNewPages) {
   auto img = out.image("pages-1.img");
   ASSERT_TRUE(img);
   PageWriter::Slot slot;
-  auto a = slot.take(out);
+  auto a = slot.take(out, 1 << 20);
   ASSERT_TRUE(a);
   const size_t len = 128 << 10;  // fits the pipe: nobody reads it yet
   std::memset(*a, 'A', len);
@@ -48,7 +48,7 @@ TEST(PageLend, ABufferStillInThePipeGetsNewPages) {
   slot.lentUntil = out.streamBytes();
   // Not read yet: taking the slot again must not hand out the lent pages (new pages, at
   // whatever address: zeroes, not the A's).
-  auto b = slot.take(out);
+  auto b = slot.take(out, 1 << 20);
   ASSERT_TRUE(b);
   EXPECT_EQ((*b)[0], '\0');
   std::memset(*b, 'B', len);
@@ -63,9 +63,34 @@ TEST(PageLend, ABufferStillInThePipeGetsNewPages) {
   ASSERT_EQ(::read(s.reader.get(), again.data(), again.size()),
             static_cast<ssize_t>(again.size()));
   EXPECT_EQ(again.substr(again.size() - len), std::string(len, 'B'));
-  auto c = slot.take(out);
+  auto c = slot.take(out, 1 << 20);
   ASSERT_TRUE(c);
   EXPECT_EQ((*c)[0], 'B') << "a buffer the reader has taken keeps its pages";
+}
+
+TEST(PageLend, BatchesAreTwiceThePipe) {
+  PipeStream s;
+  ASSERT_GE(::fcntl(s.writer.get(), F_SETPIPE_SZ, 1 << 20), 0);
+  {
+    StageWriter w(s.writer.get());
+    ImageEmitter out(w);
+    EXPECT_EQ(out.pipeCapacity(), size_t{1} << 20);
+    EXPECT_EQ(PageWriter::batchBytesFor(out), size_t{2} << 20);
+  }
+  ASSERT_GE(::fcntl(s.writer.get(), F_SETPIPE_SZ, 64 << 10), 0);
+  {
+    StageWriter w(s.writer.get());
+    ImageEmitter out(w);
+    EXPECT_EQ(PageWriter::batchBytesFor(out), size_t{1} << 20) << "at least 1 MiB";
+  }
+  char path[] = "/tmp/crpipe-page-lend-XXXXXX";
+  UniqueFd file(::mkstemp(path));
+  ASSERT_TRUE(file.valid());
+  ::unlink(path);
+  StageWriter w(file.get());
+  ImageEmitter out(w);
+  EXPECT_EQ(out.pipeCapacity(), 0u);
+  EXPECT_EQ(PageWriter::batchBytesFor(out), PageWriter::kMaxBatchBytes) << "a file: no pipe";
 }
 
 }  // namespace
