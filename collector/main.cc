@@ -31,7 +31,10 @@ constexpr const char* kUsage =
     "  -v N                    verbosity 0..4 (default 2)\n"
     "      --log FILE          log to FILE instead of stderr\n"
     "      --bpf               read fds and unix sockets through the BPF fast path\n"
-    "      --no-bpf            read every fd with syscalls (the default)\n";
+    "      --no-bpf            read every fd with syscalls (the default)\n"
+    "      --page-refs         name pages instead of sending them: the serializer beside\n"
+    "                          this collector reads them from the frozen tree (set by\n"
+    "                          crpipe run dump -D; the tree waits frozen for the verdict)\n";
 
 struct Args {
   DumpOptions dump;
@@ -44,7 +47,7 @@ struct Args {
 };
 
 bool parseArgs(int argc, char** argv, Args& a) {
-  enum { kOut = 256, kOutFd, kControlFd, kExtUnixSk, kExternal, kLog, kNoBpf, kBpf };
+  enum { kOut = 256, kOutFd, kControlFd, kExtUnixSk, kExternal, kLog, kNoBpf, kBpf, kPageRefs };
   static const option longOpts[] = {
       {"tree", required_argument, nullptr, 't'},
       {"out", required_argument, nullptr, kOut},
@@ -56,6 +59,7 @@ bool parseArgs(int argc, char** argv, Args& a) {
       {"log", required_argument, nullptr, kLog},
       {"no-bpf", no_argument, nullptr, kNoBpf},
       {"bpf", no_argument, nullptr, kBpf},
+      {"page-refs", no_argument, nullptr, kPageRefs},
       {"help", no_argument, nullptr, 'h'},
       {nullptr, 0, nullptr, 0},
   };
@@ -99,6 +103,9 @@ bool parseArgs(int argc, char** argv, Args& a) {
       case kBpf:
         a.dump.useBpf = true;
         break;
+      case kPageRefs:
+        a.dump.pageRefs = true;
+        break;
       case 'h':
         fputs(kUsage, stdout);
         exit(0);
@@ -107,6 +114,11 @@ bool parseArgs(int argc, char** argv, Args& a) {
     }
   }
   if (a.dump.root <= 0 || (a.out.empty() && a.outFd < 0)) {
+    return false;
+  }
+  if (a.dump.pageRefs && a.controlFd < 0) {
+    fputs("crpipe-collector: --page-refs needs --control-fd: the tree must stay frozen until "
+          "the serializer has read its pages\n", stderr);
     return false;
   }
   return true;
@@ -199,7 +211,8 @@ int main(int argc, char** argv) {
       outIsFile = true;
     }
   }
-  // Page batches are 8 MiB: room for most of one in flight.
+  // Room for a page batch in flight (a pipe holds at most 1 MiB without CAP_SYS_RESOURCE;
+  // batches are twice what it holds).
   widenStreamBuffer(outFd, 8 << 20);
   StageWriter data(outFd);
   ControlSender control(a.controlFd, log);
@@ -219,9 +232,10 @@ int main(int argc, char** argv) {
     control.failure(st.error());
     return 1;  // the tree is released by its destructor
   }
-  if (a.leaveRunning) {
+  if (a.leaveRunning && !a.dump.pageRefs) {
     // Nothing will kill this tree, so it need not wait frozen for the images to be
-    // committed: the stream is complete, release it now.
+    // committed: the stream is complete, release it now. (With --page-refs the serializer
+    // is still reading its memory: it waits frozen for the verdict like any other.)
     log.info("stream complete; the tree goes on running");
     tree->release();
     hold.drop();
@@ -245,7 +259,7 @@ int main(int argc, char** argv) {
     }
     kill = true;
   }
-  if (kill) {
+  if (kill && !a.leaveRunning) {
     log.info("dump done; killing the tree");
     tree->kill();
   } else {

@@ -23,6 +23,10 @@ struct DumpOptions {
   // verifying its programs, ~100 ms, outweighs what it saves on most dumps) reads everything
   // with syscalls. Both give the same images.
   bool useBpf = false;
+  // --page-refs: pages of private mappings go on the stream as references (ImagePageRefs)
+  // that the serializer beside this collector reads itself, while the tree stays frozen.
+  // Only crpipe run dump -D sets it; a stream file always carries the pages.
+  bool pageRefs = false;
 
   bool isExternal(const std::string& key) const { return externals.count(key) != 0; }
 };

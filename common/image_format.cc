@@ -281,6 +281,16 @@ Status ImageWriter::appendFrom(size_t len,
   return {};
 }
 
+Result<uint64_t> ImageWriter::reserve(size_t len) {
+  CRPIPE_TRY(flush());
+  const uint64_t at = written_;  // everything before is written: the file position
+  if (::lseek(fd_.get(), static_cast<off_t>(len), SEEK_CUR) < 0) {
+    return fail(Error::sys("seek in image " + name_));
+  }
+  written_ += len;
+  return at;
+}
+
 Status ImageWriter::append(std::string_view data) {
   constexpr size_t kBufLimit = 1 << 20;
   // Large pieces (a stream's chunks, page batches) go to the file as they are: copying

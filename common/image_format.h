@@ -144,6 +144,10 @@ class ImageWriter {
   // Appends `len` bytes that `fill` writes to the file's fd, at its position (spliced
   // from a stream: StageReader::splicePayload), after whatever is buffered.
   Status appendFrom(size_t len, const std::function<Status(int, const std::string&)>& fill);
+  // Appends `len` bytes that someone else writes later at the offset returned (pwrite to
+  // fd()): the file position moves past them, so what follows lands after them.
+  Result<uint64_t> reserve(size_t len);
+  int fd() const { return fd_.get(); }
   // Flushes and closes; the file is complete after this. It is on disk once the caller
   // syncs its file system (ImageSink: one syncfs for every image, not an fsync each).
   Status finish();

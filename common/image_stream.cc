@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "common/page_copier.h"
 #include "common/unique_fd.h"
 
 namespace crpipe {
@@ -201,6 +202,26 @@ Status ImageEmitter::pages(uint32_t image, std::string_view data, bool lend) {
   return {};
 }
 
+Status ImageEmitter::pageRefs(uint32_t image, pid_t pid, const std::vector<iovec>& ranges) {
+  CRPIPE_TRY(flush());  // the pagemap entries that describe these pages go first
+  capnp::MallocMessageBuilder mb;
+  auto p = mb.initRoot<proto::Message>().initPageRefs();
+  p.setImage(image);
+  p.setPid(pid);
+  auto list = p.initRanges(static_cast<unsigned>(ranges.size()));
+  uint64_t bytes = 0;
+  for (size_t i = 0; i < ranges.size(); ++i) {
+    list[i].setAddr(reinterpret_cast<uint64_t>(ranges[i].iov_base));
+    list[i].setLength(ranges[i].iov_len);
+    bytes += ranges[i].iov_len;
+  }
+  CRPIPE_TRY(out_.write(mb));
+  rawBytes_ += bytes;
+  // Sent now, not when the buffer fills: the reader copies these pages while the writer
+  // goes on with the next task.
+  return out_.flush();
+}
+
 Status ImageEmitter::entryTo(const std::string& fileName,
                              const google::protobuf::MessageLite& msg) {
   auto idx = image(fileName);
@@ -337,8 +358,42 @@ Result<bool> ImageSink::consume(proto::Message::Reader msg, const std::string& w
       rawBytes_ += len;
       return false;
     }
+    case proto::Message::PAGE_REFS: {
+      auto p = msg.getPageRefs();
+      if (copier_ == nullptr) {
+        return failMsg(where + ": the stream names pages of pid " + std::to_string(p.getPid()) +
+                       " instead of carrying them (a collector started with --page-refs); "
+                       "only a serializer that crpipe run dump starts beside it can read them");
+      }
+      auto w = writer(p.getImage(), where);
+      if (!w) {
+        return fail(std::move(w).error());
+      }
+      std::vector<iovec> ranges;
+      uint64_t len = 0;
+      for (auto r : p.getRanges()) {
+        if (r.getLength() > kMaxPagesPayload || len + r.getLength() > kMaxPagesPayload) {
+          return failMsg(where + ": page references of more than " +
+                         std::to_string(kMaxPagesPayload) + " bytes in one message");
+        }
+        ranges.push_back({reinterpret_cast<void*>(r.getAddr()), r.getLength()});
+        len += r.getLength();
+      }
+      CRPIPE_TRY_CTX((*w)->framer.feedRaw(len), where + ": " + (*w)->writer.name());
+      auto at = (*w)->writer.reserve(len);
+      if (!at) {
+        return fail(std::move(at).error());
+      }
+      CRPIPE_TRY(copier_->add(p.getPid(), ranges, (*w)->writer.fd(), *at,
+                              "image " + (*w)->writer.name(), where));
+      rawBytes_ += len;
+      return false;
+    }
     case proto::Message::END: {
       auto e = msg.getEnd();
+      if (copier_ != nullptr) {
+        CRPIPE_TRY(copier_->wait());  // every page in its file before the files close
+      }
       if (e.getImages() != writers_.size() || e.getEntries() != entries_ ||
           e.getRawBytes() != rawBytes_) {
         return failMsg(where + ": stream end announces " + std::to_string(e.getImages()) +

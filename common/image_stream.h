@@ -1,6 +1,8 @@
 #pragma once
 
 #include <google/protobuf/message_lite.h>
+#include <sys/types.h>
+#include <sys/uio.h>
 
 #include <map>
 #include <string>
@@ -39,6 +41,9 @@ class ImageEmitter {
   // (StageWriter::writeWithPayloadByReference): the caller leaves them unchanged until
   // consumedUpTo() reaches streamBytes() as it is on return.
   Status pages(uint32_t image, std::string_view data, bool lend = false);
+  // The bytes of `ranges` of frozen task `pid`, named instead of sent (ImagePageRefs):
+  // only to a serializer started with --page-refs on this host, which reads them itself.
+  Status pageRefs(uint32_t image, pid_t pid, const std::vector<iovec>& ranges);
   uint64_t streamBytes() const { return out_.bytesWritten(); }
   Result<uint64_t> consumedUpTo() { return out_.consumedUpTo(); }
   // What the stream's pipe holds (F_GETPIPE_SZ); 0 where the stream is not a pipe.
@@ -75,9 +80,14 @@ class ImageEmitter {
 };
 
 // Writes image files from the stage stream messages (ImageOpen / entry / raw / end).
+class PageCopier;
+
 class ImageSink {
  public:
   explicit ImageSink(int dirFd) : dirFd_(dirFd) {}
+  // Takes ImagePageRefs (the serializer's --page-refs): `copier` reads the named pages of
+  // the frozen tasks into the files. Without it such a message is refused.
+  void readPagesWith(PageCopier* copier) { copier_ = copier; }
 
   // Handles one message; returns true once End arrived and every file is synced. The
   // payload of an ImagePages message is spliced from `in` straight into the image file.
@@ -96,6 +106,7 @@ class ImageSink {
   Result<Open*> writer(uint32_t image, const std::string& where);
 
   int dirFd_;
+  PageCopier* copier_ = nullptr;
   std::map<uint32_t, Open> writers_;
   std::vector<std::string> names_;
   uint64_t entries_ = 0;

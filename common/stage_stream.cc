@@ -439,6 +439,16 @@ std::string describeMessage(proto::Message::Reader msg) {
                static_cast<unsigned long>(p.getLength()));
       return buf;
     }
+    case proto::Message::PAGE_REFS: {
+      auto p = msg.getPageRefs();
+      uint64_t len = 0;
+      for (auto r : p.getRanges()) {
+        len += r.getLength();
+      }
+      snprintf(buf, sizeof(buf), "page-refs #%u pid %d, %u ranges, %lu bytes", p.getImage(),
+               p.getPid(), p.getRanges().size(), static_cast<unsigned long>(len));
+      return buf;
+    }
     case proto::Message::PROGRESS: {
       auto p = msg.getProgress();
       snprintf(buf, sizeof(buf), "progress %s %lu/%lu %s", p.getStep().cStr(),

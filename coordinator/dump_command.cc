@@ -265,10 +265,12 @@ Outcome runDump(const DumpOptions& opts, ProgressView& view, Log& log) {
     if (!data || !serCtl) {
       return failed(!data ? data.error() : serCtl.error());
     }
+    // --page-refs on both sides: the serializer, on this host, reads the pages of the
+    // frozen tree itself instead of taking them through the pipe (stage-protocol.md).
     std::vector<std::string> serArgs = {"write",   "-D",
                                         opts.dir,  "--in-fd",
                                         std::to_string(kDataFd), "--control-fd",
-                                        std::to_string(kControlFd)};
+                                        std::to_string(kControlFd), "--page-refs"};
     append(serArgs, logArgs(opts.log));
     auto s = session.start("serializer", *serializerBin, serArgs,
                            {{kDataFd, data->first.get()}, {kControlFd, serCtl->second.get()}},
@@ -278,7 +280,7 @@ Outcome runDump(const DumpOptions& opts, ProgressView& view, Log& log) {
     }
     serializer = *s;
     collectorData = std::move(data->second);
-    append(collArgs, {"--out", "-", "--out-fd", std::to_string(kDataFd)});
+    append(collArgs, {"--out", "-", "--out-fd", std::to_string(kDataFd), "--page-refs"});
     collFds.push_back({kDataFd, collectorData.get()});
   }
   append(collArgs, {"--control-fd", std::to_string(kControlFd)});

@@ -27,6 +27,7 @@ struct Message {
     phaseDone @11 :PhaseDone;
     pages @12 :ImagePages;
     chunk @13 :ImageChunk;
+    pageRefs @14 :ImagePageRefs;
   }
 }
 
@@ -105,6 +106,22 @@ struct ImagePages {
 }
 
 # Any stage -> coordinator (control channel): how far a long step has come.
+# Pages of a frozen task named instead of sent: the image gains the bytes of these ranges
+# of `pid`'s memory, in this order, which the receiver reads itself (process_vm_readv).
+# Only on the channel `crpipe run dump -D` makes between a collector and a serializer on
+# the same host (both started with --page-refs): the tree stays frozen until the
+# serializer has committed. A stream file or a remote reader always gets ImagePages.
+struct ImagePageRefs {
+  image @0 :UInt32;
+  pid @1 :Int32;
+  ranges @2 :List(MemRange);
+}
+
+struct MemRange {
+  addr @0 :UInt64;
+  length @1 :UInt64;
+}
+
 struct Progress {
   step @0 :Text;                # "freeze", "fds", "sockets", "write"
   done @1 :UInt64;

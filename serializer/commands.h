@@ -19,6 +19,7 @@ struct WriteOptions {
   std::string dir;
   StreamEndpoint in;
   int controlFd = -1;
+  bool pageRefs = false;  // read the pages ImagePageRefs name from the frozen tasks
 };
 
 struct ReadOptions {

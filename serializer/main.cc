@@ -15,6 +15,7 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: crpipe-serializer write -D DIR [--in FILE|-] [--in-fd N] [--control-fd N]\n"
+    "                                [--page-refs]\n"
     "       crpipe-serializer read -D DIR [--out FILE|-] [--out-fd N] [--no-pages]\n"
     "                                [--data-refs]\n"
     "       crpipe-serializer decode [--in FILE|-] [--in-fd N]\n"
@@ -24,6 +25,9 @@ constexpr const char* kUsage =
     "        moving them into DIR only once End arrived, the counts matched and every\n"
     "        file is on disk; then sends Committed on the control fd. On any error\n"
     "        nothing in DIR changes and a Failure goes to the control fd.\n"
+    "        --page-refs takes pages the stream names instead of carrying them and\n"
+    "        reads them from the frozen tasks itself (the collector beside it on this\n"
+    "        host was started with --page-refs; crpipe run dump -D does this).\n"
     "read    puts the images of DIR on a stream (inventory first); --no-pages leaves\n"
     "        pages-N.img off (a reader with access to DIR maps them itself);\n"
     "        --data-refs leaves the data that follows entries (socket queues, pipe\n"
@@ -38,6 +42,7 @@ struct Args {
   int controlFd = -1;
   bool noPages = false;
   bool dataRefs = false;
+  bool pageRefs = false;
   int verbosity = 2;
   std::string logPath;
 };
@@ -61,7 +66,7 @@ std::string parseArgs(int argc, char** argv, Args& a) {
   if (a.command == "-h" || a.command == "--help") {
     return "";
   }
-  enum { kIn = 256, kInFd, kOut, kOutFd, kControlFd, kLog, kNoPages, kDataRefs };
+  enum { kIn = 256, kInFd, kOut, kOutFd, kControlFd, kLog, kNoPages, kDataRefs, kPageRefs };
   static const option kOpts[] = {
       {"dir", required_argument, nullptr, 'D'},
       {"in", required_argument, nullptr, kIn},
@@ -72,6 +77,7 @@ std::string parseArgs(int argc, char** argv, Args& a) {
       {"log", required_argument, nullptr, kLog},
       {"no-pages", no_argument, nullptr, kNoPages},
       {"data-refs", no_argument, nullptr, kDataRefs},
+      {"page-refs", no_argument, nullptr, kPageRefs},
       {"help", no_argument, nullptr, 'h'},
       {nullptr, 0, nullptr, 0},
   };
@@ -114,6 +120,9 @@ std::string parseArgs(int argc, char** argv, Args& a) {
         break;
       case kDataRefs:
         a.dataRefs = true;
+        break;
+      case kPageRefs:
+        a.pageRefs = true;
         break;
       case 'h':
         a.command = "--help";
@@ -163,7 +172,7 @@ int main(int argc, char** argv) {
   if (a.command == "write") {
     crpipe::ControlSender ctl(a.controlFd, log);
     ctl.hello(crpipe::proto::Hello::Role::SERIALIZER);
-    st = crpipe::runWrite({a.dir, a.in, a.controlFd}, ctl, log);
+    st = crpipe::runWrite({a.dir, a.in, a.controlFd, a.pageRefs}, ctl, log);
     if (!st) {
       ctl.failure(st.error());
       // With a coordinator listening, it prints the failure; ours goes to the log.

@@ -1,7 +1,10 @@
 #include <kj/exception.h>
 #include <sys/stat.h>
 
+#include <optional>
+
 #include "common/image_stream.h"
+#include "common/page_copier.h"
 #include "common/stage_stream.h"
 #include "serializer/commands.h"
 #include "common/control_sender.h"
@@ -77,6 +80,14 @@ Status runWrite(const WriteOptions& opts, ControlSender& ctl, Log& log) {
   log.debug("writing images into %s", part->path().c_str());
   StageReader reader(in->fd, in->name);
   ImageSink sink(part->fd());
+  // Two readers, one per core of the machines crpipe is built for, each with a buffer of
+  // its own; the copies into one image go to disjoint ranges of its file. Declared after
+  // the sink: on failure the readers stop before the files they write to close.
+  std::optional<PageCopier> copier;
+  if (opts.pageRefs) {
+    copier.emplace(2);
+    sink.readPagesWith(&*copier);
+  }
   CRPIPE_TRY(receive(reader, sink, ctl));
   CRPIPE_TRY(part->commit(sink.names()));
   log.info("committed %u images (%lu bytes) into %s", sink.imagesWritten(),

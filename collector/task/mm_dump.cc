@@ -301,7 +301,7 @@ uint64_t findZeroPfn() {
   return (e & kPmPresent) != 0 ? (e & kPmPfnMask) : 0;
 }
 
-Status dumpMm(DumpContext& ctx, MmDumpState& st, pid_t pid, const ProcessState& proc) {
+Result<images::MmEntry> dumpMm(DumpContext& ctx, MmDumpState& st, pid_t pid) {
   const std::string dir = "/proc/" + std::to_string(pid) + "/";
   const std::string where = "pid " + std::to_string(pid);
   auto smapsText = readProcFile(dir + "smaps");
@@ -332,7 +332,6 @@ Status dumpMm(DumpContext& ctx, MmDumpState& st, pid_t pid, const ProcessState& 
   mm.set_mm_end_data(bounds->endData);
   mm.set_mm_start_stack(bounds->startStack);
   mm.set_mm_start_brk(bounds->startBrk);
-  mm.set_mm_brk(proc.brk);
   mm.set_mm_arg_start(bounds->argStart);
   mm.set_mm_arg_end(bounds->argEnd);
   mm.set_mm_env_start(bounds->envStart);
@@ -345,8 +344,6 @@ Status dumpMm(DumpContext& ctx, MmDumpState& st, pid_t pid, const ProcessState& 
   for (uint64_t a : *auxv) {
     mm.add_mm_saved_auxv(a);
   }
-  mm.set_dumpable(proc.dumpable);
-  mm.set_thp_disabled(proc.thpDisabled);
 
   std::vector<VmaKind> kinds;
   for (const auto& v : *vmas) {
@@ -379,8 +376,6 @@ Status dumpMm(DumpContext& ctx, MmDumpState& st, pid_t pid, const ProcessState& 
     }
     kinds.push_back(k);
   }
-  CRPIPE_TRY(ctx.out.entryTo("mm-" + std::to_string(pid) + ".img", mm));
-
   UniqueFd pagemap(::open((dir + "pagemap").c_str(), O_RDONLY | O_CLOEXEC));
   if (!pagemap.valid()) {
     return fail(Error::sys("open " + dir + "pagemap"));
@@ -415,7 +410,7 @@ Status dumpMm(DumpContext& ctx, MmDumpState& st, pid_t pid, const ProcessState& 
   }
   CRPIPE_TRY(pw->flush());
   st.pagesDumped += pw->pages();
-  return {};
+  return mm;
 }
 
 }  // namespace crpipe::collector::task

@@ -8,6 +8,7 @@
 
 #include "collector/dump_context.h"
 #include "collector/task/page_writer.h"
+#include "protos/mm.pb.h"
 #include "collector/task/task_files.h"
 #include "collector/task/thread_state.h"
 #include "common/result.h"
@@ -24,7 +25,8 @@ struct MmDumpState {
   uint64_t pagesDumped = 0;
   std::vector<uint64_t> pagemapBuf;  // /proc/PID/pagemap entries, reused for every mapping
 
-  MmDumpState(TaskFiles& f, size_t batchBytes) : files(f), buffer(batchBytes) {}
+  MmDumpState(TaskFiles& f, size_t batchBytes, bool pageRefs)
+      : files(f), buffer(batchBytes, pageRefs) {}
 };
 
 // The frame number of the kernel's shared zero page, which a read fault maps into private
@@ -32,8 +34,11 @@ struct MmDumpState {
 // CAP_SYS_ADMIN).
 uint64_t findZeroPfn();
 
-// mm-PID.img (MmEntry with every VMA), pagemap-PID.img + pages-N.img, and, for shared
-// anonymous memory not seen in an earlier process, pagemap-shmem-SHMID.img + pages-N.img.
-Status dumpMm(DumpContext& ctx, MmDumpState& st, pid_t pid, const ProcessState& proc);
+// pagemap-PID.img + pages-N.img, and, for shared anonymous memory not seen in an earlier
+// process, pagemap-shmem-SHMID.img + pages-N.img; returns the MmEntry with every VMA for
+// mm-PID.img, which the caller completes with what only the task can say (brk, dumpable,
+// THP) and writes. Called before any syscall is injected into the task: the pages are
+// being copied (by the serializer, with --page-refs) while the task is asked the rest.
+Result<images::MmEntry> dumpMm(DumpContext& ctx, MmDumpState& st, pid_t pid);
 
 }  // namespace crpipe::collector::task

@@ -37,7 +37,7 @@ struct PageWriter::Buffer::Pending {
   std::jthread thread;  // last: joined first when the batch goes, before what it writes
 };
 
-PageWriter::Buffer::Buffer(size_t batch) : batchBytes(batch) {}
+PageWriter::Buffer::Buffer(size_t batch, bool refs) : batchBytes(batch), pageRefs(refs) {}
 
 size_t PageWriter::batchBytesFor(const ImageEmitter& out) {
   size_t pipe = out.pipeCapacity();
@@ -159,6 +159,21 @@ Status PageWriter::addRemote(pid_t pid, uint64_t vaddr, uint64_t nPages) {
   pid_ = pid;
   CRPIPE_TRY(entry(vaddr, nPages));
   uint64_t len = nPages * kPageSize;
+  if (buf_->pageRefs) {
+    // Named, not read; sent every 16 MiB so that the serializer starts copying while the
+    // rest of the task's page table is read.
+    while (len > 0) {
+      size_t take = static_cast<size_t>(std::min<uint64_t>(len, kRefBytesPerMessage - queuedBytes_));
+      queued_.push_back({reinterpret_cast<void*>(vaddr), take});
+      queuedBytes_ += take;
+      vaddr += take;
+      len -= take;
+      if (queuedBytes_ == kRefBytesPerMessage || queued_.size() >= kRefsPerMessage) {
+        CRPIPE_TRY(flush());
+      }
+    }
+    return {};
+  }
   while (len > 0) {
     size_t room = buf_->batchBytes - queuedBytes_;
     size_t take = static_cast<size_t>(std::min<uint64_t>(len, room));
@@ -176,6 +191,12 @@ Status PageWriter::addRemote(pid_t pid, uint64_t vaddr, uint64_t nPages) {
 
 Status PageWriter::flush() {
   if (queued_.empty()) {
+    return {};
+  }
+  if (buf_->pageRefs) {
+    CRPIPE_TRY(out_->pageRefs(pagesImg_, pid_, queued_));
+    queued_.clear();
+    queuedBytes_ = 0;
     return {};
   }
   // This batch is read on its own thread into the buffer the batch before it is not in...

@@ -46,7 +46,7 @@ class PageWriter {
   // the stream pipe.
   struct Buffer {
     struct Pending;
-    explicit Buffer(size_t batch = kMaxBatchBytes);
+    explicit Buffer(size_t batch = kMaxBatchBytes, bool refs = false);
     ~Buffer();
     Buffer(const Buffer&) = delete;
     Buffer& operator=(const Buffer&) = delete;
@@ -55,11 +55,17 @@ class PageWriter {
     Status drain();
 
     const size_t batchBytes;
+    // --page-refs: pages read with process_vm_readv are named (ImagePageRefs), not read;
+    // the slots and the reading thread stay unused.
+    const bool pageRefs;
     Slot slots[3];
     int nextSlot = 0;
     std::unique_ptr<Pending> pending;
   };
   static constexpr size_t kMaxBatchBytes = 8 << 20;
+  // Page references: ranges per ImagePageRefs message (16 bytes each on the wire).
+  static constexpr size_t kRefsPerMessage = 4096;
+  static constexpr size_t kRefBytesPerMessage = 16 << 20;
   // The batch size for a stream: twice what its pipe holds (1 to 8 MiB), so that a batch
   // is read while the one before drains from the pipe, and the slots' pages (touched once,
   // then reused) stay few; 8 MiB where the stream is not a pipe.

@@ -46,6 +46,13 @@ Status collectProcess(DumpContext& ctx, KobjIds& kobj, MmDumpState& mmState,
     return failMsg(where + " has POSIX timers (timer_create); crpipe cannot dump them yet, "
                            "nothing was dumped");
   }
+  // Memory first: its pages are on their way (copied by the serializer, with --page-refs)
+  // while the task is asked the rest. The scratch mapping of the syscalls injected below
+  // comes after the mappings are read, so it is in no image.
+  auto mm = dumpMm(ctx, mmState, p.pid);
+  if (!mm) {
+    return fail(std::move(mm).error());
+  }
   ProcessState proc;
   std::vector<ThreadState> threads;
   uint64_t insn = 0;
@@ -96,7 +103,10 @@ Status collectProcess(DumpContext& ctx, KobjIds& kobj, MmDumpState& mmState,
     }
     CRPIPE_TRY(ctx.out.entryTo("core-" + std::to_string(t.tid) + ".img", *core));
   }
-  CRPIPE_TRY(dumpMm(ctx, mmState, p.pid, proc));
+  mm->set_mm_brk(proc.brk);
+  mm->set_dumpable(proc.dumpable);
+  mm->set_thp_disabled(proc.thpDisabled);
+  CRPIPE_TRY(ctx.out.entryTo("mm-" + std::to_string(p.pid) + ".img", *mm));
   CRPIPE_TRY(writeFs(ctx, mmState.files, p.pid, threads.front()));
   return {};
 }
@@ -107,7 +117,7 @@ Status collectTaskState(DumpContext& ctx, const FrozenTree& tree, ProgressSink& 
   auto t0 = std::chrono::steady_clock::now();
   TaskFiles files;
   KobjIds kobj;
-  MmDumpState mm(files, PageWriter::batchBytesFor(ctx.out));
+  MmDumpState mm(files, PageWriter::batchBytesFor(ctx.out), ctx.opts.pageRefs);
   mm.zeroPfn = findZeroPfn();
   uint64_t done = 0;
   const uint64_t total = tree.processes().size();

@@ -77,3 +77,91 @@ def test_corrupt_image_refused_with_file_and_offset():
                             os.path.join(w.tmp, "s.bin"))
         check(rc != 0 and f"files.img at offset {off}" in err, f"reverse of a corrupt dir: {err}")
         w.verify()
+
+
+def page_refs_stream(pid, path):
+    """The stream a collector started with --page-refs writes (pages named, not carried).
+    Its control channel is closed at once: with no verdict to wait for, it releases the
+    tree when the stream is complete."""
+    import socket
+    import subprocess
+    from harness import BUILD
+    ours, theirs = socket.socketpair()
+    p = subprocess.Popen(
+        [os.path.join(BUILD, "collector", "crpipe-collector"), "-t", str(pid), "--out",
+         path, "-R", "--page-refs", "--control-fd", str(theirs.fileno()), "-v", "1"],
+        pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True)
+    ours.close()
+    theirs.close()
+    _, err = p.communicate(timeout=60)
+    check(p.returncode == 0, f"collector --page-refs: {err}")
+
+
+def test_page_refs_give_the_images_a_stream_gives():
+    """`crpipe run dump -D` lets the serializer read the frozen tree's pages itself
+    (ImagePageRefs): the memory images are byte for byte those of the stream path, where
+    the collector sends every page; such a stream is shown by decode and refused by a
+    serializer not started with --page-refs, leaving the directory empty."""
+    with Workload("task_memory") as w:
+        r = w.wait_ready()
+        img = images_dir(w)
+        dump(w.pid, img)
+        stream = os.path.join(w.tmp, "stream.bin")
+        crpipe("stage", "collect", "-t", w.pid, "-o", stream, "-R", check_rc=0)
+        img2 = os.path.join(w.tmp, "img2")
+        os.mkdir(img2)
+        crpipe("stage", "serialize", "-i", stream, "-D", img2, check_rc=0)
+        mem = sorted(f for f in os.listdir(img)
+                     if f.startswith(("pages-", "pagemap-", "mm-")))
+        check(any(f.startswith("pagemap-shmem-") for f in mem) and len(mem) >= 6,
+              f"memory images {mem}")
+        # The layout is the same; the contents too, where the task keeps still (its stack
+        # and the rseq CPU numbers move between two dumps): the pattern it wrote.
+        same = [f for f in mem if not f.startswith("pages-")]
+        _, mismatch, errors = filecmp.cmpfiles(img, img2, same, shallow=False)
+        check(not mismatch and not errors, f"memory images differ: {mismatch} {errors}")
+        for f in mem:
+            check(os.path.getsize(os.path.join(img, f)) == os.path.getsize(os.path.join(img2, f)),
+                  f"{f}: sizes differ")
+        from cases_task import pagemap, pattern, read_pages
+        for d in (img, img2):
+            pid_, runs = pagemap(d, f"pagemap-{r['pid']}.img")
+            check(read_pages(d, pid_, runs, r["pattern"], 3 * 4096) == pattern(3 * 4096, 1),
+                  f"the task's pattern is not in the pages of {d}")
+        check(os.path.getsize(os.path.join(img, "pages-1.img")) > 3 * 4096, "pages-1.img empty")
+
+        refs = os.path.join(w.tmp, "refs.bin")
+        page_refs_stream(w.pid, refs)
+        _, out, _ = crpipe("stage", "decode", "-i", refs, check_rc=0)
+        check(f"page-refs #" in out and f"pid {r['pid']}" in out, f"decode: {out[:400]}")
+        img3 = os.path.join(w.tmp, "img3")
+        os.mkdir(img3)
+        rc, _, err = crpipe("stage", "serialize", "-i", refs, "-D", img3)
+        check(rc != 0 and "--page-refs" in err and "offset" in err,
+              f"a page-refs stream was not refused: {err}")
+        check(os.listdir(img3) == [], f"refused stream left {os.listdir(img3)}")
+        w.verify()
+
+
+def test_page_refs_of_a_task_gone_fail_naming_it():
+    """The serializer reads named pages of a task that no longer exists: the write fails
+    naming the pid and the image, and nothing is committed."""
+    import subprocess
+    from harness import BUILD
+    with Workload("task_memory") as w:
+        r = w.wait_ready()
+        refs = os.path.join(w.tmp, "refs.bin")
+        page_refs_stream(w.pid, refs)
+        for pid in (r["child"], r["pid"]):
+            os.kill(pid, 9)
+        w.proc.wait(timeout=10)
+        img = os.path.join(w.tmp, "img")
+        os.mkdir(img)
+        p = subprocess.run(
+            [os.path.join(BUILD, "serializer", "crpipe-serializer"), "write", "-D", img, "--in",
+             refs, "--page-refs"], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+            timeout=60)
+        check(p.returncode != 0 and f"pid {r['pid']}" in p.stderr and "pages-" in p.stderr,
+              f"pages of a dead task: rc {p.returncode}: {p.stderr}")
+        check(os.listdir(img) == [], f"a failed write left {os.listdir(img)}")

@@ -1,0 +1,153 @@
+#include "common/page_copier.h"
+
+#include <unistd.h>
+
+#include <climits>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+
+#include "common/ptrace/remote_mem.h"
+
+namespace crpipe {
+
+namespace {
+
+std::string hexAddr(uint64_t a) {
+  char b[32];
+  snprintf(b, sizeof(b), "0x%llx", static_cast<unsigned long long>(a));
+  return b;
+}
+
+struct FreeDeleter {
+  void operator()(char* p) const { std::free(p); }
+};
+
+}  // namespace
+
+PageCopier::PageCopier(unsigned threads) {
+  for (unsigned i = 0; i < std::max(threads, 1u); ++i) {
+    workers_.emplace_back([this](std::stop_token stop) { work(stop); });
+  }
+}
+
+PageCopier::~PageCopier() {
+  for (auto& w : workers_) {
+    w.request_stop();
+  }
+  wake_.notify_all();
+  workers_.clear();  // joins
+}
+
+Status PageCopier::add(pid_t pid, const std::vector<iovec>& ranges, int fd, uint64_t offset,
+                       const std::string& file, const std::string& where) {
+  std::vector<Job> jobs;
+  Job job;
+  auto close = [&]() {
+    if (job.len > 0) {
+      jobs.push_back(std::move(job));
+    }
+    job = Job{};
+    job.pid = pid;
+    job.fd = fd;
+    job.offset = offset;
+    job.file = file;
+    job.where = where;
+  };
+  close();
+  for (const iovec& r : ranges) {
+    uint64_t addr = reinterpret_cast<uint64_t>(r.iov_base);
+    size_t left = r.iov_len;
+    while (left > 0) {
+      if (job.len == kJobBytes || job.ranges.size() == IOV_MAX) {
+        close();
+      }
+      size_t take = std::min(left, kJobBytes - job.len);
+      job.ranges.push_back({reinterpret_cast<void*>(addr), take});
+      job.len += take;
+      offset += take;
+      addr += take;
+      left -= take;
+    }
+  }
+  close();
+  std::lock_guard lock(mu_);
+  if (failed_) {
+    return fail(*failed_);
+  }
+  for (auto& j : jobs) {
+    jobs_.push_back(std::move(j));
+  }
+  wake_.notify_all();
+  return {};
+}
+
+Status PageCopier::wait() {
+  std::unique_lock lock(mu_);
+  idle_.wait(lock, [this] { return (jobs_.empty() && running_ == 0) || failed_.has_value(); });
+  if (failed_) {
+    return fail(*failed_);
+  }
+  return {};
+}
+
+void PageCopier::work(std::stop_token stop) {
+  // Page-aligned: the kernel copies whole pages into it.
+  std::unique_ptr<char, FreeDeleter> buf(static_cast<char*>(std::aligned_alloc(4096, kJobBytes)));
+  for (;;) {
+    Job job;
+    {
+      std::unique_lock lock(mu_);
+      if (!wake_.wait(lock, stop, [this] { return !jobs_.empty(); })) {
+        return;
+      }
+      job = std::move(jobs_.front());
+      jobs_.pop_front();
+      ++running_;
+    }
+    Status st = buf ? run(job, buf.get()) : failMsg("no memory for a page copy buffer");
+    std::lock_guard lock(mu_);
+    --running_;
+    if (!st && !failed_) {
+      failed_ = std::move(st).error();
+      jobs_.clear();  // what is left is not needed: the dump fails
+    }
+    idle_.notify_all();
+  }
+}
+
+Status PageCopier::run(const Job& job, char* buf) {
+  auto got = inject::readRemoteV(job.pid, job.ranges, buf, job.len);
+  if (!got) {
+    return fail(std::move(got).error().context(job.where + ": pages for " + job.file));
+  }
+  if (*got != job.len) {
+    size_t at = *got;
+    uint64_t addr = 0;
+    for (const auto& r : job.ranges) {
+      if (at < r.iov_len) {
+        addr = reinterpret_cast<uint64_t>(r.iov_base) + at;
+        break;
+      }
+      at -= r.iov_len;
+    }
+    return failMsg(job.where + ": pid " + std::to_string(job.pid) + ": cannot read the page at " +
+                   hexAddr(addr) + " (process_vm_readv) for " + job.file);
+  }
+  size_t done = 0;
+  while (done < job.len) {
+    ssize_t n = ::pwrite(job.fd, buf + done, job.len - done,
+                         static_cast<off_t>(job.offset + done));
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n <= 0) {
+      return fail(Error::sys(n < 0 ? errno : EIO,
+                             "write " + job.file + " at offset " + std::to_string(job.offset + done)));
+    }
+    done += static_cast<size_t>(n);
+  }
+  return {};
+}
+
+}  // namespace crpipe

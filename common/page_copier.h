@@ -1,0 +1,63 @@
+#pragma once
+
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/result.h"
+
+namespace crpipe {
+
+// Copies memory of frozen tasks into image files (the serializer's side of ImagePageRefs):
+// each job reads ranges of one task with process_vm_readv into a buffer of its worker and
+// writes them with pwrite at the file offset the job was given. Jobs run on a few threads
+// at once and in any order; their file ranges never overlap. wait() returns the first
+// failure, which names the task, the address and the file.
+class PageCopier {
+ public:
+  // One job's most: a worker's buffer.
+  static constexpr size_t kJobBytes = 1 << 20;
+
+  explicit PageCopier(unsigned threads);
+  ~PageCopier();  // stops the workers; jobs not yet run are dropped
+  PageCopier(const PageCopier&) = delete;
+  PageCopier& operator=(const PageCopier&) = delete;
+
+  // Queues the copy of `ranges` of `pid` (their lengths add up to the bytes written) to
+  // `fd` from `offset` on. Split into jobs of at most kJobBytes. `file` and `where` (the
+  // stream position of the message) are for errors. Fails at once if an earlier job failed.
+  Status add(pid_t pid, const std::vector<iovec>& ranges, int fd, uint64_t offset,
+             const std::string& file, const std::string& where);
+  // Waits until every job queued so far ran.
+  Status wait();
+
+ private:
+  struct Job {
+    pid_t pid = 0;
+    std::vector<iovec> ranges;
+    size_t len = 0;
+    int fd = -1;
+    uint64_t offset = 0;
+    std::string file, where;
+  };
+  void work(std::stop_token stop);
+  Status run(const Job& job, char* buf);
+
+  std::mutex mu_;
+  std::condition_variable_any wake_;  // workers: a job, or stop
+  std::condition_variable idle_;      // wait(): nothing queued or running
+  std::deque<Job> jobs_;
+  size_t running_ = 0;
+  std::optional<Error> failed_;
+  std::vector<std::jthread> workers_;  // last: joined first
+};
+
+}  // namespace crpipe
