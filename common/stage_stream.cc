@@ -310,6 +310,10 @@ StageWriter::StageWriter(int fd)
       buffered_(std::make_unique<kj::BufferedOutputStreamWrapper>(*raw_)) {
   struct stat st {};
   pipe_ = ::fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode);
+  if (pipe_) {
+    int size = ::fcntl(fd, F_GETPIPE_SZ);
+    pipeCapacity_ = size > 0 ? static_cast<size_t>(size) : 0;
+  }
 }
 
 StageWriter::~StageWriter() {
