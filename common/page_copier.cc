@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
@@ -101,13 +102,25 @@ void PageCopier::work(std::stop_token stop) {
       if (!wake_.wait(lock, stop, [this] { return !jobs_.empty(); })) {
         return;
       }
-      job = std::move(jobs_.front());
-      jobs_.pop_front();
+      // Two writers of one file take turns on its inode lock (tmpfs writes hold it for the
+      // whole copy): a job of a file no other worker is on goes first. 512 MiB in 1 MiB
+      // jobs, two threads: 2.6 GB/s into one file, 4 GB/s into two.
+      auto pick = jobs_.begin();
+      for (auto it = jobs_.begin(); it != jobs_.end() && it - jobs_.begin() < kLookAhead; ++it) {
+        if (std::find(busyFds_.begin(), busyFds_.end(), it->fd) == busyFds_.end()) {
+          pick = it;
+          break;
+        }
+      }
+      job = std::move(*pick);
+      jobs_.erase(pick);
       ++running_;
+      busyFds_.push_back(job.fd);
     }
     Status st = buf ? run(job, buf.get()) : failMsg("no memory for a page copy buffer");
     std::lock_guard lock(mu_);
     --running_;
+    busyFds_.erase(std::find(busyFds_.begin(), busyFds_.end(), job.fd));
     if (!st && !failed_) {
       failed_ = std::move(st).error();
       jobs_.clear();  // what is left is not needed: the dump fails

@@ -55,6 +55,8 @@ class PageCopier {
   std::condition_variable_any wake_;  // workers: a job, or stop
   std::condition_variable idle_;      // wait(): nothing queued or running
   std::deque<Job> jobs_;
+  std::vector<int> busyFds_;  // the files of the jobs running, one entry per job
+  static constexpr long kLookAhead = 64;
   size_t running_ = 0;
   std::optional<Error> failed_;
   std::vector<std::jthread> workers_;  // last: joined first
