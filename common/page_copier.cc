@@ -14,12 +14,6 @@ namespace crpipe {
 
 namespace {
 
-std::string hexAddr(uint64_t a) {
-  char b[32];
-  snprintf(b, sizeof(b), "0x%llx", static_cast<unsigned long long>(a));
-  return b;
-}
-
 struct FreeDeleter {
   void operator()(char* p) const { std::free(p); }
 };
@@ -135,17 +129,8 @@ Status PageCopier::run(const Job& job, char* buf) {
     return fail(std::move(got).error().context(job.where + ": pages for " + job.file));
   }
   if (*got != job.len) {
-    size_t at = *got;
-    uint64_t addr = 0;
-    for (const auto& r : job.ranges) {
-      if (at < r.iov_len) {
-        addr = reinterpret_cast<uint64_t>(r.iov_base) + at;
-        break;
-      }
-      at -= r.iov_len;
-    }
-    return failMsg(job.where + ": pid " + std::to_string(job.pid) + ": cannot read the page at " +
-                   hexAddr(addr) + " (process_vm_readv) for " + job.file);
+    return failMsg(job.where + ": " + inject::shortReadMessage(job.pid, job.ranges, *got) +
+                   " for " + job.file);
   }
   size_t done = 0;
   while (done < job.len) {

@@ -93,18 +93,7 @@ Status complete(PageWriter::Buffer& buf, PageWriter::Buffer::Pending& p) {
     return fail(std::move(p.got).error());
   }
   if (*p.got != p.len) {
-    // Find the range that failed, for the message.
-    size_t at = *p.got;
-    uint64_t addr = 0;
-    for (const auto& v : p.ranges) {
-      if (at < v.iov_len) {
-        addr = reinterpret_cast<uint64_t>(v.iov_base) + at;
-        break;
-      }
-      at -= v.iov_len;
-    }
-    return failMsg("pid " + std::to_string(p.pid) + ": cannot read the page at " +
-                   hexAddr(addr) + " (process_vm_readv)");
+    return failMsg(inject::shortReadMessage(p.pid, p.ranges, *p.got));
   }
   // Lent to the stream where it is a pipe (the serializer's): the pages are copied once,
   // into the image file, instead of into the pipe first.

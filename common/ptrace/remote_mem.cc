@@ -77,4 +77,17 @@ Result<size_t> readRemoteV(pid_t pid, std::span<const iovec> remote, void* buf, 
   return done;
 }
 
+std::string shortReadMessage(pid_t pid, std::span<const iovec> remote, size_t got) {
+  uint64_t addr = 0;
+  for (const auto& r : remote) {
+    if (got < r.iov_len) {
+      addr = reinterpret_cast<uint64_t>(r.iov_base) + got;
+      break;
+    }
+    got -= r.iov_len;
+  }
+  return "pid " + std::to_string(pid) + ": cannot read the page at " + hexAddr(addr) +
+         " (process_vm_readv)";
+}
+
 }  // namespace crpipe::inject

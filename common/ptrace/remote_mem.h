@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <span>
+#include <string>
 
 #include "common/result.h"
 
@@ -20,5 +21,9 @@ Status writeRemote(pid_t pid, uint64_t addr, const void* buf, size_t len);
 // most IOV_MAX ranges. Returns the bytes read; fewer than asked means the range holding
 // byte `returned` could not be read (the kernel stops at the first failing range).
 Result<size_t> readRemoteV(pid_t pid, std::span<const iovec> remote, void* buf, size_t len);
+
+// The message for a readRemoteV() that stopped short after `got` bytes:
+// "pid P: cannot read the page at 0xADDR (process_vm_readv)", the address found in `remote`.
+std::string shortReadMessage(pid_t pid, std::span<const iovec> remote, size_t got);
 
 }  // namespace crpipe::inject
