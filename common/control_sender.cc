@@ -46,11 +46,12 @@ void ControlSender::progress(const std::string& step, uint64_t done, uint64_t to
   send(mb);
 }
 
-void ControlSender::failure(const Error& err) {
+void ControlSender::failure(const Error& err, bool upstream) {
   capnp::MallocMessageBuilder mb;
   auto f = mb.initRoot<proto::Message>().initFailure();
   f.setMessage(err.str());
   f.setErrnoValue(err.err());
+  f.setUpstream(upstream);
   send(mb);
 }
 

@@ -21,7 +21,8 @@ class ControlSender {
   bool connected() const { return writer_ != nullptr; }
   void hello(proto::Hello::Role role, int32_t rootPid = 0);
   void progress(const std::string& step, uint64_t done, uint64_t total, const std::string& detail);
-  void failure(const Error& err);
+  // `upstream`: this stage failed only because the stage feeding it did (Failure.upstream).
+  void failure(const Error& err, bool upstream = false);
   void committed(const std::string& dir, uint32_t images, uint64_t bytes);
 
  private:

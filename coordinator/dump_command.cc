@@ -177,9 +177,15 @@ class DumpEvents : public SessionEvents {
 Outcome DumpEvents::outcome() const {
   Outcome o;
   o.exitCode = 1;
-  // The first stage to fail says why, as it said it: the collector's failure is the
-  // cause when the serializer only echoes it.
-  if (collector_->failure) {
+  // The stage that failed of its own accord says why, as it said it: the collector's
+  // failure is the cause when the serializer only echoes it (Failure.upstream), and the
+  // serializer's when it failed on its own (no image directory, a full disk, a page it
+  // could not read) and the collector only found its stream broken after it.
+  const bool serializerOwn =
+      serializer_ != nullptr && serializer_->failure && !serializer_->failureUpstream;
+  if (serializerOwn) {
+    o.messages.push_back(*serializer_->failure);
+  } else if (collector_->failure) {
     o.messages.push_back(*collector_->failure);
   } else if (serializer_ != nullptr && serializer_->failure) {
     o.messages.push_back(*serializer_->failure);

@@ -81,6 +81,7 @@ Status Session::openControl(Stage* s, UniqueFd control) {
   cb.onMessage = [this, s](proto::Message::Reader m) {
     if (m.isFailure() && !s->failure) {
       s->failure = std::string(m.getFailure().getMessage().cStr());
+      s->failureUpstream = m.getFailure().getUpstream();
     }
     events_.onMessage(*s, m);
   };

@@ -21,6 +21,7 @@ struct Stage {
                                              // (a restorer forked by another restorer)
   std::unique_ptr<ControlChannel> control;  // null if the stage has none
   std::optional<std::string> failure;       // the first Failure message it sent
+  bool failureUpstream = false;             // that Failure said the stage before caused it
   std::optional<std::string> channelError;  // its control channel broke
   bool controlDone = true;                  // its channel reached EOF (or it has none)
 };

@@ -136,6 +136,8 @@ struct Failure {
   errnoValue @1 :Int32;         # 0 when no syscall failed
   pid @2 :Int32;                # restorer: the task that failed (0 for other stages)
   phase @3 :RestorePhase;       # restorer: the phase it was in
+  upstream @4 :Bool;            # the stage failed only because the one feeding it did (its
+                                # stream carried a Failure or ended early): not the cause
 }
 
 # Collector -> reader: the stream is complete. Counts let the reader detect truncation.

@@ -35,6 +35,8 @@ struct DecodeOptions {
 
 // serializer write: stream -> images, committed into dir only once the stream is whole.
 class ControlSender;
+// Sends its Failure on `ctl` itself (with Failure.upstream when the stream is to blame),
+// before the input closes.
 Status runWrite(const WriteOptions& opts, ControlSender& ctl, Log& log);
 // serializer read: image directory -> stream.
 Status runRead(const ReadOptions& opts, Log& log);

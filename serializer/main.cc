@@ -174,8 +174,8 @@ int main(int argc, char** argv) {
     ctl.hello(crpipe::proto::Hello::Role::SERIALIZER);
     st = crpipe::runWrite({a.dir, a.in, a.controlFd, a.pageRefs}, ctl, log);
     if (!st) {
-      ctl.failure(st.error());
-      // With a coordinator listening, it prints the failure; ours goes to the log.
+      // runWrite sent the Failure. With a coordinator listening, it prints the failure;
+      // ours goes to the log.
       if (ctl.connected()) {
         if (!a.logPath.empty()) {
           log.error("%s", st.error().str().c_str());

@@ -26,14 +26,17 @@ Status checkHello(proto::Hello::Reader h, const std::string& where) {
 }
 
 // Reads the stream into `part` until End; returns the sink's tallies through `sink`.
-Status receive(StageReader& reader, ImageSink& sink, ControlSender& ctl) {
+// `upstream` is set when the failure is the collector's (its Failure, or its stream cut).
+Status receive(StageReader& reader, ImageSink& sink, ControlSender& ctl, bool& upstream) {
   uint64_t nextProgress = kProgressEvery;
   for (;;) {
     auto msg = reader.next();
     if (!msg) {
+      upstream = true;
       return fail(std::move(msg).error());
     }
     if (!*msg) {
+      upstream = true;
       return failMsg(reader.name() + " at offset " + std::to_string(reader.offset()) +
                      ": stream ends before its End message; nothing was written");
     }
@@ -46,6 +49,7 @@ Status receive(StageReader& reader, ImageSink& sink, ControlSender& ctl) {
         continue;
       }
       if ((*msg)->isFailure()) {
+        upstream = true;
         return failMsg(std::string("upstream stage failed: ") +
                        (*msg)->getFailure().getMessage().cStr());
       }
@@ -68,17 +72,16 @@ Status receive(StageReader& reader, ImageSink& sink, ControlSender& ctl) {
 
 }  // namespace
 
-Status runWrite(const WriteOptions& opts, ControlSender& ctl, Log& log) {
-  auto in = openInput(opts.in);
-  if (!in) {
-    return fail(std::move(in).error());
-  }
+namespace {
+
+Status writeImages(const WriteOptions& opts, ControlSender& ctl, Log& log, OpenEndpoint& in,
+                   bool& upstream) {
   auto part = PartialDir::create(opts.dir);
   if (!part) {
     return fail(std::move(part).error());
   }
   log.debug("writing images into %s", part->path().c_str());
-  StageReader reader(in->fd, in->name);
+  StageReader reader(in.fd, in.name);
   ImageSink sink(part->fd());
   // Two readers, one per core of the machines crpipe is built for, each with a buffer of
   // its own; the copies into one image go to disjoint ranges of its file. Declared after
@@ -88,13 +91,31 @@ Status runWrite(const WriteOptions& opts, ControlSender& ctl, Log& log) {
     copier.emplace(2);
     sink.readPagesWith(&*copier);
   }
-  CRPIPE_TRY(receive(reader, sink, ctl));
+  CRPIPE_TRY(receive(reader, sink, ctl, upstream));
   CRPIPE_TRY(part->commit(sink.names()));
   log.info("committed %u images (%lu bytes) into %s", sink.imagesWritten(),
            static_cast<unsigned long>(sink.bytesWritten()), opts.dir.c_str());
   ctl.progress("write", reader.offset(), reader.offset(), "committed");
   ctl.committed(opts.dir, sink.imagesWritten(), sink.bytesWritten());
   return {};
+}
+
+}  // namespace
+
+Status runWrite(const WriteOptions& opts, ControlSender& ctl, Log& log) {
+  auto in = openInput(opts.in);
+  if (!in) {
+    ctl.failure(in.error());
+    return fail(std::move(in).error());
+  }
+  bool upstream = false;
+  Status st = writeImages(opts, ctl, log, *in, upstream);
+  if (!st) {
+    // Said while the stream is still open: a collector that then finds its stream broken
+    // fails after this, and the coordinator reports this failure as the cause.
+    ctl.failure(st.error(), upstream);
+  }
+  return st;
 }
 
 }  // namespace crpipe

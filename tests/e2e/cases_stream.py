@@ -165,3 +165,17 @@ def test_page_refs_of_a_task_gone_fail_naming_it():
         check(p.returncode != 0 and f"pid {r['pid']}" in p.stderr and "pages-" in p.stderr,
               f"pages of a dead task: rc {p.returncode}: {p.stderr}")
         check(os.listdir(img) == [], f"a failed write left {os.listdir(img)}")
+
+
+def test_serializer_failure_is_reported_not_the_broken_stream():
+    """The serializer fails first (no image directory): crpipe reports its reason, not the
+    collector's broken stream that follows, and the tree runs on untouched."""
+    with Workload("files_pipes", ".") as w:
+        w.wait_ready()
+        missing = os.path.join(w.tmp, "no-such-dir")
+        rc, out, err = crpipe("run", "dump", "-t", w.pid, "-D", missing)
+        last = (out + err).strip().splitlines()[-1]
+        check(rc != 0 and f"open image directory {missing}: No such file or directory" in last,
+              f"dump into a missing directory said: {last!r}")
+        check(w.alive(), "a failed dump killed the tree")
+        w.verify()
