@@ -393,6 +393,7 @@ Result<bool> ImageSink::consume(proto::Message::Reader msg, const std::string& w
       auto e = msg.getEnd();
       if (copier_ != nullptr) {
         CRPIPE_TRY(copier_->wait());  // every page in its file before the files close
+        CRPIPE_TRY_CTX(copier_->checkStillFrozen(), where);
       }
       if (e.getImages() != writers_.size() || e.getEntries() != entries_ ||
           e.getRawBytes() != rawBytes_) {

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <memory>
 
+#include "common/proc.h"
 #include "common/ptrace/remote_mem.h"
 
 namespace crpipe {
@@ -73,6 +74,7 @@ Status PageCopier::add(pid_t pid, const std::vector<iovec>& ranges, int fd, uint
   for (auto& j : jobs) {
     jobs_.push_back(std::move(j));
   }
+  pids_.insert(pid);
   wake_.notify_all();
   return {};
 }
@@ -82,6 +84,32 @@ Status PageCopier::wait() {
   idle_.wait(lock, [this] { return (jobs_.empty() && running_ == 0) || failed_.has_value(); });
   if (failed_) {
     return fail(*failed_);
+  }
+  return {};
+}
+
+Status PageCopier::checkStillFrozen() const {
+  for (pid_t pid : pids_) {
+    const std::string path = "/proc/" + std::to_string(pid) + "/status";
+    auto text = readProcFile(path);
+    char state = '?';
+    long tracer = 0;
+    if (text) {
+      if (auto at = text->find("\nState:"); at != std::string::npos) {
+        size_t c = text->find_first_not_of(" \t", at + 7);
+        state = c != std::string::npos ? (*text)[c] : '?';
+      }
+      if (auto at = text->find("\nTracerPid:"); at != std::string::npos) {
+        tracer = std::strtol(text->c_str() + at + 11, nullptr, 10);
+      }
+    }
+    if (state != 't' || tracer == 0) {
+      return failMsg("pid " + std::to_string(pid) + " was released (" +
+                     (text ? std::string("state ") + state + ", tracer " + std::to_string(tracer)
+                           : "gone") +
+                     ") before its pages were all read: the collector that froze it is gone "
+                     "and its memory may have changed; nothing was written");
+    }
   }
   return {};
 }

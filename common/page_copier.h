@@ -8,6 +8,7 @@
 #include <deque>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -38,6 +39,11 @@ class PageCopier {
              const std::string& file, const std::string& where);
   // Waits until every job queued so far ran.
   Status wait();
+  // After wait(): every task whose pages were read is still in a ptrace stop with a tracer
+  // (/proc/PID/status: State t, TracerPid not 0). The collector holds the tree frozen until
+  // the images are committed, so a task still frozen now was frozen during the whole copy;
+  // one that is not was released (its collector is gone) and may have changed meanwhile.
+  Status checkStillFrozen() const;
 
  private:
   struct Job {
@@ -55,6 +61,7 @@ class PageCopier {
   std::condition_variable_any wake_;  // workers: a job, or stop
   std::condition_variable idle_;      // wait(): nothing queued or running
   std::deque<Job> jobs_;
+  std::set<pid_t> pids_;  // every task pages were read from
   std::vector<int> busyFds_;  // the files of the jobs running, one entry per job
   static constexpr long kLookAhead = 64;
   size_t running_ = 0;

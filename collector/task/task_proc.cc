@@ -117,6 +117,10 @@ Result<TaskStatus> parseTaskStatus(std::string_view text) {
       c.set_no_new_privs(num(0));
     } else if (key == "Seccomp") {
       st.seccomp = static_cast<int>(num(0));
+    } else if (key == "SigPnd" || key == "ShdPnd" || key == "SigIgn") {
+      uint64_t v = 0;
+      bad |= f.empty() || !toU64(f[0], v, 16);
+      (key == "SigPnd" ? st.sigPnd : key == "ShdPnd" ? st.shdPnd : st.sigIgn) = v;
     }
   });
   if (bad || (seen & 7) != 7) {

@@ -21,6 +21,7 @@ struct TaskStatus {
   bool hasUmask = false;
   int seccomp = 0;            // 0 disabled, 1 strict, 2 filter
   char state = '?';
+  uint64_t sigPnd = 0, shdPnd = 0, sigIgn = 0;  // pending (thread, process), ignored
 };
 Result<TaskStatus> parseTaskStatus(std::string_view text);
 

@@ -172,7 +172,12 @@ class SameCpuPin {
 
 Status readByInjection(pid_t tid, uint64_t insn, ThreadState& t, ProcessState* proc) {
   SameCpuPin pin(tid);  // declared first: unpinned after the session ended
-  auto s = inject::SyscallSession::begin(tid, insn);
+  // One stop per syscall where the step's SIGTRAP cannot touch the task's own: it does not
+  // ignore SIGTRAP and has none pending (SyscallSession::beginStepping).
+  const uint64_t trap = uint64_t{1} << (SIGTRAP - 1);
+  const bool step = ((t.status.sigIgn | t.status.sigPnd | t.status.shdPnd) & trap) == 0;
+  auto s = step ? inject::SyscallSession::beginStepping(tid, insn)
+                : inject::SyscallSession::begin(tid, insn);
   if (!s) {
     return fail(std::move(s).error());
   }

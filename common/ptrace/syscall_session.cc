@@ -73,7 +73,18 @@ Result<Stop> waitNextStop(pid_t tid, const char* what) {
 
 Result<SyscallSession> SyscallSession::begin(pid_t tid, uint64_t syscallInsn,
                                              unsigned long tracerOptions) {
+  return start(tid, syscallInsn, tracerOptions, false);
+}
+
+Result<SyscallSession> SyscallSession::beginStepping(pid_t tid, uint64_t syscallInsn,
+                                                     unsigned long tracerOptions) {
+  return start(tid, syscallInsn, tracerOptions, true);
+}
+
+Result<SyscallSession> SyscallSession::start(pid_t tid, uint64_t syscallInsn,
+                                             unsigned long tracerOptions, bool stepping) {
   SyscallSession s(tid, syscallInsn);
+  s.stepping_ = stepping;
   // PTRACE_SETOPTIONS replaces the whole set, so the caller's own options go along.
   if (::ptrace(PTRACE_SETOPTIONS, tid, nullptr,
                reinterpret_cast<void*>(tracerOptions | PTRACE_O_TRACESYSGOOD)) < 0) {
@@ -88,8 +99,12 @@ Result<SyscallSession> SyscallSession::begin(pid_t tid, uint64_t syscallInsn,
                &s.savedMask_) < 0) {
     return fail(Error::sys(tidCtx(tid) + ": PTRACE_GETSIGMASK"));
   }
-  // The kernel never blocks SIGKILL and SIGSTOP, whatever the mask says.
+  // The kernel never blocks SIGKILL and SIGSTOP, whatever the mask says. Stepping leaves
+  // SIGTRAP open (beginStepping).
   uint64_t all = ~uint64_t{0};
+  if (stepping) {
+    all &= ~(uint64_t{1} << (SIGTRAP - 1));
+  }
   if (::ptrace(PTRACE_SETSIGMASK, tid, reinterpret_cast<void*>(sizeof(uint64_t)), &all) < 0) {
     return fail(Error::sys(tidCtx(tid) + ": PTRACE_SETSIGMASK"));
   }
@@ -107,7 +122,8 @@ Result<SyscallSession> SyscallSession::begin(pid_t tid, uint64_t syscallInsn,
 }
 
 SyscallSession::SyscallSession(SyscallSession&& o) noexcept
-    : tid_(o.tid_), insn_(o.insn_), active_(std::exchange(o.active_, false)),
+    : tid_(o.tid_), insn_(o.insn_), stepping_(o.stepping_),
+      active_(std::exchange(o.active_, false)),
       resumed_(o.resumed_), saved_(o.saved_), final_(o.final_), savedMask_(o.savedMask_),
       finalMask_(o.finalMask_), rseqCsAddr_(o.rseqCsAddr_), rseqCs_(o.rseqCs_),
       scratch_(std::exchange(o.scratch_, 0)), scratchSize_(o.scratchSize_),
@@ -145,6 +161,9 @@ Result<long> SyscallSession::call(long nr, std::initializer_list<uint64_t> args)
     *slots[i++] = a;
   }
   CRPIPE_TRY(setRegs(tid_, r));
+  if (stepping_) {
+    return callStepping();
+  }
   const std::string what = "injected syscall " + std::to_string(nr);
   CRPIPE_TRY(resume(PTRACE_SYSCALL, "PTRACE_SYSCALL"));
   bool entered = false;
@@ -181,6 +200,38 @@ Result<long> SyscallSession::call(long nr, std::initializer_list<uint64_t> args)
         break;  // a group-stop: resuming goes on
     }
     CRPIPE_TRY(resume(PTRACE_SYSCALL, "PTRACE_SYSCALL"));
+  }
+}
+
+// The registers are set: one step over the `syscall` instruction. The step's SIGTRAP, raised
+// at syscall exit, stops the thread right after the instruction with the result in rax.
+Result<long> SyscallSession::callStepping() {
+  const char* what = "injected syscall (single step)";
+  CRPIPE_TRY(resume(PTRACE_SINGLESTEP, "PTRACE_SINGLESTEP"));
+  for (;;) {
+    auto st = waitNextStop(tid_, what);
+    if (!st) {
+      return fail(std::move(st).error());
+    }
+    if (st->kind == StopKind::Signal && st->sig == SIGTRAP) {
+      auto regs = getRegs(tid_);
+      if (!regs) {
+        return fail(std::move(regs).error());
+      }
+      if (regs->rip == insn_ + 2) {
+        return static_cast<long>(regs->rax);  // ours: discarded by the next resume
+      }
+      // A SIGTRAP from elsewhere before the syscall ran: kept to send again.
+      intercepted_.push_back(SIGTRAP);
+    } else if (st->kind == StopKind::Signal) {
+      if (st->sig == SIGSEGV || st->sig == SIGBUS || st->sig == SIGILL || st->sig == SIGFPE) {
+        return failMsg(tidCtx(tid_) + ": " + what + ": the thread got signal " +
+                       std::to_string(st->sig) + " at the syscall instruction");
+      }
+      intercepted_.push_back(st->sig);  // only an unblockable signal gets here
+    }
+    // A group-stop, or a signal kept above: the step goes on.
+    CRPIPE_TRY(resume(PTRACE_SINGLESTEP, "PTRACE_SINGLESTEP"));
   }
 }
 

@@ -51,6 +51,16 @@ class SyscallSession {
   // are kept (PTRACE_SETOPTIONS replaces the whole set).
   static Result<SyscallSession> begin(pid_t tid, uint64_t syscallInsn,
                                       unsigned long tracerOptions = 0);
+  // The same with one stop per syscall instead of two, for a caller that only reads (the
+  // collector): the thread single-steps over the `syscall` instruction and stops in the
+  // SIGTRAP the step raises at syscall exit, which is then discarded. SIGTRAP stays
+  // unblocked for the session, so the kernel's forced SIGTRAP leaves the task's handler
+  // alone (force_sig resets the handler of a blocked or ignored signal). Only for a task
+  // that neither ignores SIGTRAP nor has one pending (/proc status SigIgn, SigPnd,
+  // ShdPnd): the caller checks. Its syscalls must not change SIGTRAP's disposition or
+  // queue signals (the restorer's do: it uses begin()).
+  static Result<SyscallSession> beginStepping(pid_t tid, uint64_t syscallInsn,
+                                              unsigned long tracerOptions = 0);
 
   SyscallSession(SyscallSession&& o) noexcept;
   SyscallSession& operator=(SyscallSession&&) = delete;
@@ -97,8 +107,13 @@ class SyscallSession {
   Status resume(int request, const char* what);
   Status reenterInterruptStop();
 
+  static Result<SyscallSession> start(pid_t tid, uint64_t syscallInsn,
+                                      unsigned long tracerOptions, bool stepping);
+  Result<long> callStepping();
+
   pid_t tid_ = 0;
   uint64_t insn_ = 0;
+  bool stepping_ = false;
   bool active_ = false;
   bool resumed_ = false;  // the thread ran at least once: its stop is not the original one
   user_regs_struct saved_{};

@@ -6,6 +6,9 @@
 #include <gtest/gtest.h>
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/ptrace.h>
+#include <sys/wait.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -87,20 +90,45 @@ TEST(PageRefs, AnUnreadableRangeNamesThePidTheAddressAndTheFile) {
   // (the unmapped page is mapped again by ~Pages' munmap of the whole range: harmless)
 }
 
-// A stream with pages-1.img: `refPages` named, then `inlinePages` sent.
-std::string streamOf(const Pages& mem, std::vector<iovec> refs, std::string_view inlinePages) {
+// A child forked after the pages were filled (so it has the same bytes at the same
+// addresses), optionally frozen the way the collector freezes a task (PTRACE_SEIZE +
+// PTRACE_INTERRUPT: a ptrace stop). Killed and reaped when it goes.
+struct Child {
+  pid_t pid = -1;
+  explicit Child(bool frozen) {
+    pid = ::fork();
+    if (pid == 0) {
+      for (;;) {
+        ::pause();
+      }
+    }
+    if (frozen) {
+      EXPECT_EQ(::ptrace(PTRACE_SEIZE, pid, nullptr, nullptr), 0);
+      EXPECT_EQ(::ptrace(PTRACE_INTERRUPT, pid, nullptr, nullptr), 0);
+      int status = 0;
+      EXPECT_EQ(::waitpid(pid, &status, __WALL), pid);
+    }
+  }
+  ~Child() {
+    ::kill(pid, SIGKILL);
+    int status = 0;
+    ::waitpid(pid, &status, __WALL);
+  }
+};
+
+// A stream with pages-1.img: `refs` of `pid` named, then `inlinePages` sent.
+std::string streamOf(pid_t pid, std::vector<iovec> refs, std::string_view inlinePages) {
   UniqueFd fd(::memfd_create("stream", MFD_CLOEXEC));
   {
     StageWriter w(fd.get());
     ImageEmitter out(w);
     auto img = out.image("pages-1.img");
     EXPECT_TRUE(img);
-    EXPECT_TRUE(out.pageRefs(*img, ::getpid(), refs));
+    EXPECT_TRUE(out.pageRefs(*img, pid, refs));
     EXPECT_TRUE(out.pages(*img, inlinePages));
     EXPECT_TRUE(out.end());
     EXPECT_TRUE(w.flush());
   }
-  (void)mem;
   return fileBytes(fd.get());
 }
 
@@ -132,8 +160,9 @@ Status sinkAll(const std::string& stream, int dirFd, PageCopier* copier) {
 
 TEST(PageRefs, NamedPagesAndSentPagesLandInStreamOrder) {
   Pages mem(300);
+  Child task(/*frozen=*/true);
   std::string sent(8 * kPage, 'S');
-  std::string stream = streamOf(mem, {mem.range(10, 290), mem.range(0, 3)}, sent);
+  std::string stream = streamOf(task.pid, {mem.range(10, 290), mem.range(0, 3)}, sent);
   testing::TempDir dir;
   PageCopier copier(2);
   auto st = sinkAll(stream, dir.fd(), &copier);
@@ -143,9 +172,23 @@ TEST(PageRefs, NamedPagesAndSentPagesLandInStreamOrder) {
   EXPECT_TRUE(fileBytes(f.get()) == mem.bytes(10, 290) + mem.bytes(0, 3) + sent);
 }
 
+TEST(PageRefs, ATaskNoLongerFrozenWhenTheCopyEndsCommitsNothing) {
+  // Its collector died (the kernel released it) while the pages were being read: they may
+  // have changed, so the images are not written.
+  Pages mem(8);
+  Child task(/*frozen=*/false);
+  std::string stream = streamOf(task.pid, {mem.range(0, 8)}, "");
+  testing::TempDir dir;
+  PageCopier copier(2);
+  auto st = sinkAll(stream, dir.fd(), &copier);
+  ASSERT_FALSE(st);
+  EXPECT_NE(st.error().str().find("pid " + std::to_string(task.pid) + " was released"),
+            std::string::npos) << st.error().str();
+}
+
 TEST(PageRefs, AWriterWithoutPageRefsRefusesTheStream) {
   Pages mem(2);
-  std::string stream = streamOf(mem, {mem.range(0, 2)}, "");
+  std::string stream = streamOf(::getpid(), {mem.range(0, 2)}, "");
   testing::TempDir dir;
   auto st = sinkAll(stream, dir.fd(), nullptr);
   ASSERT_FALSE(st);
