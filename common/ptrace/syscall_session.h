@@ -20,8 +20,11 @@
 // rax = the number, rdi/rsi/rdx/r10/r8/r9 = the arguments, orig_rax = -1; PTRACE_SYSCALL
 // stops it at syscall entry, PTRACE_SYSCALL again at syscall exit, where
 // PTRACE_GET_SYSCALL_INFO gives the return value. No instruction of the task is written
-// and no signal is raised: an int3 or a single-step would send SIGTRAP through
-// force_sig(), which resets a handler the task installed for SIGTRAP.
+// and no signal is raised: an int3 or a single-step sends SIGTRAP through force_sig(),
+// which resets the handler of a task that blocks or ignores SIGTRAP. beginStepping() does
+// single-step, for a caller that checked the task neither ignores SIGTRAP nor has one
+// pending: it leaves SIGTRAP unblocked and discards the step's SIGTRAP (one stop a call
+// instead of two).
 //
 // What end() puts back (the destructor calls it if the caller did not):
 //  - the registers saved at begin() (or those given to setRegsOnEnd());
