@@ -28,6 +28,11 @@ PageCopier::PageCopier(unsigned threads) {
 }
 
 PageCopier::~PageCopier() {
+  {
+    // Dropped, not run: the dump failed, and the tree may be running again by now.
+    std::lock_guard lock(mu_);
+    jobs_.clear();
+  }
   for (auto& w : workers_) {
     w.request_stop();
   }
@@ -121,7 +126,9 @@ void PageCopier::work(std::stop_token stop) {
     Job job;
     {
       std::unique_lock lock(mu_);
-      if (!wake_.wait(lock, stop, [this] { return !jobs_.empty(); })) {
+      // (wait() returns the predicate even once a stop is asked for: test both.)
+      if (!wake_.wait(lock, stop, [this] { return !jobs_.empty(); }) ||
+          stop.stop_requested()) {
         return;
       }
       // Two writers of one file take turns on its inode lock (tmpfs writes hold it for the

@@ -28,7 +28,7 @@ class PageCopier {
   static constexpr size_t kJobBytes = 1 << 20;
 
   explicit PageCopier(unsigned threads);
-  ~PageCopier();  // stops the workers; jobs not yet run are dropped
+  ~PageCopier();  // drops the jobs not yet started and joins the workers
   PageCopier(const PageCopier&) = delete;
   PageCopier& operator=(const PageCopier&) = delete;
 

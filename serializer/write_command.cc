@@ -85,7 +85,8 @@ Status writeImages(const WriteOptions& opts, ControlSender& ctl, Log& log, OpenE
   ImageSink sink(part->fd());
   // Two readers, one per core of the machines crpipe is built for, each with a buffer of
   // its own; the copies into one image go to disjoint ranges of its file. Declared after
-  // the sink: on failure the readers stop before the files they write to close.
+  // the sink: on failure the queued copies are dropped and the readers joined before the
+  // files they write to close.
   std::optional<PageCopier> copier;
   if (opts.pageRefs) {
     copier.emplace(2);

@@ -189,7 +189,7 @@ Result<long> SyscallSession::call(long nr, std::initializer_list<uint64_t> args)
       case StopKind::Signal:
         // A fault of the borrowed instruction would come back at every resume.
         if (st->sig == SIGSEGV || st->sig == SIGBUS || st->sig == SIGILL ||
-            st->sig == SIGTRAP || st->sig == SIGFPE) {
+            st->sig == SIGTRAP || st->sig == SIGFPE || st->sig == SIGSYS) {
           return failMsg(tidCtx(tid_) + ": " + what + ": the thread got signal " +
                          std::to_string(st->sig) + " at the syscall instruction");
         }
@@ -221,10 +221,17 @@ Result<long> SyscallSession::callStepping() {
       if (regs->rip == insn_ + 2) {
         return static_cast<long>(regs->rax);  // ours: discarded by the next resume
       }
-      // A SIGTRAP from elsewhere before the syscall ran: kept to send again.
+      if (regs->rip != insn_) {
+        // Not at the instruction and not after it: the step ran code of the task's.
+        return failMsg(tidCtx(tid_) + ": " + what + ": the step stopped at " +
+                       std::to_string(regs->rip) + ", not after the syscall instruction");
+      }
+      // A SIGTRAP from elsewhere, before the syscall ran: kept to send again.
       intercepted_.push_back(SIGTRAP);
     } else if (st->kind == StopKind::Signal) {
-      if (st->sig == SIGSEGV || st->sig == SIGBUS || st->sig == SIGILL || st->sig == SIGFPE) {
+      // SIGSYS: syscall user dispatch (or seccomp) turned the syscall into a signal.
+      if (st->sig == SIGSEGV || st->sig == SIGBUS || st->sig == SIGILL || st->sig == SIGFPE ||
+          st->sig == SIGSYS) {
         return failMsg(tidCtx(tid_) + ": " + what + ": the thread got signal " +
                        std::to_string(st->sig) + " at the syscall instruction");
       }

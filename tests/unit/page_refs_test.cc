@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/ptrace.h>
 #include <sys/wait.h>
 #include <signal.h>
@@ -115,6 +116,24 @@ struct Child {
     ::waitpid(pid, &status, __WALL);
   }
 };
+
+TEST(PageRefs, ACopierGoneDropsWhatItHadNotStarted) {
+  // A failed dump destroys the copier: queued copies are dropped, not run (the tree may be
+  // running again). 128 jobs of 1 MiB; at most the two in flight and a few taken before
+  // the destructor got the lock are written.
+  Pages mem(256);
+  UniqueFd file(::memfd_create("pages", MFD_CLOEXEC));
+  {
+    PageCopier copier(2);
+    for (int i = 0; i < 128; ++i) {
+      ASSERT_TRUE(copier.add(::getpid(), {mem.range(0, 256)}, file.get(),
+                             static_cast<uint64_t>(i) << 20, "f", "w"));
+    }
+  }
+  struct stat st {};
+  ASSERT_EQ(::fstat(file.get(), &st), 0);
+  EXPECT_LT(st.st_size, 64 << 20) << "the destructor ran the queue";
+}
 
 // A stream with pages-1.img: `refs` of `pid` named, then `inlinePages` sent.
 std::string streamOf(pid_t pid, std::vector<iovec> refs, std::string_view inlinePages) {
