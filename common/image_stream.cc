@@ -369,6 +369,12 @@ Result<bool> ImageSink::consume(proto::Message::Reader msg, const std::string& w
       if (!w) {
         return fail(std::move(w).error());
       }
+      // Only the pages of a task the stream dumps: its pagemap image came first.
+      const std::string pagemap = "pagemap-" + std::to_string(p.getPid()) + ".img";
+      if (std::find(names_.begin(), names_.end(), pagemap) == names_.end()) {
+        return failMsg(where + ": page references to pid " + std::to_string(p.getPid()) +
+                       ", whose " + pagemap + " the stream has not opened");
+      }
       std::vector<iovec> ranges;
       uint64_t len = 0;
       for (auto r : p.getRanges()) {

@@ -135,12 +135,17 @@ TEST(PageRefs, ACopierGoneDropsWhatItHadNotStarted) {
   EXPECT_LT(st.st_size, 64 << 20) << "the destructor ran the queue";
 }
 
-// A stream with pages-1.img: `refs` of `pid` named, then `inlinePages` sent.
-std::string streamOf(pid_t pid, std::vector<iovec> refs, std::string_view inlinePages) {
+// A stream with pages-1.img: `refs` of `pid` named, then `inlinePages` sent; the task's
+// pagemap image is opened first unless `withPagemap` is false.
+std::string streamOf(pid_t pid, std::vector<iovec> refs, std::string_view inlinePages,
+                     bool withPagemap = true) {
   UniqueFd fd(::memfd_create("stream", MFD_CLOEXEC));
   {
     StageWriter w(fd.get());
     ImageEmitter out(w);
+    if (withPagemap) {
+      EXPECT_TRUE(out.image("pagemap-" + std::to_string(pid) + ".img"));
+    }
     auto img = out.image("pages-1.img");
     EXPECT_TRUE(img);
     EXPECT_TRUE(out.pageRefs(*img, pid, refs));
@@ -202,6 +207,18 @@ TEST(PageRefs, ATaskNoLongerFrozenWhenTheCopyEndsCommitsNothing) {
   auto st = sinkAll(stream, dir.fd(), &copier);
   ASSERT_FALSE(st);
   EXPECT_NE(st.error().str().find("pid " + std::to_string(task.pid) + " was released"),
+            std::string::npos) << st.error().str();
+}
+
+TEST(PageRefs, PagesOfATaskTheStreamDoesNotDumpAreRefused) {
+  Pages mem(2);
+  Child task(/*frozen=*/true);
+  std::string stream = streamOf(task.pid, {mem.range(0, 2)}, "", /*withPagemap=*/false);
+  testing::TempDir dir;
+  PageCopier copier(2);
+  auto st = sinkAll(stream, dir.fd(), &copier);
+  ASSERT_FALSE(st);
+  EXPECT_NE(st.error().str().find("pagemap-" + std::to_string(task.pid) + ".img"),
             std::string::npos) << st.error().str();
 }
 
