@@ -53,6 +53,16 @@ struct {
   __type(value, struct crp_buf);
 } scratch SEC(".maps");
 
+/* Records are built in map memory, not on the stack: the verifier tracks every stack slot
+ * of a record built at seven places, and its states stopped matching (463,000 instructions
+ * processed of the 1,000,000 allowed, 0.7 s a load on Linux 6.18). */
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, struct crp_emb_rec);
+} recbuf SEC(".maps");
+
 enum { PH_NEXT_EMBRYO, PH_NEXT_MSG, PH_DATA };
 
 /* The walk is a flat state machine driven by one bpf_loop: one step per embryo, per skb,
@@ -60,6 +70,7 @@ enum { PH_NEXT_EMBRYO, PH_NEXT_MSG, PH_DATA };
 struct walk {
   struct seq_file *seq;
   struct crp_buf *buf;
+  struct crp_emb_rec *rec;
   struct crp_calib *cal;
   __u64 lq_head, lskb, eq_head, eskb, embryo, data, shinfo;
   __u32 ino, phase, embryo_idx, msg_idx, cur_embryo, cur_msg, cur_off;
@@ -68,9 +79,18 @@ struct walk {
 
 static __always_inline void put(struct walk *w, __u32 type, __u32 a0, __u32 a1, __u32 a2,
                                 __u32 a3, __u32 a4, __u32 a5) {
-  struct crp_emb_rec r = {.type = type, .listener_ino = w->ino, .embryo_idx = w->embryo_idx,
-                          .msg_idx = w->msg_idx, .arg = {a0, a1, a2, a3, a4, a5}};
-  bpf_seq_write(w->seq, &r, sizeof(r));
+  struct crp_emb_rec *r = w->rec;
+  r->type = type;
+  r->listener_ino = w->ino;
+  r->embryo_idx = w->embryo_idx;
+  r->msg_idx = w->msg_idx;
+  r->arg[0] = a0;
+  r->arg[1] = a1;
+  r->arg[2] = a2;
+  r->arg[3] = a3;
+  r->arg[4] = a4;
+  r->arg[5] = a5;
+  bpf_seq_write(w->seq, r, sizeof(*r));
   w->emitted += REC;
 }
 
@@ -270,6 +290,8 @@ int dump_unix_embryos(struct bpf_iter__unix *ctx) {
   w.seq = seq;
   w.buf = bpf_map_lookup_elem(&scratch, &zero);
   if (!w.buf) return 0;
+  w.rec = bpf_map_lookup_elem(&recbuf, &zero);
+  if (!w.rec) return 0;
   w.cal = bpf_map_lookup_elem(&calib, &zero);
   w.ino = ino;
   w.lq_head = sk_addr + bpf_core_field_offset(struct sock, sk_receive_queue);
