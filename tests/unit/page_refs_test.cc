@@ -196,30 +196,25 @@ TEST(PageRefs, NamedPagesAndSentPagesLandInStreamOrder) {
   EXPECT_TRUE(fileBytes(f.get()) == mem.bytes(10, 290) + mem.bytes(0, 3) + sent);
 }
 
-TEST(PageRefs, ATaskNoLongerFrozenWhenTheCopyEndsCommitsNothing) {
-  // Its collector died (the kernel released it) while the pages were being read: they may
-  // have changed, so the images are not written.
-  Pages mem(8);
-  Child task(/*frozen=*/false);
-  std::string stream = streamOf(task.pid, {mem.range(0, 8)}, "");
-  testing::TempDir dir;
-  PageCopier copier(2);
-  auto st = sinkAll(stream, dir.fd(), &copier);
-  ASSERT_FALSE(st);
-  EXPECT_NE(st.error().str().find("pid " + std::to_string(task.pid) + " was released"),
-            std::string::npos) << st.error().str();
-}
-
-TEST(PageRefs, PagesOfATaskTheStreamDoesNotDumpAreRefused) {
-  Pages mem(2);
-  Child task(/*frozen=*/true);
-  std::string stream = streamOf(task.pid, {mem.range(0, 2)}, "", /*withPagemap=*/false);
-  testing::TempDir dir;
-  PageCopier copier(2);
-  auto st = sinkAll(stream, dir.fd(), &copier);
-  ASSERT_FALSE(st);
-  EXPECT_NE(st.error().str().find("pagemap-" + std::to_string(task.pid) + ".img"),
-            std::string::npos) << st.error().str();
+TEST(PageRefs, PagesOfTasksNotFrozenOrNotDumpedCommitNothing) {
+  struct Case {
+    bool frozen, withPagemap;
+    const char* want;  // after "pid N" / the pid's pagemap name
+  };
+  // A task no longer frozen when the copy ends: its collector died (the kernel released
+  // it) while the pages were being read, so they may have changed. A task whose pagemap
+  // image the stream never opened: not one the stream dumps.
+  for (const Case& c : {Case{false, true, " was released"}, Case{true, false, ".img"}}) {
+    Pages mem(4);
+    Child task(c.frozen);
+    std::string stream = streamOf(task.pid, {mem.range(0, 4)}, "", c.withPagemap);
+    testing::TempDir dir;
+    PageCopier copier(2);
+    auto st = sinkAll(stream, dir.fd(), &copier);
+    ASSERT_FALSE(st);
+    std::string want = (c.frozen ? "pagemap-" : "pid ") + std::to_string(task.pid) + c.want;
+    EXPECT_NE(st.error().str().find(want), std::string::npos) << st.error().str();
+  }
 }
 
 TEST(PageRefs, AWriterWithoutPageRefsRefusesTheStream) {
