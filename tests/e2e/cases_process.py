@@ -91,6 +91,10 @@ def test_signals_handlers_blocked_pending():
         check(p.returncode == 0, f"crpipe exited {p.returncode}:\n{err}")
 
 
+def test_sigtrap_caught_ignored_pending():
+    round_trip("task_sigtrap")
+
+
 def test_memory_shared_anon_brk_cow_madvise():
     round_trip("task_memory")
 

@@ -210,3 +210,13 @@ def test_dump_leaves_mappings_and_fds_as_they_were():
         check(read_pages(img, pages_id, runs, r["pattern"], 3 * PAGE) == pattern(3 * PAGE, 1),
               "the known pattern is not in pages-N.img")
         w.verify()
+
+
+def test_sigtrap_left_as_it_was():
+    """The collector's injected syscalls single-step where SIGTRAP is neither ignored nor
+    pending: a task's SIGTRAP handler, an ignored SIGTRAP and a pending one all stay as
+    they were after a dump with --leave-running (the workload checks each)."""
+    with Workload("task_sigtrap") as w:
+        w.wait_ready()
+        dump(w.pid, images_dir(w))
+        w.verify()
