@@ -95,18 +95,14 @@ Status PageCopier::wait() {
 
 Status PageCopier::checkStillFrozen() const {
   for (pid_t pid : pids_) {
-    const std::string path = "/proc/" + std::to_string(pid) + "/status";
-    auto text = readProcFile(path);
+    auto text = readProcFile("/proc/" + std::to_string(pid) + "/status");
     char state = '?';
     long tracer = 0;
     if (text) {
-      if (auto at = text->find("\nState:"); at != std::string::npos) {
-        size_t c = text->find_first_not_of(" \t", at + 7);
-        state = c != std::string::npos ? (*text)[c] : '?';
-      }
-      if (auto at = text->find("\nTracerPid:"); at != std::string::npos) {
-        tracer = std::strtol(text->c_str() + at + 11, nullptr, 10);
-      }
+      auto st = procStatusField(*text, "State");
+      state = st && !st->empty() ? st->front() : '?';
+      auto tr = procStatusField(*text, "TracerPid");
+      tracer = tr ? std::strtol(std::string(*tr).c_str(), nullptr, 10) : 0;
     }
     if (state != 't' || tracer == 0) {
       return failMsg("pid " + std::to_string(pid) + " was released (" +

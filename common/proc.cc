@@ -206,4 +206,23 @@ Result<std::string> readLink(const std::string& path) {
   return std::string(buf, static_cast<size_t>(n));
 }
 
+std::optional<std::string_view> procStatusField(std::string_view status, std::string_view key) {
+  size_t at = 0;
+  while (at < status.size()) {
+    size_t nl = status.find('\n', at);
+    std::string_view line = status.substr(at, nl == std::string_view::npos ? nl : nl - at);
+    at = nl == std::string_view::npos ? status.size() : nl + 1;
+    if (line.size() > key.size() && line.substr(0, key.size()) == key && line[key.size()] == ':') {
+      std::string_view v = line.substr(key.size() + 1);
+      size_t b = v.find_first_not_of(" \t");
+      if (b == std::string_view::npos) {
+        return std::string_view();
+      }
+      size_t e = v.find_last_not_of(" \t");
+      return v.substr(b, e - b + 1);
+    }
+  }
+  return std::nullopt;
+}
+
 }  // namespace crpipe

@@ -3,7 +3,9 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/result.h"
@@ -36,6 +38,10 @@ Result<FdInfo> parseFdInfo(std::string_view text);
 
 // "1 2 3\n" (task/TID/children) or a directory listing's numbers.
 std::vector<pid_t> parsePidList(std::string_view text);
+
+// The value of one "Key:\tvalue" line of /proc/PID/status (blanks around it dropped), or
+// nothing when the file has no such line.
+std::optional<std::string_view> procStatusField(std::string_view status, std::string_view key);
 
 // Reads a small /proc file whole; the error names the path.
 // /proc/PID/limits: soft and hard limit of each resource, in resource order (RLIMIT_CPU

@@ -27,8 +27,8 @@ pid_t getTgid(pid_t tid) {
   if (!text) {
     return tid;
   }
-  auto at = text->find("\nTgid:");
-  return at == std::string::npos ? tid : static_cast<pid_t>(std::atoi(text->c_str() + at + 6));
+  auto tgid = procStatusField(*text, "Tgid");
+  return tgid ? static_cast<pid_t>(std::atoi(std::string(*tgid).c_str())) : tid;
 }
 
 }  // namespace

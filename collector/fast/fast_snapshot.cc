@@ -127,9 +127,9 @@ size_t fdTableRoom(const std::set<pid_t>& pids) {
   size_t room = 64;
   for (pid_t pid : pids) {
     auto status = readProcFile("/proc/" + std::to_string(pid) + "/status");
-    size_t at = status ? status->find("\nFDSize:") : std::string::npos;
-    if (at != std::string::npos) {
-      room += std::strtoul(status->c_str() + at + 8, nullptr, 10);
+    auto size = status ? procStatusField(*status, "FDSize") : std::nullopt;
+    if (size) {
+      room += std::strtoul(std::string(*size).c_str(), nullptr, 10);
     }
   }
   return room;

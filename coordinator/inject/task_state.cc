@@ -52,12 +52,12 @@ Result<uint64_t> signalsNotDefault(pid_t pid) {
     return fail(std::move(text).error());
   }
   uint64_t bits = 0;
-  for (const char* key : {"\nSigIgn:", "\nSigCgt:"}) {
-    size_t at = text->find(key);
-    if (at == std::string::npos) {
-      return failMsg(path + ": no " + std::string(key + 1));
+  for (const char* key : {"SigIgn", "SigCgt"}) {
+    auto v = procStatusField(*text, key);
+    if (!v) {
+      return failMsg(path + ": no " + key + ":");
     }
-    bits |= std::strtoull(text->c_str() + at + std::strlen(key), nullptr, 16);
+    bits |= std::strtoull(std::string(*v).c_str(), nullptr, 16);
   }
   return bits;
 }

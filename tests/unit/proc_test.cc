@@ -49,6 +49,19 @@ TEST(PidList, ParsesChildrenFile) {
   EXPECT_TRUE(parsePidList("").empty());
 }
 
+TEST(ProcStatus, FieldsByName) {
+  const std::string text =
+      "Name:\tcat (x)\nState:\tt (tracing stop)\nTgid:\t300\nTracerPid:\t12\n"
+      "SigIgn:\t0000000000000010\nFDSize:\t64\nEmpty:\t\n";
+  EXPECT_EQ(procStatusField(text, "State").value_or("?"), "t (tracing stop)");
+  EXPECT_EQ(procStatusField(text, "TracerPid").value_or("?"), "12");
+  EXPECT_EQ(procStatusField(text, "Name").value_or("?"), "cat (x)");
+  EXPECT_EQ(procStatusField(text, "FDSize").value_or("?"), "64");
+  EXPECT_EQ(procStatusField(text, "Empty").value_or("?"), "");
+  EXPECT_FALSE(procStatusField(text, "Tgi"));  // a prefix is not a key
+  EXPECT_FALSE(procStatusField(text, "NSpid"));
+}
+
 }  // namespace
 }  // namespace crpipe
 
