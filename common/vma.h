@@ -19,6 +19,13 @@ inline constexpr uint32_t kVmaAnonShared = 1 << 8;
 inline constexpr uint32_t kVmaAnonPrivate = 1 << 9;
 inline constexpr uint32_t kVmaVvar = 1 << 12;
 
+// "0x7f00": how errors name an address.
+inline std::string hexAddr(uint64_t a) {
+  char b[32];
+  snprintf(b, sizeof(b), "0x%llx", static_cast<unsigned long long>(a));
+  return b;
+}
+
 // "7f00-7f10": how errors name a mapping, as /proc/PID/maps writes it.
 inline std::string hexRange(uint64_t start, uint64_t end) {
   char b[64];

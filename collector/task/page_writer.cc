@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "common/ptrace/remote_mem.h"
+#include "common/vma.h"
 #include "protos/pagemap.pb.h"
 
 namespace crpipe::collector::task {
@@ -17,12 +18,6 @@ namespace crpipe::collector::task {
 namespace {
 // PE_PRESENT of CRIU's pagemap.h: the pages are in pages-N.img.
 constexpr uint32_t kPePresent = 1 << 2;
-
-std::string hexAddr(uint64_t a) {
-  char b[32];
-  snprintf(b, sizeof(b), "0x%llx", static_cast<unsigned long long>(a));
-  return b;
-}
 }  // namespace
 
 // A batch being read: its ranges, where they go, and the read's result.

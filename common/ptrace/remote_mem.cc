@@ -3,17 +3,9 @@
 #include <climits>
 #include <cstdio>
 
+#include "common/vma.h"
+
 namespace crpipe::inject {
-
-namespace {
-
-std::string hexAddr(uint64_t a) {
-  char b[32];
-  snprintf(b, sizeof(b), "0x%llx", static_cast<unsigned long long>(a));
-  return b;
-}
-
-}  // namespace
 
 Status readRemote(pid_t pid, uint64_t addr, void* buf, size_t len) {
   iovec local{buf, len};

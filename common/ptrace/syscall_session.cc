@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "common/ptrace/regs.h"
+#include "common/vma.h"
 #include "common/ptrace/remote_mem.h"
 
 namespace crpipe::inject {
@@ -29,6 +30,12 @@ struct Stop {
 // Waits for tid's next stop and says what it is. With PTRACE_O_TRACESYSGOOD a syscall stop
 // shows as SIGTRAP | 0x80; PTRACE_GET_SYSCALL_INFO says entry or exit (it reports
 // PTRACE_SYSCALL_INFO_NONE for every stop without TRACESYSGOOD).
+// A fault of the borrowed `syscall` instruction, which would come back at every resume;
+// SIGSYS: syscall user dispatch (or seccomp) turned the syscall into a signal.
+bool faultAtInsn(int sig) {
+  return sig == SIGSEGV || sig == SIGBUS || sig == SIGILL || sig == SIGFPE || sig == SIGSYS;
+}
+
 Result<Stop> waitNextStop(pid_t tid, const char* what) {
   int status = 0;
   for (;;) {
@@ -187,9 +194,7 @@ Result<long> SyscallSession::call(long nr, std::initializer_list<uint64_t> args)
         }
         return st->rval;
       case StopKind::Signal:
-        // A fault of the borrowed instruction would come back at every resume.
-        if (st->sig == SIGSEGV || st->sig == SIGBUS || st->sig == SIGILL ||
-            st->sig == SIGTRAP || st->sig == SIGFPE || st->sig == SIGSYS) {
+        if (faultAtInsn(st->sig) || st->sig == SIGTRAP) {
           return failMsg(tidCtx(tid_) + ": " + what + ": the thread got signal " +
                          std::to_string(st->sig) + " at the syscall instruction");
         }
@@ -224,14 +229,13 @@ Result<long> SyscallSession::callStepping() {
       if (regs->rip != insn_) {
         // Not at the instruction and not after it: the step ran code of the task's.
         return failMsg(tidCtx(tid_) + ": " + what + ": the step stopped at " +
-                       std::to_string(regs->rip) + ", not after the syscall instruction");
+                       hexAddr(regs->rip) + ", not after the syscall instruction at " +
+                       hexAddr(insn_));
       }
       // A SIGTRAP from elsewhere, before the syscall ran: kept to send again.
       intercepted_.push_back(SIGTRAP);
     } else if (st->kind == StopKind::Signal) {
-      // SIGSYS: syscall user dispatch (or seccomp) turned the syscall into a signal.
-      if (st->sig == SIGSEGV || st->sig == SIGBUS || st->sig == SIGILL || st->sig == SIGFPE ||
-          st->sig == SIGSYS) {
+      if (faultAtInsn(st->sig)) {
         return failMsg(tidCtx(tid_) + ": " + what + ": the thread got signal " +
                        std::to_string(st->sig) + " at the syscall instruction");
       }
