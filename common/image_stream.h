@@ -79,9 +79,9 @@ class ImageEmitter {
   uint64_t rawBytes_ = 0;
 };
 
-// Writes image files from the stage stream messages (ImageOpen / entry / raw / end).
 class PageCopier;
 
+// Writes image files from the stage stream messages (ImageOpen / entry / raw / end).
 class ImageSink {
  public:
   explicit ImageSink(int dirFd) : dirFd_(dirFd) {}

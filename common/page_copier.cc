@@ -93,8 +93,13 @@ Status PageCopier::wait() {
   return {};
 }
 
-Status PageCopier::checkStillFrozen() const {
-  for (pid_t pid : pids_) {
+Status PageCopier::checkStillFrozen() {
+  std::set<pid_t> pids;
+  {
+    std::lock_guard lock(mu_);
+    pids = pids_;
+  }
+  for (pid_t pid : pids) {
     auto text = readProcFile("/proc/" + std::to_string(pid) + "/status");
     char state = '?';
     long tracer = 0;

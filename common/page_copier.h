@@ -43,7 +43,7 @@ class PageCopier {
   // (/proc/PID/status: State t, TracerPid not 0). The collector holds the tree frozen until
   // the images are committed, so a task still frozen now was frozen during the whole copy;
   // one that is not was released (its collector is gone) and may have changed meanwhile.
-  Status checkStillFrozen() const;
+  Status checkStillFrozen();
 
  private:
   struct Job {

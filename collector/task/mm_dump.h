@@ -8,10 +8,10 @@
 
 #include "collector/dump_context.h"
 #include "collector/task/page_writer.h"
-#include "protos/mm.pb.h"
 #include "collector/task/task_files.h"
 #include "collector/task/thread_state.h"
 #include "common/result.h"
+#include "protos/mm.pb.h"
 
 namespace crpipe::collector::task {
 
