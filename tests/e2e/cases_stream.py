@@ -94,7 +94,12 @@ def page_refs_stream(pid, path):
         stderr=subprocess.PIPE, text=True)
     ours.close()
     theirs.close()
-    _, err = p.communicate(timeout=60)
+    try:
+        _, err = p.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        p.kill()  # its tree is released when it dies
+        p.wait()
+        raise
     check(p.returncode == 0, f"collector --page-refs: {err}")
 
 
