@@ -218,6 +218,9 @@ Result<FrozenTree> collectTree(const DumpOptions& opts, Log& log, StageWriter& d
   held.files = std::make_unique<FileTable>(makeFdKinds());
   FileTable& files = *held.files;
   DumpContext ctx{opts, log, out, files, pids};
+  // Memory first: with --page-refs the serializer copies it while the rest is collected.
+  task::TaskStateDump tasks(ctx);
+  CRPIPE_TRY(tasks.memory(ctx, *tree));
   std::unique_ptr<FastSnapshot>& fast = held.fast;
   if (opts.useBpf) {
     auto snap = FastSnapshot::take(pids, log);
@@ -244,7 +247,7 @@ Result<FrozenTree> collectTree(const DumpOptions& opts, Log& log, StageWriter& d
   for (const auto& p : tree->processes()) {
     CRPIPE_TRY(collectFds(ctx, p, pidfds.at(p.pid).get(), progress, done));
   }
-  CRPIPE_TRY(task::collectTaskState(ctx, *tree, progress));
+  CRPIPE_TRY(tasks.rest(ctx, *tree, progress));
   CRPIPE_TRY(files.finishAll(ctx));
   progress.progress("fds", done, done, std::to_string(files.size()) + " open files");
   CRPIPE_TRY(out.end());

@@ -161,23 +161,41 @@ uint32_t extraMapFlags(const SmapsVma& v) {
 // the file; pages never touched are not in the page table at all.
 Status dumpPrivatePages(int pagemapFd, int memFd, pid_t pid, const SmapsVma& v,
                         uint64_t zeroPfn, std::vector<uint64_t>& pm, PageWriter& pw) {
-  constexpr size_t kChunk = 64 * 1024;  // pagemap entries per read: 256 MiB of address space
+  // Pagemap entries per read: 256 MiB of address space at most, and a small first read, so
+  // that the pages of a large mapping are on their way (named to the serializer, or read)
+  // while the rest of its page table is read.
+  constexpr size_t kChunk = 64 * 1024;
+  constexpr size_t kFirstChunk = 256;
   // Kept across mappings and processes: a fresh zeroed 512 KiB for each of hundreds of
   // mappings cost more than reading their pagemap.
   pm.resize(std::max(pm.size(), std::min<size_t>(kChunk, (v.end - v.start) / kPageSize)));
   const bool readable = (v.prot & PROT_READ) != 0;
-  uint64_t runStart = 0, runLen = 0;
+  // The run of pages being built; [runStart, runStart + runSent pages) is already queued.
+  uint64_t runStart = 0, runLen = 0, runSent = 0;
+  auto sendRun = [&]() -> Status {
+    if (!readable || runLen == runSent) {
+      return {};
+    }
+    Status s = pw.remotePages(pid, runStart + runSent * kPageSize, runLen - runSent);
+    runSent = runLen;
+    return s;
+  };
   auto emit = [&]() -> Status {
     if (runLen == 0) {
       return {};
     }
-    Status s = readable ? pw.addRemote(pid, runStart, runLen)
-                        : pw.addFromFd(memFd, runStart, runStart, runLen);
+    Status s = readable ? sendRun() : pw.addFromFd(memFd, runStart, runStart, runLen);
+    if (s && readable) {
+      s = pw.entry(runStart, runLen);
+    }
     runLen = 0;
+    runSent = 0;
     return s;
   };
+  size_t chunk = kFirstChunk;
   for (uint64_t addr = v.start; addr < v.end;) {
-    size_t n = static_cast<size_t>(std::min<uint64_t>((v.end - addr) / kPageSize, kChunk));
+    size_t n = static_cast<size_t>(std::min<uint64_t>((v.end - addr) / kPageSize, chunk));
+    chunk = std::min(chunk * 8, kChunk);
     size_t bytes = n * 8;
     size_t got = 0;
     while (got < bytes) {
@@ -212,6 +230,11 @@ Status dumpPrivatePages(int pagemapFd, int memFd, pid_t pid, const SmapsVma& v,
       }
     }
     addr += n * kPageSize;
+    if (addr < v.end) {
+      // More to read: what is known so far goes now, also the open run's pages.
+      CRPIPE_TRY(sendRun());
+      CRPIPE_TRY(pw.flush());
+    }
   }
   return emit();
 }
@@ -280,7 +303,82 @@ Result<std::vector<uint64_t>> readAuxv(pid_t pid) {
   return out;
 }
 
+// pagemap-PID.img + pages-N.img: the pages of every private mapping `kinds` marks, in
+// address order; shared anonymous objects (dumpShmem) when `withShmem`.
+Status dumpPrivateMemory(DumpContext& ctx, MmDumpState& st, pid_t pid,
+                         const std::vector<SmapsVma>& vmas, const std::vector<VmaKind>& kinds,
+                         bool withShmem = true) {
+  const std::string dir = "/proc/" + std::to_string(pid) + "/";
+  const std::string where = "pid " + std::to_string(pid);
+  UniqueFd pagemap(::open((dir + "pagemap").c_str(), O_RDONLY | O_CLOEXEC));
+  if (!pagemap.valid()) {
+    return fail(Error::sys("open " + dir + "pagemap"));
+  }
+  // Only for memory the task itself cannot read (PROT_NONE): /proc/PID/mem reads with
+  // FOLL_FORCE, page by page through a bounce buffer, so it is not the common path.
+  UniqueFd mem;
+  auto pw = PageWriter::open(ctx.out, st.buffer, "pagemap-" + std::to_string(pid) + ".img",
+                             st.nextPagesId++);
+  if (!pw) {
+    return fail(std::move(pw).error());
+  }
+  for (size_t i = 0; i < vmas.size(); ++i) {
+    const auto& v = vmas[i];
+    const auto& k = kinds[i];
+    if (k.anonShared && withShmem) {
+      CRPIPE_TRY(pw->flush());
+      CRPIPE_TRY(dumpShmem(ctx, st, pid, v));
+      continue;
+    }
+    if (!k.dumpPrivatePages) {
+      continue;
+    }
+    if ((v.prot & PROT_READ) == 0 && !mem.valid()) {
+      mem.reset(::open((dir + "mem").c_str(), O_RDONLY | O_CLOEXEC));
+      if (!mem.valid()) {
+        return fail(Error::sys("open " + dir + "mem"));
+      }
+    }
+    CRPIPE_TRY_CTX(dumpPrivatePages(pagemap.get(), mem.get(), pid, v, st.zeroPfn, st.pagemapBuf, *pw),
+                   where + ": mapping " + hexRange(v.start, v.end));
+  }
+  CRPIPE_TRY(pw->flush());
+  st.pagesDumped += pw->pages();
+  return {};
+}
+
 }  // namespace
+
+Status dumpPrivateMemoryEarly(DumpContext& ctx, MmDumpState& st, pid_t pid) {
+  const std::string path = "/proc/" + std::to_string(pid) + "/maps";
+  auto text = readProcFile(path);
+  if (!text) {
+    return fail(std::move(text).error());
+  }
+  auto vmas = parseSmaps(*text);
+  if (!vmas) {
+    return fail(std::move(vmas).error().context(path));
+  }
+  std::vector<VmaKind> kinds;
+  std::vector<std::pair<uint64_t, uint64_t>> chosen;
+  for (const auto& v : *vmas) {
+    // A mapping of a device (VM_IO/VM_PFNMAP, which only smaps' VmFlags tell) is refused
+    // later with its own message; its frames must not be read before that. Such a
+    // process goes the late way, wholly.
+    if (v.path.starts_with("/dev/") && !v.shared) {
+      ctx.log.debug("pid %d: a private mapping of %s; its pages are read after smaps", pid,
+                    v.path.c_str());
+      return {};
+    }
+    kinds.push_back(classify(v));
+    if (kinds.back().dumpPrivatePages) {
+      chosen.emplace_back(v.start, v.end);
+    }
+  }
+  CRPIPE_TRY(dumpPrivateMemory(ctx, st, pid, *vmas, kinds, /*withShmem=*/false));
+  st.early.emplace(pid, std::move(chosen));
+  return {};
+}
 
 uint64_t findZeroPfn() {
   void* p = ::mmap(nullptr, kPageSize, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -376,40 +474,30 @@ Result<images::MmEntry> dumpMm(DumpContext& ctx, MmDumpState& st, pid_t pid) {
     }
     kinds.push_back(k);
   }
-  UniqueFd pagemap(::open((dir + "pagemap").c_str(), O_RDONLY | O_CLOEXEC));
-  if (!pagemap.valid()) {
-    return fail(Error::sys("open " + dir + "pagemap"));
-  }
-  // Only for memory the task itself cannot read (PROT_NONE): /proc/PID/mem reads with
-  // FOLL_FORCE, page by page through a bounce buffer, so it is not the common path.
-  UniqueFd mem;
-  auto pw = PageWriter::open(ctx.out, st.buffer, "pagemap-" + std::to_string(pid) + ".img",
-                             st.nextPagesId++);
-  if (!pw) {
-    return fail(std::move(pw).error());
-  }
-  for (size_t i = 0; i < vmas->size(); ++i) {
-    const auto& v = (*vmas)[i];
-    const auto& k = kinds[i];
-    if (k.anonShared) {
-      CRPIPE_TRY(pw->flush());
-      CRPIPE_TRY(dumpShmem(ctx, st, pid, v));
-      continue;
-    }
-    if (!k.dumpPrivatePages) {
-      continue;
-    }
-    if ((v.prot & PROT_READ) == 0 && !mem.valid()) {
-      mem.reset(::open((dir + "mem").c_str(), O_RDONLY | O_CLOEXEC));
-      if (!mem.valid()) {
-        return fail(Error::sys("open " + dir + "mem"));
+  if (auto e = st.early.find(pid); e != st.early.end()) {
+    // The private pages went out right after the freeze (dumpPrivateMemoryEarly), chosen
+    // from /proc/PID/maps; smaps must choose the same mappings, or the early choice missed
+    // something only VmFlags tell.
+    std::vector<std::pair<uint64_t, uint64_t>> want;
+    for (size_t i = 0; i < vmas->size(); ++i) {
+      if (kinds[i].dumpPrivatePages) {
+        want.emplace_back((*vmas)[i].start, (*vmas)[i].end);
       }
     }
-    CRPIPE_TRY_CTX(dumpPrivatePages(pagemap.get(), mem.get(), pid, v, st.zeroPfn, st.pagemapBuf, *pw),
-                   where + ": mapping " + hexRange(v.start, v.end));
+    if (want != e->second) {
+      return failMsg(where + ": its private mappings read from maps (" +
+                     std::to_string(e->second.size()) + ") and from smaps (" +
+                     std::to_string(want.size()) +
+                     ") differ; the address space changed while frozen");
+    }
+    for (size_t i = 0; i < vmas->size(); ++i) {
+      if (kinds[i].anonShared) {
+        CRPIPE_TRY(dumpShmem(ctx, st, pid, (*vmas)[i]));
+      }
+    }
+    return mm;
   }
-  CRPIPE_TRY(pw->flush());
-  st.pagesDumped += pw->pages();
+  CRPIPE_TRY(dumpPrivateMemory(ctx, st, pid, *vmas, kinds));
   return mm;
 }
 

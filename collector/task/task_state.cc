@@ -113,12 +113,33 @@ Status collectProcess(DumpContext& ctx, KobjIds& kobj, MmDumpState& mmState,
 
 }  // namespace
 
-Status collectTaskState(DumpContext& ctx, const FrozenTree& tree, ProgressSink& progress) {
+TaskStateDump::TaskStateDump(const DumpContext& ctx)
+    : mm_(files_, PageWriter::batchBytesFor(ctx.out), ctx.opts.pageRefs) {
+  mm_.zeroPfn = findZeroPfn();
+}
+
+Status TaskStateDump::memory(DumpContext& ctx, const FrozenTree& tree) {
   auto t0 = std::chrono::steady_clock::now();
-  TaskFiles files;
+  for (const auto& p : tree.processes()) {
+    CRPIPE_TRY(dumpPrivateMemoryEarly(ctx, mm_, p.pid));
+  }
+  if (!ctx.opts.pageRefs) {
+    // The last batch read is written before the fds' entries follow.
+    CRPIPE_TRY(mm_.buffer.drain());
+  }
+  auto us = std::chrono::duration_cast<std::chrono::microseconds>(
+                std::chrono::steady_clock::now() - t0)
+                .count();
+  ctx.log.debug("private memory of %zu processes on its way: %lu pages in %lld us",
+                mm_.early.size(), static_cast<unsigned long>(mm_.pagesDumped),
+                static_cast<long long>(us));
+  return {};
+}
+
+Status TaskStateDump::rest(DumpContext& ctx, const FrozenTree& tree, ProgressSink& progress) {
+  auto t0 = std::chrono::steady_clock::now();
   KobjIds kobj;
-  MmDumpState mm(files, PageWriter::batchBytesFor(ctx.out), ctx.opts.pageRefs);
-  mm.zeroPfn = findZeroPfn();
+  MmDumpState& mm = mm_;
   uint64_t done = 0;
   const uint64_t total = tree.processes().size();
   for (const auto& p : tree.processes()) {

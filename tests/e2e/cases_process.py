@@ -40,6 +40,12 @@ def test_big_memory_256mib():
     round_trip("task_bigmem", 256)
 
 
+def test_page_runs_and_private_dev_zero():
+    # Runs of pages across the collector's pagemap reads, holes at their boundaries, and a
+    # child whose private /dev/zero mapping sends it the late way (tests/workloads/task_runs.c).
+    round_trip("task_runs")
+
+
 def test_restore_right_after_the_dump_returns():
     # `crpipe run dump` returns once the killed tree has exited: a 512 MiB task takes a
     # while to tear its memory down, and a restore started at once must not find its pid

@@ -220,3 +220,60 @@ def test_sigtrap_left_as_it_was():
         w.wait_ready()
         dump(w.pid, images_dir(w))
         w.verify()
+
+
+def runs_task_runs_writes(pages):
+    """The (first page, pages) runs task_runs.c writes: its want(i), merged."""
+    def want(i):
+        return (250 <= i < 262 or i in (2303, 2305) or 4000 <= i < 18688 or
+                18689 <= i < 18700 or 84200 <= i < 84300 or i % 97 == 0)
+    out, i = [], 0
+    while i < pages:
+        if want(i):
+            j = i
+            while j < pages and want(j):
+                j += 1
+            out.append((i, j - i))
+            i = j
+        else:
+            i += 1
+    return out
+
+
+def task_runs_page(i):
+    return b"".join(struct.pack("<Q", (i * 0x9E3779B97F4A7C15 + k) & (2**64 - 1))
+                    for k in range(0, PAGE, 8))
+
+
+def test_page_runs_across_pagemap_reads():
+    # The collector reads a mapping's page table in growing pieces and names each piece's
+    # pages at once: a run across a piece boundary must still be one entry (and its pages in
+    # order), a hole at a boundary must stay a hole. The child's private /dev/zero mapping
+    # sends it the late way (after smaps), the parent goes early.
+    with Workload("task_runs") as w:
+        r = w.wait_ready()
+        img = images_dir(w)
+        log = os.path.join(w.tmp, "dump.log")
+        dump(w.pid, img, "-v", "4", "-o", log)
+        pid, child, area = r["pid"], r["child"], r["area"]
+        # The pieces count from the mapping's start: it must not have merged with another.
+        with open(f"/proc/{pid}/maps") as f:
+            starts = [int(l.split("-")[0], 16) for l in f]
+        check(area in starts, "the mapping merged with a neighbour; the piece boundaries moved")
+        pages_id, runs = pagemap(img, f"pagemap-{pid}.img")
+        got = [((v - area) // PAGE, n) for v, n, _ in overlaps(runs, area, area + r["pages"] * PAGE)]
+        want = runs_task_runs_writes(r["pages"])
+        check(got == want, f"runs in the mapping: {got[:8]}... want {want[:8]}...")
+        for i in (250, 255, 256, 261, 2303, 2305, 4000, 18687, 18689, 84223, 84224, 84299, 97 * 500):
+            check(read_pages(img, pages_id, runs, area + i * PAGE, PAGE) == task_runs_page(i),
+                  f"page {i} of the mapping is not stored as written")
+        with open(log) as f:
+            text = f.read()
+        check(f"pid {child}: a private mapping of /dev/zero; its pages are read after smaps" in text,
+              "the child with a private /dev/zero mapping did not go the late way")
+        check("private memory of 1 processes on its way" in text,
+              "the parent's private memory did not go early")
+        cid, cruns = pagemap(img, f"pagemap-{child}.img")
+        stored = sum(n for _, n, _ in cruns)
+        check(stored >= 43, f"the child stored {stored} pages; its /dev/zero mapping has 43 written")
+        w.verify()
