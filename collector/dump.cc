@@ -154,7 +154,8 @@ Status collectFds(DumpContext& ctx, const FrozenProcess& p, int pidfd, ProgressS
     return {};
   }
   // Many fds: a second thread grabs them ahead of the kinds (grab_fd.h).
-  FdPrefetcher ahead(pidfd, *dirs, p.pid, std::move(*fds));
+  FdPrefetcher ahead(pidfd, *dirs, p.pid, std::move(*fds),
+                     [&files = ctx.files](OpenFile& f) { files.readAhead(f); });
   for (size_t i = 0; i < ahead.size(); ++i) {
     auto f = ahead.take(i);
     if (!f) {
@@ -179,6 +180,7 @@ struct DumpHold::Parts {
 DumpHold::DumpHold() = default;
 DumpHold::~DumpHold() = default;
 void DumpHold::drop() { parts_.reset(); }
+void DumpHold::abandon() { (void)parts_.release(); }
 
 class DumpHoldAccess {
  public:

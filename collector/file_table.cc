@@ -43,6 +43,12 @@ std::string describeUnsupported(const OpenFile& f) {
 
 }  // namespace
 
+void FileTable::readAhead(OpenFile& f) const {
+  for (const auto& k : kinds_) {
+    k->readAhead(f);
+  }
+}
+
 FdKind* FileTable::kindFor(const OpenFile& f) const {
   for (const auto& k : kinds_) {
     if (k->matches(f)) {

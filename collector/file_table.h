@@ -30,6 +30,8 @@ class FileTable {
   Result<Known> add(DumpContext& ctx, OpenFile f);
 
   Status prepareAll(DumpContext& ctx);
+  // Every kind's FdKind::readAhead on one grabbed file; safe on another thread.
+  void readAhead(OpenFile& f) const;
   Status finishAll(DumpContext& ctx);
 
   // Ids are also handed out to objects no fd holds (embryo sockets).

@@ -123,22 +123,38 @@ Result<OpenFile> grabFd(int pidfd, const TaskProcDirs& dirs, pid_t pid, int fd) 
   return f;
 }
 
-FdPrefetcher::FdPrefetcher(int pidfd, const TaskProcDirs& dirs, pid_t pid, std::vector<int> fds)
-    : fds_(std::move(fds)), slots_(fds_.size()) {
+FdPrefetcher::FdPrefetcher(int pidfd, const TaskProcDirs& dirs, pid_t pid, std::vector<int> fds,
+                           Ahead ahead)
+    : fds_(std::move(fds)),
+      ahead_(std::move(ahead)),
+      pidfd_(pidfd),
+      dirs_(&dirs),
+      pid_(pid),
+      slots_(fds_.size()),
+      done_(std::make_unique<std::atomic<bool>[]>(fds_.size())) {
   growFdTable(pidfd, fds_.size());
-  worker_ = std::jthread([this, pidfd, &dirs, pid](std::stop_token stop) {
-    run(std::move(stop), pidfd, dirs, pid);
-  });
+  worker_ = std::jthread([this](std::stop_token stop) { run(std::move(stop)); });
 }
 
-void FdPrefetcher::run(std::stop_token stop, int pidfd, const TaskProcDirs& dirs, pid_t pid) {
-  for (size_t i = 0; i < fds_.size() && !stop.stop_requested(); ++i) {
-    slots_[i].emplace(grabFd(pidfd, dirs, pid, fds_[i]));
-    // Release: the slot is written before the count that hands it out.
-    ready_.store(i + 1, std::memory_order_release);
-    ready_.notify_one();
+void FdPrefetcher::fill(size_t i) {
+  slots_[i].emplace(grabFd(pidfd_, *dirs_, pid_, fds_[i]));
+  if (ahead_ && *slots_[i]) {
+    ahead_(**slots_[i]);
+  }
+}
+
+void FdPrefetcher::run(std::stop_token stop) {
+  while (!stop.stop_requested()) {
+    size_t i = next_.fetch_add(1, std::memory_order_relaxed);
+    if (i >= fds_.size()) {
+      return;
+    }
+    fill(i);
+    // Release: the slot is written before the flag that hands it out.
+    done_[i].store(true, std::memory_order_release);
+    done_[i].notify_one();
     if (!*slots_[i]) {
-      return;  // the taker stops at this error; nothing after it is needed
+      return;  // the taker stops at this error; the fds after it are not needed
     }
   }
 }
@@ -147,9 +163,18 @@ Result<OpenFile> FdPrefetcher::take(size_t i) {
   if (i >= fds_.size()) {
     return failMsg("fd prefetcher: no fd #" + std::to_string(i));
   }
-  for (size_t seen = ready_.load(std::memory_order_acquire); seen <= i;
-       seen = ready_.load(std::memory_order_acquire)) {
-    ready_.wait(seen, std::memory_order_acquire);
+  while (!done_[i].load(std::memory_order_acquire)) {
+    // Not grabbed yet: rather than wait for the thread (a futex sleep and wake per fd cost
+    // more than the work), the caller grabs the next fd no one took on yet (this one, or
+    // one after it that the thread is not on) and looks again. With a kind reading ahead,
+    // grabbing is the slower side; this way both cores share it.
+    size_t j = next_.fetch_add(1, std::memory_order_relaxed);
+    if (j < fds_.size()) {
+      fill(j);
+      done_[j].store(true, std::memory_order_release);
+      continue;
+    }
+    done_[i].wait(false, std::memory_order_acquire);  // the thread is on the last ones
   }
   Result<OpenFile> r = std::move(*slots_[i]);
   slots_[i].reset();

@@ -3,6 +3,8 @@
 #include <sys/types.h>
 
 #include <atomic>
+#include <functional>
+#include <memory>
 #include <optional>
 #include <thread>
 #include <vector>
@@ -33,8 +35,12 @@ Result<OpenFile> grabFd(int pidfd, const TaskProcDirs& dirs, pid_t pid, int fd);
 // closed with it.
 class FdPrefetcher {
  public:
-  // `pidfd` and `dirs` are borrowed and must outlive this.
-  FdPrefetcher(int pidfd, const TaskProcDirs& dirs, pid_t pid, std::vector<int> fds);
+  // `pidfd` and `dirs` are borrowed and must outlive this. `ahead` runs on each grabbed
+  // file on the thread (FileTable::readAhead), so that the kinds' own syscalls on it are
+  // shared between the two cores too.
+  using Ahead = std::function<void(OpenFile&)>;
+  FdPrefetcher(int pidfd, const TaskProcDirs& dirs, pid_t pid, std::vector<int> fds,
+               Ahead ahead = {});
   FdPrefetcher(const FdPrefetcher&) = delete;
   FdPrefetcher& operator=(const FdPrefetcher&) = delete;
 
@@ -43,12 +49,20 @@ class FdPrefetcher {
   Result<OpenFile> take(size_t i);
 
  private:
-  void run(std::stop_token stop, int pidfd, const TaskProcDirs& dirs, pid_t pid);
+  void run(std::stop_token stop);
+  void fill(size_t i);  // grabs fds_[i] into slots_[i] and reads ahead
 
   std::vector<int> fds_;
+  Ahead ahead_;
+  int pidfd_;
+  const TaskProcDirs* dirs_;
+  pid_t pid_;
   std::vector<std::optional<Result<OpenFile>>> slots_;
-  std::atomic<size_t> ready_{0};  // slots_[0, ready_) are filled
-  std::jthread worker_;           // last: started once the rest exists, joined first
+  // Each index is filled by whoever claims it first (next_ counts the claims, in order):
+  // the thread, or take() while it waits for an earlier one. done_[i]: slot i is filled.
+  std::atomic<size_t> next_{0};
+  std::unique_ptr<std::atomic<bool>[]> done_;
+  std::jthread worker_;  // last: started once the rest exists, joined first
 };
 
 }  // namespace crpipe::collector

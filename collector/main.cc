@@ -238,15 +238,14 @@ int main(int argc, char** argv) {
     // is still reading its memory: it waits frozen for the verdict like any other.)
     log.info("stream complete; the tree goes on running");
     tree->release();
-    hold.drop();
+    hold.abandon();
     if (a.controlFd >= 0) {
       (void)waitVerdictKill(a.controlFd, log);
     }
     return 0;
   }
-  // The tree waits frozen for the verdict anyway; what the dump holds goes meanwhile,
-  // while the serializer commits.
-  hold.drop();
+  // The tree waits frozen for the verdict; the exit closes what the dump holds.
+  hold.abandon();
   bool kill = false;
   if (a.controlFd >= 0) {
     kill = waitVerdictKill(a.controlFd, log);

@@ -5,6 +5,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include <any>
 #include <string>
 
 #include "collector/fast/fast_records.h"
@@ -27,6 +28,8 @@ struct OpenFile {
   FdInfo fdinfo;
   pid_t pid = 0;     // the first task found holding it; 0 if only in a queued message
   int fd = -1;       // its number in that task; -1 likewise
+  // What a kind read ahead on the thread that grabs fds (FdKind::readAhead), for collect().
+  std::any ahead;
 
   // The collector's duplicate, taken with pidfd_getfd on first use.
   Result<int> ensureDup() {

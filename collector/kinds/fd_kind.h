@@ -25,6 +25,12 @@ class FdKind {
   // Whether this kind records the file; decided from st_mode and the /proc link text.
   virtual bool matches(const OpenFile& f) const = 0;
 
+  // Reads ahead what needs only the file's duplicate (syscalls on it, nothing shared) and
+  // leaves it in f.ahead for matches() and collect(). Runs on either of the two threads
+  // that grab a task's fds (FdPrefetcher) while collect() runs for earlier fds, so it may
+  // use `f` alone, never the kind's state. Kinds that read nothing ahead keep the default.
+  virtual void readAhead(OpenFile&) const {}
+
   // Once per dump, after the tree is frozen and before any fd is collected.
   virtual Status prepare(DumpContext&) { return {}; }
 

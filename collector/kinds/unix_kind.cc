@@ -63,11 +63,40 @@ Result<OpenFile> openFileFromPeek(UniqueFd fd) {
   return of;
 }
 
+// What readAhead found on the fd-grabbing thread: a socket's family and, for a unix
+// socket, its options and owner (or why they could not be read).
+struct UnixAhead {
+  int domain = -1;
+  std::optional<Result<UnixSockOpts>> opts;
+  std::optional<Result<images::FownEntry>> fown;
+};
+
+const UnixAhead* aheadOf(const OpenFile& f) { return std::any_cast<UnixAhead>(&f.ahead); }
+
 }  // namespace
+
+void UnixSocketKind::readAhead(OpenFile& f) const {
+  if (!S_ISSOCK(f.st.st_mode) || !f.dup.valid()) {
+    return;
+  }
+  UnixAhead a;
+  socklen_t len = sizeof(a.domain);
+  if (::getsockopt(f.dup.get(), SOL_SOCKET, SO_DOMAIN, &a.domain, &len) != 0) {
+    return;  // matches() asks again and collect() reads the rest itself
+  }
+  if (a.domain == AF_UNIX) {
+    a.opts.emplace(readUnixSockOpts(f.dup.get(), {}));
+    a.fown.emplace(readFown(f.dup.get()));
+  }
+  f.ahead = std::move(a);
+}
 
 bool UnixSocketKind::matches(const OpenFile& f) const {
   if (!S_ISSOCK(f.st.st_mode)) {
     return false;
+  }
+  if (const UnixAhead* a = aheadOf(f); a != nullptr) {
+    return a->domain == AF_UNIX;
   }
   if (f.fast != nullptr && (f.fast->flags & CRP_FD_SOCKET) != 0) {
     return f.fast->sk_family == AF_UNIX;
@@ -289,16 +318,32 @@ Status UnixSocketKind::collect(DumpContext& ctx, OpenFile& f, uint32_t id) {
     knownOpts.rcvbuf = sk.meminfo[SK_MEMINFO_RCVBUF];
     knownOpts.sndbuf = sk.meminfo[SK_MEMINFO_SNDBUF];
   }
+  const UnixAhead* ahead = aheadOf(f);
+  if (ahead != nullptr && ahead->opts && !fastOpts) {
+    if (!*ahead->opts) {
+      return fail(Error(ahead->opts->error()).context(where));
+    }
+    fastOpts = **ahead->opts;
+  }
   auto opts = fromFastOrDup(f, std::move(fastOpts),
                             [&knownOpts](int fd) { return readUnixSockOpts(fd, knownOpts); });
   if (!opts) {
     return fail(std::move(opts).error().context(where));
   }
-  auto fown = fromFastOrDup(f, f.fast != nullptr ? fownFromFast(*f.fast) : std::nullopt,
-                            readFown);
+  std::optional<images::FownEntry> knownFown =
+      f.fast != nullptr ? fownFromFast(*f.fast) : std::nullopt;
+  if (ahead != nullptr && ahead->fown && !knownFown) {
+    if (!*ahead->fown) {
+      return fail(Error(ahead->fown->error()).context(where));
+    }
+    knownFown = **ahead->fown;
+  }
+  auto fown = fromFastOrDup(f, std::move(knownFown), readFown);
   if (!fown) {
     return fail(std::move(fown).error().context(where));
   }
+  ahead = nullptr;
+  f.ahead.reset();  // taken: the entry stays in the file table for the whole dump
 
   Recorded rec;
   rec.where = f.where();

@@ -28,6 +28,8 @@ class UnixSocketKind : public FdKind {
   std::string_view name() const override { return "unix socket"; }
   images::FdTypes type() const override { return images::UNIXSK; }
   bool matches(const OpenFile& f) const override;
+  // The socket's family, options and owner, read on the fd-grabbing thread.
+  void readAhead(OpenFile& f) const override;
   Status prepare(DumpContext& ctx) override;
   Status collect(DumpContext& ctx, OpenFile& f, uint32_t id) override;
   Status finish(DumpContext& ctx) override;
