@@ -1,12 +1,19 @@
 // FdPrefetcher: a second thread grabs a task's fds ahead of the kinds; they come out in
 // order, each exactly what grabFd gives, errors at their own index, and an early stop
-// joins the thread and closes what was grabbed but not taken.
+// joins the thread and closes what was grabbed but not taken. A kind's read-ahead runs once
+// per fd, on whichever thread grabbed it: the taker grabs too instead of waiting.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <any>
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <mutex>
+#include <thread>
 #include <vector>
 
 #include "collector/grab_fd.h"
@@ -56,6 +63,40 @@ TEST(FdPrefetch, HandsOutEveryFdInOrderAsGrabFdSeesIt) {
     EXPECT_NE(f->fdinfo.flags & O_CLOEXEC, 0u);
     EXPECT_EQ((f->fdinfo.flags & O_NONBLOCK) != 0, (i / 2) % 2 == 0) << "fd " << p.numbers[i];
   }
+}
+
+TEST(FdPrefetch, ReadAheadRunsOncePerFdAndTheTakerSharesTheWork) {
+  Pipes p = makePipes(100);
+  UniqueFd pidfd = selfPidfd();
+  auto dirs = openTaskProcDirs(::getpid());
+  ASSERT_TRUE(dirs);
+  std::mutex mu;
+  std::map<int, int> runs;              // fd -> read-aheads
+  std::map<std::thread::id, int> byThread;
+  auto slowAhead = [&](OpenFile& f) {
+    // Slower than taking: the taker catches up with the thread and must grab fds itself.
+    std::this_thread::sleep_for(std::chrono::microseconds(300));
+    std::lock_guard lock(mu);
+    ++runs[f.fd];
+    ++byThread[std::this_thread::get_id()];
+    f.ahead = f.fd;
+  };
+  FdPrefetcher ahead(pidfd.get(), *dirs, ::getpid(), p.numbers, slowAhead);
+  for (size_t i = 0; i < ahead.size(); ++i) {
+    auto f = ahead.take(i);
+    ASSERT_TRUE(f) << f.error().str();
+    EXPECT_EQ(f->fd, p.numbers[i]);
+    const int* seen = std::any_cast<int>(&f->ahead);
+    ASSERT_NE(seen, nullptr) << "fd " << p.numbers[i] << " was not read ahead";
+    EXPECT_EQ(*seen, p.numbers[i]);
+  }
+  std::lock_guard lock(mu);
+  EXPECT_EQ(runs.size(), p.numbers.size());
+  for (const auto& [fd, n] : runs) {
+    EXPECT_EQ(n, 1) << "fd " << fd << " read ahead " << n << " times";
+  }
+  EXPECT_EQ(byThread.size(), 2u) << "one thread did every read-ahead";
+  EXPECT_GT(byThread[std::this_thread::get_id()], 0);
 }
 
 TEST(FdPrefetch, AnErrorComesAtItsIndexNamingTheFd) {
