@@ -155,7 +155,9 @@ Status collectFds(DumpContext& ctx, const FrozenProcess& p, int pidfd, ProgressS
   }
   // Many fds: a second thread grabs them ahead of the kinds (grab_fd.h).
   FdPrefetcher ahead(pidfd, *dirs, p.pid, std::move(*fds),
-                     [&files = ctx.files](OpenFile& f) { files.readAhead(f); });
+                     [&files = ctx.files](OpenFile& f, ReadAheadContext& ahead) {
+                       files.readAhead(f, ahead);
+                     });
   for (size_t i = 0; i < ahead.size(); ++i) {
     auto f = ahead.take(i);
     if (!f) {

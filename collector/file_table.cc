@@ -43,9 +43,9 @@ std::string describeUnsupported(const OpenFile& f) {
 
 }  // namespace
 
-void FileTable::readAhead(OpenFile& f) const {
+void FileTable::readAhead(OpenFile& f, ReadAheadContext& ctx) const {
   for (const auto& k : kinds_) {
-    k->readAhead(f);
+    k->readAhead(f, ctx);
   }
 }
 

@@ -31,7 +31,7 @@ class FileTable {
 
   Status prepareAll(DumpContext& ctx);
   // Every kind's FdKind::readAhead on one grabbed file; safe on another thread.
-  void readAhead(OpenFile& f) const;
+  void readAhead(OpenFile& f, ReadAheadContext& ctx) const;
   Status finishAll(DumpContext& ctx);
 
   // Ids are also handed out to objects no fd holds (embryo sockets).

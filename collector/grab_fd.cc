@@ -136,10 +136,13 @@ FdPrefetcher::FdPrefetcher(int pidfd, const TaskProcDirs& dirs, pid_t pid, std::
   worker_ = std::jthread([this](std::stop_token stop) { run(std::move(stop)); });
 }
 
-void FdPrefetcher::fill(size_t i) {
+void FdPrefetcher::fill(size_t i, std::unique_ptr<ReadAheadContext>& ctx) {
   slots_[i].emplace(grabFd(pidfd_, *dirs_, pid_, fds_[i]));
   if (ahead_ && *slots_[i]) {
-    ahead_(**slots_[i]);
+    if (!ctx) {
+      ctx = std::make_unique<ReadAheadContext>();
+    }
+    ahead_(**slots_[i], *ctx);
   }
 }
 
@@ -149,7 +152,7 @@ void FdPrefetcher::run(std::stop_token stop) {
     if (i >= fds_.size()) {
       return;
     }
-    fill(i);
+    fill(i, workerCtx_);
     // Release: the slot is written before the flag that hands it out.
     done_[i].store(true, std::memory_order_release);
     done_[i].notify_one();
@@ -170,7 +173,7 @@ Result<OpenFile> FdPrefetcher::take(size_t i) {
     // grabbing is the slower side; this way both cores share it.
     size_t j = next_.fetch_add(1, std::memory_order_relaxed);
     if (j < fds_.size()) {
-      fill(j);
+      fill(j, takerCtx_);
       done_[j].store(true, std::memory_order_release);
       continue;
     }

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "collector/open_file.h"
+#include "collector/read_ahead.h"
 #include "common/result.h"
 #include "common/unique_fd.h"
 
@@ -38,7 +39,7 @@ class FdPrefetcher {
   // `pidfd` and `dirs` are borrowed and must outlive this. `ahead` runs on each grabbed
   // file on the thread (FileTable::readAhead), so that the kinds' own syscalls on it are
   // shared between the two cores too.
-  using Ahead = std::function<void(OpenFile&)>;
+  using Ahead = std::function<void(OpenFile&, ReadAheadContext&)>;
   FdPrefetcher(int pidfd, const TaskProcDirs& dirs, pid_t pid, std::vector<int> fds,
                Ahead ahead = {});
   FdPrefetcher(const FdPrefetcher&) = delete;
@@ -50,7 +51,9 @@ class FdPrefetcher {
 
  private:
   void run(std::stop_token stop);
-  void fill(size_t i);  // grabs fds_[i] into slots_[i] and reads ahead
+  // Grabs fds_[i] into slots_[i] and reads ahead with the calling thread's context
+  // (made on first use: a ring costs a few syscalls).
+  void fill(size_t i, std::unique_ptr<ReadAheadContext>& ctx);
 
   std::vector<int> fds_;
   Ahead ahead_;
@@ -62,6 +65,7 @@ class FdPrefetcher {
   // the thread, or take() while it waits for an earlier one. done_[i]: slot i is filled.
   std::atomic<size_t> next_{0};
   std::unique_ptr<std::atomic<bool>[]> done_;
+  std::unique_ptr<ReadAheadContext> workerCtx_, takerCtx_;
   std::jthread worker_;  // last: started once the rest exists, joined first
 };
 

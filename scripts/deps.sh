@@ -4,6 +4,7 @@ set -euo pipefail
 pkgs=(build-essential cmake pkg-config
       libprotobuf-dev protobuf-compiler libcapnp-dev capnproto libuv1-dev libnl-3-dev
       libgtest-dev python3 iproute2 procps psmisc time util-linux clang libclang-rt-14-dev libbpf-dev
+      liburing-dev
       bpftool)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -75,7 +75,7 @@ const UnixAhead* aheadOf(const OpenFile& f) { return std::any_cast<UnixAhead>(&f
 
 }  // namespace
 
-void UnixSocketKind::readAhead(OpenFile& f) const {
+void UnixSocketKind::readAhead(OpenFile& f, ReadAheadContext& ctx) const {
   if (!S_ISSOCK(f.st.st_mode) || !f.dup.valid()) {
     return;
   }
@@ -85,7 +85,7 @@ void UnixSocketKind::readAhead(OpenFile& f) const {
     return;  // matches() asks again and collect() reads the rest itself
   }
   if (a.domain == AF_UNIX) {
-    a.opts.emplace(readUnixSockOpts(f.dup.get(), {}));
+    a.opts.emplace(readUnixSockOpts(f.dup.get(), ctx.sockopts));
     a.fown.emplace(readFown(f.dup.get()));
   }
   f.ahead = std::move(a);

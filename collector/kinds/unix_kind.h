@@ -29,7 +29,7 @@ class UnixSocketKind : public FdKind {
   images::FdTypes type() const override { return images::UNIXSK; }
   bool matches(const OpenFile& f) const override;
   // The socket's family, options and owner, read on the fd-grabbing thread.
-  void readAhead(OpenFile& f) const override;
+  void readAhead(OpenFile& f, ReadAheadContext& ctx) const override;
   Status prepare(DumpContext& ctx) override;
   Status collect(DumpContext& ctx, OpenFile& f, uint32_t id) override;
   Status finish(DumpContext& ctx) override;

@@ -5,6 +5,8 @@
 #include <sys/time.h>
 
 #include <cstring>
+#include <span>
+#include <string>
 #include <vector>
 
 #ifndef SO_BUF_LOCK
@@ -15,32 +17,10 @@ namespace crpipe::collector {
 
 namespace {
 
-Result<int> getInt(int fd, int opt, const char* name) {
-  int v = 0;
-  socklen_t len = sizeof(v);
-  if (::getsockopt(fd, SOL_SOCKET, opt, &v, &len) != 0) {
-    return fail(Error::sys(std::string("getsockopt(") + name + ")"));
-  }
-  return v;
-}
-
-Result<timeval> getTimeval(int fd, int opt, const char* name) {
-  timeval tv{};
-  socklen_t len = sizeof(tv);
-  if (::getsockopt(fd, SOL_SOCKET, opt, &tv, &len) != 0) {
-    return fail(Error::sys(std::string("getsockopt(") + name + ")"));
-  }
-  return tv;
-}
-
-// Classic BPF attached with SO_ATTACH_FILTER. SO_GET_FILTER counts in instructions: a
-// zero length asks for the count, then the program is read whole. Each instruction is
-// stored as CRIU does: code | jt << 16 | jf << 24 | k << 32.
-Status readFilter(int fd, images::SkOptsEntry& opts) {
-  socklen_t count = 0;
-  if (::getsockopt(fd, SOL_SOCKET, SO_GET_FILTER, nullptr, &count) != 0) {
-    return fail(Error::sys("getsockopt(SO_GET_FILTER) length"));
-  }
+// Classic BPF attached with SO_ATTACH_FILTER, `count` instructions (SO_GET_FILTER with no
+// room gives the count). Each instruction is stored as CRIU does:
+// code | jt << 16 | jf << 24 | k << 32.
+Status readFilter(int fd, socklen_t count, images::SkOptsEntry& opts) {
   if (count == 0) {
     return {};
   }
@@ -60,100 +40,105 @@ Status readFilter(int fd, images::SkOptsEntry& opts) {
 
 }  // namespace
 
-Result<UnixSockOpts> readUnixSockOpts(int fd, const KnownUnixSockOpts& known) {
+Result<UnixSockOpts> readUnixSockOpts(int fd, SockoptReader& reader,
+                                      const KnownUnixSockOpts& known) {
   UnixSockOpts r;
   images::SkOptsEntry& o = r.opts;
+  using Opt = SockoptReader::Opt;
 
-#define CRPIPE_GET_INT(var, opt)                \
-  auto var = getInt(fd, opt, #opt);             \
-  if (!var) {                                   \
-    return fail(std::move(var).error());        \
-  }
-
+  // Every option in one go (one io_uring submission where the kernel has it), then each
+  // checked in turn. Those marked optional may be missing on older kernels or unset.
+  struct Want {
+    const char* what;
+    bool optional;
+  };
+  int sndbuf = 0, rcvbuf = 0, bufLock = 0, priority = 0, rcvlowat = 0, mark = 0;
+  int reuseaddr = 0, reuseport = 0, passcred = 0, passsec = 0, dontroute = 0, nocheck = 0;
+  int broadcast = 0, keepalive = 0, oobinline = 0, peekoff = 0;
+  timeval snd{}, rcv{};
+  linger lg{};
+  char dev[64] = {};
+  ucred cred{};
+  Opt opts[24];
+  Want wants[24];
+  size_t n = 0;
+  auto add = [&](int name, void* val, socklen_t len, const char* what, bool optional = false) {
+    opts[n] = Opt{name, val, len, 0};
+    wants[n] = Want{what, optional};
+    return n++;
+  };
   // Kernel doubles a size on set and getsockopt shows the doubled value; CRIU records
-  // it as shown, so does crpipe (restore sets half of it with SO_*BUFFORCE).
-  if (known.sndbuf) {
-    o.set_so_sndbuf(*known.sndbuf);
-  } else {
-    CRPIPE_GET_INT(sndbuf, SO_SNDBUF);
-    o.set_so_sndbuf(static_cast<uint32_t>(*sndbuf));
+  // it as shown, so does crpipe (restore sets half of it with SO_*BUFFORCE). sock_diag may
+  // have given them already.
+  if (!known.sndbuf) {
+    add(SO_SNDBUF, &sndbuf, sizeof(int), "SO_SNDBUF");
   }
-  if (known.rcvbuf) {
-    o.set_so_rcvbuf(*known.rcvbuf);
-  } else {
-    CRPIPE_GET_INT(rcvbuf, SO_RCVBUF);
-    o.set_so_rcvbuf(static_cast<uint32_t>(*rcvbuf));
+  if (!known.rcvbuf) {
+    add(SO_RCVBUF, &rcvbuf, sizeof(int), "SO_RCVBUF");
   }
   // SO_BUF_LOCK (5.14+) says whether the sizes were set by the user (then they stay).
-  if (auto lock = getInt(fd, SO_BUF_LOCK, "SO_BUF_LOCK")) {
-    o.set_so_buf_lock(static_cast<uint32_t>(*lock));
+  const size_t iBufLock = add(SO_BUF_LOCK, &bufLock, sizeof(int), "SO_BUF_LOCK", true);
+  add(SO_SNDTIMEO, &snd, sizeof(snd), "SO_SNDTIMEO");
+  add(SO_RCVTIMEO, &rcv, sizeof(rcv), "SO_RCVTIMEO");
+  add(SO_PRIORITY, &priority, sizeof(int), "SO_PRIORITY");
+  add(SO_RCVLOWAT, &rcvlowat, sizeof(int), "SO_RCVLOWAT");
+  add(SO_MARK, &mark, sizeof(int), "SO_MARK");
+  add(SO_REUSEADDR, &reuseaddr, sizeof(int), "SO_REUSEADDR");
+  add(SO_REUSEPORT, &reuseport, sizeof(int), "SO_REUSEPORT");
+  add(SO_PASSCRED, &passcred, sizeof(int), "SO_PASSCRED");
+  add(SO_PASSSEC, &passsec, sizeof(int), "SO_PASSSEC");
+  add(SO_DONTROUTE, &dontroute, sizeof(int), "SO_DONTROUTE");
+  add(SO_NO_CHECK, &nocheck, sizeof(int), "SO_NO_CHECK");
+  add(SO_BROADCAST, &broadcast, sizeof(int), "SO_BROADCAST");
+  add(SO_KEEPALIVE, &keepalive, sizeof(int), "SO_KEEPALIVE");
+  add(SO_OOBINLINE, &oobinline, sizeof(int), "SO_OOBINLINE");
+  add(SO_PEEK_OFF, &peekoff, sizeof(int), "SO_PEEK_OFF");
+  add(SO_LINGER, &lg, sizeof(lg), "SO_LINGER");
+  const size_t iDev = add(SO_BINDTODEVICE, dev, sizeof(dev), "SO_BINDTODEVICE", true);
+  // No room: the kernel reports the filter's length in instructions.
+  const size_t iFilter = add(SO_GET_FILTER, nullptr, 0, "SO_GET_FILTER) length (");
+  // SO_PEERCRED of an unconnected socket reads as pid 0, uid/gid -1.
+  add(SO_PEERCRED, &cred, sizeof(cred), "SO_PEERCRED");
+  reader.read(fd, std::span<Opt>(opts, n));
+  for (size_t i = 0; i < n; ++i) {
+    if (opts[i].err != 0 && !wants[i].optional) {
+      std::string what = wants[i].what;
+      if (i == iFilter) {
+        return fail(Error::sys(opts[i].err, "getsockopt(SO_GET_FILTER) length"));
+      }
+      return fail(Error::sys(opts[i].err, "getsockopt(" + what + ")"));
+    }
   }
 
-  auto snd = getTimeval(fd, SO_SNDTIMEO, "SO_SNDTIMEO");
-  if (!snd) {
-    return fail(std::move(snd).error());
+  o.set_so_sndbuf(known.sndbuf ? *known.sndbuf : static_cast<uint32_t>(sndbuf));
+  o.set_so_rcvbuf(known.rcvbuf ? *known.rcvbuf : static_cast<uint32_t>(rcvbuf));
+  if (opts[iBufLock].err == 0) {
+    o.set_so_buf_lock(static_cast<uint32_t>(bufLock));
   }
-  o.set_so_snd_tmo_sec(static_cast<uint64_t>(snd->tv_sec));
-  o.set_so_snd_tmo_usec(static_cast<uint64_t>(snd->tv_usec));
-  auto rcv = getTimeval(fd, SO_RCVTIMEO, "SO_RCVTIMEO");
-  if (!rcv) {
-    return fail(std::move(rcv).error());
-  }
-  o.set_so_rcv_tmo_sec(static_cast<uint64_t>(rcv->tv_sec));
-  o.set_so_rcv_tmo_usec(static_cast<uint64_t>(rcv->tv_usec));
-
-  CRPIPE_GET_INT(priority, SO_PRIORITY);
-  o.set_so_priority(static_cast<uint32_t>(*priority));
-  CRPIPE_GET_INT(rcvlowat, SO_RCVLOWAT);
-  o.set_so_rcvlowat(static_cast<uint32_t>(*rcvlowat));
-  CRPIPE_GET_INT(mark, SO_MARK);
-  o.set_so_mark(static_cast<uint32_t>(*mark));
-  CRPIPE_GET_INT(reuseaddr, SO_REUSEADDR);
-  o.set_reuseaddr(*reuseaddr != 0);
-  CRPIPE_GET_INT(reuseport, SO_REUSEPORT);
-  o.set_so_reuseport(*reuseport != 0);
-  CRPIPE_GET_INT(passcred, SO_PASSCRED);
-  o.set_so_passcred(*passcred != 0);
-  CRPIPE_GET_INT(passsec, SO_PASSSEC);
-  o.set_so_passsec(*passsec != 0);
-  CRPIPE_GET_INT(dontroute, SO_DONTROUTE);
-  o.set_so_dontroute(*dontroute != 0);
-  CRPIPE_GET_INT(nocheck, SO_NO_CHECK);
-  o.set_so_no_check(*nocheck != 0);
-  CRPIPE_GET_INT(broadcast, SO_BROADCAST);
-  o.set_so_broadcast(*broadcast != 0);
-  CRPIPE_GET_INT(keepalive, SO_KEEPALIVE);
-  o.set_so_keepalive(*keepalive != 0);
-  CRPIPE_GET_INT(oobinline, SO_OOBINLINE);
-  o.set_so_oobinline(static_cast<uint32_t>(*oobinline));
-  CRPIPE_GET_INT(peekoff, SO_PEEK_OFF);
-  r.peekOff = *peekoff;
-#undef CRPIPE_GET_INT
-
-  linger lg{};
-  socklen_t len = sizeof(lg);
-  if (::getsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, &len) != 0) {
-    return fail(Error::sys("getsockopt(SO_LINGER)"));
-  }
+  o.set_so_snd_tmo_sec(static_cast<uint64_t>(snd.tv_sec));
+  o.set_so_snd_tmo_usec(static_cast<uint64_t>(snd.tv_usec));
+  o.set_so_rcv_tmo_sec(static_cast<uint64_t>(rcv.tv_sec));
+  o.set_so_rcv_tmo_usec(static_cast<uint64_t>(rcv.tv_usec));
+  o.set_so_priority(static_cast<uint32_t>(priority));
+  o.set_so_rcvlowat(static_cast<uint32_t>(rcvlowat));
+  o.set_so_mark(static_cast<uint32_t>(mark));
+  o.set_reuseaddr(reuseaddr != 0);
+  o.set_so_reuseport(reuseport != 0);
+  o.set_so_passcred(passcred != 0);
+  o.set_so_passsec(passsec != 0);
+  o.set_so_dontroute(dontroute != 0);
+  o.set_so_no_check(nocheck != 0);
+  o.set_so_broadcast(broadcast != 0);
+  o.set_so_keepalive(keepalive != 0);
+  o.set_so_oobinline(static_cast<uint32_t>(oobinline));
+  r.peekOff = peekoff;
   if (lg.l_onoff != 0) {
     o.set_so_linger(static_cast<uint32_t>(lg.l_linger));
   }
-
-  char dev[64] = {};
-  len = sizeof(dev);
-  if (::getsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, dev, &len) == 0 && len > 0 &&
-      dev[0] != '\0') {
+  if (opts[iDev].err == 0 && opts[iDev].len > 0 && dev[0] != '\0') {
     o.set_so_bound_dev(std::string(dev, strnlen(dev, sizeof(dev))));
   }
-
-  CRPIPE_TRY(readFilter(fd, o));
-
-  // SO_PEERCRED of an unconnected socket reads as pid 0, uid/gid -1.
-  ucred cred{};
-  len = sizeof(cred);
-  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
-    return fail(Error::sys("getsockopt(SO_PEERCRED)"));
-  }
+  CRPIPE_TRY(readFilter(fd, opts[iFilter].len, o));
   if (cred.pid != 0) {
     images::UcredEntry u;
     u.set_pid(static_cast<uint32_t>(cred.pid));
@@ -162,6 +147,11 @@ Result<UnixSockOpts> readUnixSockOpts(int fd, const KnownUnixSockOpts& known) {
     r.peercred = u;
   }
   return r;
+}
+
+Result<UnixSockOpts> readUnixSockOpts(int fd, const KnownUnixSockOpts& known) {
+  SockoptReader syscalls(false);
+  return readUnixSockOpts(fd, syscalls, known);
 }
 
 }  // namespace crpipe::collector

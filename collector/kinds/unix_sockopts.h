@@ -2,6 +2,7 @@
 
 #include <optional>
 
+#include "collector/kinds/sockopt_reader.h"
 #include "common/result.h"
 #include "protos/sk_unix.pb.h"
 
@@ -23,7 +24,10 @@ struct KnownUnixSockOpts {
 };
 
 // Reads every option crpipe records (CRIU's sk_opts_entry plus SO_PEEK_OFF and
-// SO_PEERCRED). Changes nothing.
+// SO_PEERCRED), all at once through `reader` (io_uring where it can). Changes nothing.
+Result<UnixSockOpts> readUnixSockOpts(int fd, SockoptReader& reader,
+                                      const KnownUnixSockOpts& known = {});
+// The same with getsockopt syscalls.
 Result<UnixSockOpts> readUnixSockOpts(int fd, const KnownUnixSockOpts& known = {});
 
 }  // namespace crpipe::collector

@@ -5,13 +5,15 @@
 # dumps, median) and its ratio to the dump time, and throughput as a fraction of this
 # machine's memcpy bandwidth and of the image directory's (tmpfs) write bandwidth, both
 # measured in the same run, plus the first-touch rate a restore cannot beat.
-# Usage: scripts/bench/dump_memory.sh [RUNS]
+# Usage: scripts/bench/dump_memory.sh [RUNS] [WORKLOAD...]   (64m 512m 2g procs; all by default)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
 build=${BUILD_DIR:-$here/build}
 crpipe=$build/coordinator/crpipe
 workload=$build/scripts/bench/crpipe-bench-memory
-runs=${1:-3}
+runs=${1:-3}; shift || true
+only=("$@"); [ ${#only[@]} -gt 0 ] || only=(64m 512m 2g procs)
+want() { [[ " ${only[*]} " == *" $1 "* ]]; }
 work=$(mktemp -d /dev/shm/crpipe-bench-mem.XXXXXX)
 trap 'rm -rf "$work"; [ -n "${wpid:-}" ] && kill -9 -- -"$wpid" 2>/dev/null; true' EXIT
 
@@ -79,7 +81,7 @@ bench() {  # name MiB procs
   rm -rf "$work/img" "$work/clog"
 }
 
-bench "64 MiB"  64 1
-bench "512 MiB" 512 1
-bench "2 GiB"   2048 1
-bench "64 procs" 8 64
+if want 64m; then bench "64 MiB" 64 1; fi
+if want 512m; then bench "512 MiB" 512 1; fi
+if want 2g; then bench "2 GiB" 2048 1; fi
+if want procs; then bench "64 procs" 8 64; fi

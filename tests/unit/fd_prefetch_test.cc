@@ -73,7 +73,7 @@ TEST(FdPrefetch, ReadAheadRunsOncePerFdAndTheTakerSharesTheWork) {
   std::mutex mu;
   std::map<int, int> runs;              // fd -> read-aheads
   std::map<std::thread::id, int> byThread;
-  auto slowAhead = [&](OpenFile& f) {
+  auto slowAhead = [&](OpenFile& f, ReadAheadContext&) {
     // Slower than taking: the taker catches up with the thread and must grab fds itself.
     std::this_thread::sleep_for(std::chrono::microseconds(300));
     std::lock_guard lock(mu);

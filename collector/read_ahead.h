@@ -1,0 +1,13 @@
+#pragma once
+
+#include "collector/kinds/sockopt_reader.h"
+
+namespace crpipe::collector {
+
+// What a thread that reads fds ahead (FdKind::readAhead) keeps from one fd to the next.
+// Each such thread has its own.
+struct ReadAheadContext {
+  SockoptReader sockopts;  // an io_uring ring for socket options, where the kernel has one
+};
+
+}  // namespace crpipe::collector
