@@ -161,35 +161,23 @@ uint32_t extraMapFlags(const SmapsVma& v) {
 // the file; pages never touched are not in the page table at all.
 Status dumpPrivatePages(int pagemapFd, int memFd, pid_t pid, const SmapsVma& v,
                         uint64_t zeroPfn, std::vector<uint64_t>& pm, PageWriter& pw) {
-  // Pagemap entries per read: 256 MiB of address space at most, and a small first read, so
-  // that the pages of a large mapping are on their way (named to the serializer, or read)
-  // while the rest of its page table is read.
+  // Pagemap entries per read: 256 MiB of address space at most, and a small first read
+  // growing eightfold, so that the pages of a large mapping are on their way (named to the
+  // serializer, or read) while the rest of its page table is read.
   constexpr size_t kChunk = 64 * 1024;
   constexpr size_t kFirstChunk = 256;
   // Kept across mappings and processes: a fresh zeroed 512 KiB for each of hundreds of
   // mappings cost more than reading their pagemap.
   pm.resize(std::max(pm.size(), std::min<size_t>(kChunk, (v.end - v.start) / kPageSize)));
   const bool readable = (v.prot & PROT_READ) != 0;
-  // The run of pages being built; [runStart, runStart + runSent pages) is already queued.
-  uint64_t runStart = 0, runLen = 0, runSent = 0;
-  auto sendRun = [&]() -> Status {
-    if (!readable || runLen == runSent) {
-      return {};
-    }
-    Status s = pw.remotePages(pid, runStart + runSent * kPageSize, runLen - runSent);
-    runSent = runLen;
-    return s;
-  };
+  uint64_t runStart = 0, runLen = 0;
   auto emit = [&]() -> Status {
     if (runLen == 0) {
       return {};
     }
-    Status s = readable ? sendRun() : pw.addFromFd(memFd, runStart, runStart, runLen);
-    if (s && readable) {
-      s = pw.entry(runStart, runLen);
-    }
+    Status s = readable ? pw.addRemote(pid, runStart, runLen)
+                        : pw.addFromFd(memFd, runStart, runStart, runLen);
     runLen = 0;
-    runSent = 0;
     return s;
   };
   size_t chunk = kFirstChunk;
@@ -231,8 +219,11 @@ Status dumpPrivatePages(int pagemapFd, int memFd, pid_t pid, const SmapsVma& v,
     }
     addr += n * kPageSize;
     if (addr < v.end) {
-      // More to read: what is known so far goes now, also the open run's pages.
-      CRPIPE_TRY(sendRun());
+      // More to read: what is known so far goes now. A run still open ends here and the
+      // next piece starts a new one: its entry must go before its pages (a reader of the
+      // stream learns where pages belong before they come), and its length is not known
+      // yet. So a run is split at the piece boundaries, as CRIU's own pagemaps may be.
+      CRPIPE_TRY(emit());
       CRPIPE_TRY(pw.flush());
     }
   }

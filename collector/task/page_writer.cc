@@ -137,15 +137,11 @@ Status PageWriter::entry(uint64_t vaddr, uint64_t nPages) {
 }
 
 Status PageWriter::addRemote(pid_t pid, uint64_t vaddr, uint64_t nPages) {
-  CRPIPE_TRY(entry(vaddr, nPages));
-  return remotePages(pid, vaddr, nPages);
-}
-
-Status PageWriter::remotePages(pid_t pid, uint64_t vaddr, uint64_t nPages) {
   if (pid_ != pid && !queued_.empty()) {
     CRPIPE_TRY(flush());
   }
   pid_ = pid;
+  CRPIPE_TRY(entry(vaddr, nPages));
   uint64_t len = nPages * kPageSize;
   if (buf_->pageRefs) {
     // Named, not read; sent every 16 MiB so that the serializer starts copying while the

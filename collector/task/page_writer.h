@@ -77,10 +77,6 @@ class PageWriter {
 
   // Pages [vaddr, vaddr + n pages) of process `pid`, read with process_vm_readv.
   Status addRemote(pid_t pid, uint64_t vaddr, uint64_t nPages);
-  // The same in two steps, for a run still growing: its pages (in order, part by part,
-  // so that they are on their way before the run's end is known), then its entry.
-  Status remotePages(pid_t pid, uint64_t vaddr, uint64_t nPages);
-  Status entry(uint64_t vaddr, uint64_t nPages);
   // Pages recorded at `vaddr` whose contents are read from `fd` at `offset` (a shmem object,
   // or /proc/PID/mem for memory the task cannot read itself, PROT_NONE).
   Status addFromFd(int fd, uint64_t offset, uint64_t vaddr, uint64_t nPages);
@@ -93,6 +89,7 @@ class PageWriter {
  private:
   PageWriter(ImageEmitter& out, Buffer& buf, uint32_t pagemap, uint32_t pagesImg)
       : out_(&out), buf_(&buf), pagemap_(pagemap), pagesImg_(pagesImg) {}
+  Status entry(uint64_t vaddr, uint64_t nPages);
 
   ImageEmitter* out_;
   Buffer* buf_;

@@ -184,3 +184,58 @@ def test_serializer_failure_is_reported_not_the_broken_stream():
               f"dump into a missing directory said: {last!r}")
         check(w.alive(), "a failed dump killed the tree")
         w.verify()
+
+
+def check_entries_before_pages(decoded, what):
+    """Every page message (bytes or references) of a pages-N.img comes after pagemap entries
+    that describe at least as many bytes: a reader of the stream knows where pages belong
+    when they arrive (live migration restores while pages still come)."""
+    import re
+    names, pages_of_pagemap, described, sent = {}, {}, {}, {}
+    current_pagemap_head = set()
+    for line in decoded.splitlines():
+        m = re.match(r"@\d+ image-open #(\d+) (\S+)", line)
+        if m:
+            names[int(m.group(1))] = m.group(2)
+            continue
+        m = re.match(r"\s+(pagemap-\S+\.img): PagemapEntry \{ (.*) \}", line)
+        if m:
+            img, body = m.group(1), m.group(2)
+            if img not in current_pagemap_head:
+                # The first entry is the PagemapHead: field 1 (shown as vaddr) is pages_id.
+                current_pagemap_head.add(img)
+                pages_id = int(re.search(r"vaddr: (\d+)", body).group(1))
+                pages_of_pagemap[img] = f"pages-{pages_id}.img"
+                continue
+            n = int(re.search(r"(?<!compat_)nr_pages: (\d+)", body).group(1))
+            pages = pages_of_pagemap[img]
+            described[pages] = described.get(pages, 0) + n * 4096
+            continue
+        m = re.match(r"@(\d+) pages #(\d+) (\d+) bytes", line) or \
+            re.match(r"@(\d+) page-refs #(\d+) pid \d+, \d+ ranges, (\d+) bytes", line)
+        if m:
+            pages = names[int(m.group(2))]
+            sent[pages] = sent.get(pages, 0) + int(m.group(3))
+            check(sent[pages] <= described.get(pages, 0),
+                  f"{what}: at stream offset {m.group(1)}, {sent[pages]} bytes of {pages} "
+                  f"came before entries describing them ({described.get(pages, 0)})")
+    check(sent and all(sent[p] == described.get(p) for p in sent),
+          f"{what}: pages sent {sent} and described {described} differ")
+
+
+def test_pagemap_entries_come_before_their_pages():
+    # task_runs has runs across the collector's pagemap reads (split there) and a child
+    # whose memory goes the late way; both the byte stream and the page references keep
+    # each entry ahead of its pages.
+    with Workload("task_runs") as w:
+        r = w.wait_ready()
+        stream = os.path.join(w.tmp, "stream.bin")
+        crpipe("stage", "collect", "-t", w.pid, "-o", stream, "-R", check_rc=0)
+        _, out, _ = crpipe("stage", "decode", "-i", stream, check_rc=0)
+        check_entries_before_pages(out, "byte stream")
+        refs = os.path.join(w.tmp, "refs.bin")
+        page_refs_stream(w.pid, refs)
+        _, out, _ = crpipe("stage", "decode", "-i", refs, check_rc=0)
+        check_entries_before_pages(out, "page references")
+        check(f"pid {r['pid']}" in out, "no page references of the parent")
+        w.verify()

@@ -222,8 +222,13 @@ def test_sigtrap_left_as_it_was():
         w.verify()
 
 
+# Where the collector's pagemap reads of a mapping end: 256 pages, then 8 times more each.
+PIECE_ENDS = (256, 256 + 2048, 256 + 2048 + 16384, 256 + 2048 + 16384 + 65536)
+
+
 def runs_task_runs_writes(pages):
-    """The (first page, pages) runs task_runs.c writes: its want(i), merged."""
+    """The (first page, pages) runs task_runs.c writes: its want(i), merged, and split where
+    a pagemap read ends (an entry goes before its pages, so a run still open there ends)."""
     def want(i):
         return (250 <= i < 262 or i in (2303, 2305) or 4000 <= i < 18688 or
                 18689 <= i < 18700 or 84200 <= i < 84300 or i % 97 == 0)
@@ -231,7 +236,7 @@ def runs_task_runs_writes(pages):
     while i < pages:
         if want(i):
             j = i
-            while j < pages and want(j):
+            while j < pages and want(j) and (j == i or j not in PIECE_ENDS):
                 j += 1
             out.append((i, j - i))
             i = j
@@ -247,9 +252,9 @@ def task_runs_page(i):
 
 def test_page_runs_across_pagemap_reads():
     # The collector reads a mapping's page table in growing pieces and names each piece's
-    # pages at once: a run across a piece boundary must still be one entry (and its pages in
-    # order), a hole at a boundary must stay a hole. The child's private /dev/zero mapping
-    # sends it the late way (after smaps), the parent goes early.
+    # pages at once: a run across a piece boundary is split there (its pages in order, each
+    # part's entry before its pages), a hole at a boundary must stay a hole. The child's
+    # private /dev/zero mapping sends it the late way (after smaps), the parent goes early.
     with Workload("task_runs") as w:
         r = w.wait_ready()
         img = images_dir(w)

@@ -1,8 +1,8 @@
 /* Runs of pages across the collector's pagemap reads: it reads a mapping's page table in
  * growing pieces (256, then 2,048, then 16,384 pages, then 65,536 at a time) and names each
  * piece's pages to the serializer before the next is read, so a run of present pages that
- * spans a piece boundary is sent in parts but must still be one pagemap entry, and a hole
- * right at a boundary must stay a hole. Page i of the mapping is written (with a
+ * spans a piece boundary is split there into two pagemap entries (each before its pages),
+ * and a hole right at a boundary must stay a hole. Page i of the mapping is written (with a
  * pattern of i) when want(i) says so; the rest are never touched, some only read (the zero
  * page: not stored either).
  * A child maps /dev/zero privately and writes to it: a private mapping of a device sends the
