@@ -40,6 +40,12 @@ def test_big_memory_256mib():
     round_trip("task_bigmem", 256)
 
 
+def test_comm_nice_robust_list_tid_address_personality_creds_prctl():
+    # tests/workloads/task_identity.c: per thread comm, nice, robust list, tid address; per
+    # process personality, no_new_privs, dumpable, THP disabled, groups, gids, capabilities.
+    round_trip("task_identity")
+
+
 def test_page_runs_and_private_dev_zero():
     # Runs of pages across the collector's pagemap reads, holes at their boundaries, and a
     # child whose private /dev/zero mapping sends it the late way (tests/workloads/task_runs.c).
