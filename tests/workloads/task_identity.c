@@ -2,9 +2,9 @@
  * program can observe"), each set away from its default, in the main thread and in a second
  * thread where the kernel keeps it per thread: comm, nice, the robust futex list head, the
  * tid address (clear_child_tid); per process: personality, no_new_privs, dumpable, THP
- * disabled, supplementary groups, real/effective/saved gids, and a capability dropped from
- * the effective set. Each value is read back before READY; after restore every one must
- * read the same (both threads compare their own).
+ * disabled, supplementary groups, real/effective/saved gids, a saved uid, and a capability
+ * dropped from the effective set. Each value is read back before READY; after restore
+ * every one must read the same (both threads compare their own).
  * Needs root (setgroups, setresgid). */
 #include "wl.h"
 
@@ -39,6 +39,7 @@ struct per_process {
   int ngroups;
   gid_t groups[8];
   gid_t rgid, egid, sgid;
+  uid_t ruid, euid, suid;
   uint32_t cap_eff0, cap_prm0, cap_eff1, cap_prm1;
 };
 
@@ -61,6 +62,7 @@ static void read_process(struct per_process* p) {
   p->ngroups = getgroups(8, p->groups);
   WL_MUST(p->ngroups >= 0);
   WL_MUST(getresgid(&p->rgid, &p->egid, &p->sgid) == 0);
+  WL_MUST(getresuid(&p->ruid, &p->euid, &p->suid) == 0);
   struct __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
   struct __user_cap_data_struct d[2];
   WL_MUST(syscall(SYS_capget, &h, d) == 0);
@@ -121,6 +123,7 @@ int main(void) {
   gid_t groups[] = {5, 6, 7};
   WL_MUST(setgroups(3, groups) == 0);
   WL_MUST(setresgid(0, 42, 43) == 0);
+  WL_MUST(setresuid(0, 0, 1234) == 0); /* a saved uid of its own; still root in effect */
   /* Drop CAP_NET_RAW from the effective set only: permitted keeps it. */
   struct __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
   struct __user_cap_data_struct d[2];
@@ -157,6 +160,9 @@ int main(void) {
   SAME(rgid, "%u")
   SAME(egid, "%u")
   SAME(sgid, "%u")
+  SAME(ruid, "%u")
+  SAME(euid, "%u")
+  SAME(suid, "%u")
   SAME(cap_eff0, "%#x")
   SAME(cap_prm0, "%#x")
   SAME(cap_eff1, "%#x")
