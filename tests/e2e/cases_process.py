@@ -46,6 +46,18 @@ def test_comm_nice_robust_list_tid_address_personality_creds_prctl():
     round_trip("task_identity")
 
 
+def test_sessions_and_process_groups_inside_the_tree():
+    # tests/workloads/task_sessions.c: a child with a session of its own holding two process
+    # groups' members, and a group leader in the root's session.
+    round_trip("task_sessions")
+
+
+def test_fpu_sse_avx_state_of_a_thread_in_a_syscall():
+    # tests/workloads/task_xstate.c: xmm/ymm (zmm16, zmm31, k1 with AVX-512), MXCSR and the
+    # x87 control word held by a thread blocked in read() from its own asm.
+    round_trip("task_xstate")
+
+
 def test_page_runs_and_private_dev_zero():
     # Runs of pages across the collector's pagemap reads, holes at their boundaries, and a
     # child whose private /dev/zero mapping sends it the late way (tests/workloads/task_runs.c).
