@@ -1,6 +1,6 @@
 #pragma once
 
-#include "collector/kinds/sockopt_reader.h"
+#include "common/sockopt_reader.h"
 
 namespace crpipe::collector {
 

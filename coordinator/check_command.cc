@@ -19,6 +19,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "common/sockopt_reader.h"
 #include "common/unique_fd.h"
 
 #ifndef SIOCUNIXFILE
@@ -272,12 +273,24 @@ FeatureCheck checkTee() {
   return ok("tee on pipes");
 }
 
+// Socket options through io_uring (Linux 6.7+, io_uring not disabled): the collector
+// reads a socket's options in one submission instead of one syscall each.
+FeatureCheck checkUringGetsockopt() {
+  if (SockoptReader().batched()) {
+    return ok("io_uring getsockopt");
+  }
+  FeatureCheck c = missing("io_uring getsockopt", "optional: socket options are read one by one");
+  c.optional = true;
+  return c;
+}
+
 }  // namespace
 
 std::vector<FeatureCheck> checkKernelFeatures() {
-  return {checkPidfdOpen(),    checkPidfdGetfd(), checkClone3SetTid(),
+  return {checkPidfdOpen(),    checkPidfdGetfd(),  checkClone3SetTid(),
           checkSockDiagUnix(), checkSiocUnixFile(), checkPeekOff(),
-          checkKcmp(),         checkPtraceSeize(), checkTee()};
+          checkKcmp(),         checkPtraceSeize(),  checkTee(),
+          checkUringGetsockopt()};
 }
 
 std::string renderFeatureChecks(const std::vector<FeatureCheck>& checks) {

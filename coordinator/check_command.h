@@ -10,6 +10,7 @@ struct FeatureCheck {
   std::string name;
   bool ok = false;
   std::string detail;  // why it is missing, or a note
+  bool optional = false;  // only makes crpipe faster: missing, `check` still passes
 };
 
 std::vector<FeatureCheck> checkKernelFeatures();

@@ -84,7 +84,7 @@ int main(int argc, char** argv) {
       auto checks = crpipe::checkKernelFeatures();
       fputs(crpipe::renderFeatureChecks(checks).c_str(), stdout);
       for (const auto& c : checks) {
-        if (!c.ok) {
+        if (!c.ok && !c.optional) {
           return 1;
         }
       }

@@ -2,7 +2,7 @@
 
 #include <optional>
 
-#include "collector/kinds/sockopt_reader.h"
+#include "common/sockopt_reader.h"
 #include "common/result.h"
 #include "protos/sk_unix.pb.h"
 

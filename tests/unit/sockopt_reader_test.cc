@@ -11,7 +11,7 @@
 #include <fstream>
 #include <string>
 
-#include "collector/kinds/sockopt_reader.h"
+#include "common/sockopt_reader.h"
 #include "collector/kinds/unix_sockopts.h"
 #include "common/unique_fd.h"
 
@@ -66,6 +66,51 @@ TEST(SockoptReader, BatchedWhereTheKernelTakesSocketCommands) {
   SockoptReader r(true);
   EXPECT_EQ(r.batched(), kernelHasSocketUringCmd());
   EXPECT_FALSE(SockoptReader(false).batched());
+}
+
+// Puts kernel.io_uring_disabled back, also when the test fails.
+class IoUringDisabled {
+ public:
+  explicit IoUringDisabled(const char* value) {
+    std::ifstream in(kPath);
+    ok_ = static_cast<bool>(in >> old_);
+    if (ok_) {
+      std::ofstream out(kPath);
+      ok_ = static_cast<bool>(out << value << "\n");
+    }
+  }
+  ~IoUringDisabled() {
+    if (!old_.empty()) {
+      std::ofstream out(kPath);
+      out << old_ << "\n";
+    }
+  }
+  bool ok() const { return ok_; }
+
+ private:
+  static constexpr const char* kPath = "/proc/sys/kernel/io_uring_disabled";
+  std::string old_;
+  bool ok_ = false;
+};
+
+TEST(SockoptReader, WithIoUringDisabledItReadsOneByOne) {
+  // kernel.io_uring_disabled = 2 (Linux 6.6+) refuses io_uring_setup to everyone, as a
+  // hardened host may: the reader must fall back and read the same.
+  Pair p = pair(SOCK_DGRAM);
+  int fd = p.a.get();
+  setInt(fd, SO_PRIORITY, 4);
+  setInt(fd, SO_PASSCRED, 1);
+  {
+    IoUringDisabled off("2");
+    ASSERT_TRUE(off.ok()) << "cannot write /proc/sys/kernel/io_uring_disabled (root needed)";
+    SockoptReader r(true);
+    EXPECT_FALSE(r.batched());
+    auto o = readUnixSockOpts(fd, r);
+    ASSERT_TRUE(o) << o.error().str();
+    EXPECT_EQ(o->opts.so_priority(), 4u);
+    EXPECT_TRUE(o->opts.so_passcred());
+  }
+  expectSame(fd);
 }
 
 TEST(SockoptReader, DefaultsReadTheSameBothWays) {

@@ -1,4 +1,4 @@
-#include "collector/kinds/sockopt_reader.h"
+#include "common/sockopt_reader.h"
 
 #include <liburing.h>
 #include <sys/socket.h>
@@ -9,7 +9,7 @@
 
 #include "common/unique_fd.h"
 
-namespace crpipe::collector {
+namespace crpipe {
 
 namespace {
 
@@ -137,4 +137,4 @@ void SockoptReader::read(int fd, std::span<Opt> opts) {
   }
 }
 
-}  // namespace crpipe::collector
+}  // namespace crpipe

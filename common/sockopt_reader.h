@@ -5,7 +5,7 @@
 #include <memory>
 #include <span>
 
-namespace crpipe::collector {
+namespace crpipe {
 
 // Many getsockopt(SOL_SOCKET, ...) of one socket at once. Where the kernel takes socket
 // commands through io_uring (IORING_OP_URING_CMD with SOCKET_URING_OP_GETSOCKOPT, Linux
@@ -39,4 +39,4 @@ class SockoptReader {
   std::unique_ptr<Ring> ring_;
 };
 
-}  // namespace crpipe::collector
+}  // namespace crpipe
