@@ -182,7 +182,12 @@ struct DumpHold::Parts {
 DumpHold::DumpHold() = default;
 DumpHold::~DumpHold() = default;
 void DumpHold::drop() { parts_.reset(); }
-void DumpHold::abandon() { (void)parts_.release(); }
+void DumpHold::abandon() {
+  if (parts_ != nullptr && parts_->files != nullptr) {
+    parts_->files->closeFiles();
+  }
+  (void)parts_.release();
+}
 
 class DumpHoldAccess {
  public:

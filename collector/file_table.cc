@@ -46,6 +46,15 @@ std::string describeUnsupported(const OpenFile& f) {
 void FileTable::readAhead(OpenFile& f, ReadAheadContext& ctx) const {
   for (const auto& k : kinds_) {
     k->readAhead(f, ctx);
+    if (f.ahead.has_value()) {
+      return;  // one kind reads a file ahead: the one it is
+    }
+  }
+}
+
+void FileTable::closeFiles() {
+  for (auto& e : entries_) {
+    e.file.dup.reset();
   }
 }
 

@@ -34,6 +34,9 @@ class FileTable {
   void readAhead(OpenFile& f, ReadAheadContext& ctx) const;
   Status finishAll(DumpContext& ctx);
 
+  // Closes the duplicate of every file (the entries stay).
+  void closeFiles();
+
   // Ids are also handed out to objects no fd holds (embryo sockets).
   uint32_t newId() { return nextId_++; }
   size_t size() const { return entries_.size(); }

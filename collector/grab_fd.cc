@@ -153,10 +153,12 @@ void FdPrefetcher::run(std::stop_token stop) {
       return;
     }
     fill(i, workerCtx_);
+    // Read before the slot is handed out: the taker may move it away at once.
+    const bool failed = !*slots_[i];
     // Release: the slot is written before the flag that hands it out.
     done_[i].store(true, std::memory_order_release);
     done_[i].notify_one();
-    if (!*slots_[i]) {
+    if (failed) {
       return;  // the taker stops at this error; the fds after it are not needed
     }
   }

@@ -54,44 +54,46 @@ struct SockoptReader::Ring {
   }
 
   // All of `opts` in submissions of at most kRingEntries; false if the ring failed as a
-  // whole (then nothing is known and the caller reads with syscalls).
+  // whole. Then every request submitted has been reaped (none is left to write into
+  // memory later), and the caller stops using the ring and reads with syscalls.
   bool read(int fd, std::span<Opt> opts) {
     for (size_t base = 0; base < opts.size(); base += kRingEntries) {
       size_t n = std::min<size_t>(kRingEntries, opts.size() - base);
-      for (size_t i = 0; i < n; ++i) {
+      size_t queued = 0;
+      for (; queued < n; ++queued) {
         io_uring_sqe* sqe = io_uring_get_sqe(&ring);
         if (sqe == nullptr) {
-          return false;
+          break;
         }
-        prepGetsockopt(sqe, fd, opts[base + i], base + i);
+        prepGetsockopt(sqe, fd, opts[base + queued], base + queued);
       }
-      int r = io_uring_submit_and_wait(&ring, static_cast<unsigned>(n));
-      if (r < 0 || static_cast<size_t>(r) != n) {
-        // Some were submitted and will complete: reap them before giving up on the ring.
-        if (r > 0) {
-          io_uring_cqe* cqe = nullptr;
-          for (int k = 0; k < r && io_uring_wait_cqe(&ring, &cqe) == 0; ++k) {
-            io_uring_cqe_seen(&ring, cqe);
-          }
-        }
-        return false;
-      }
+      int r = io_uring_submit(&ring);
+      size_t submitted = r > 0 ? static_cast<size_t>(r) : 0;
       size_t seen = 0;
-      while (seen < n) {
+      bool ok = queued == n && submitted == n;
+      while (seen < submitted) {
         io_uring_cqe* cqe = nullptr;
         if (io_uring_wait_cqe(&ring, &cqe) != 0) {
-          return false;
+          return false;  // the ring is broken: the caller drops it (its memory goes with it)
         }
-        Opt& o = opts[cqe->user_data];
-        // On success the result is the option's length, as getsockopt leaves it in optlen.
-        if (cqe->res < 0) {
-          o.err = -cqe->res;
+        uint64_t i = cqe->user_data;
+        if (i < opts.size()) {
+          Opt& o = opts[i];
+          // On success the result is the option's length, as getsockopt leaves it in optlen.
+          if (cqe->res < 0) {
+            o.err = -cqe->res;
+          } else {
+            o.err = 0;
+            o.len = static_cast<socklen_t>(cqe->res);
+          }
         } else {
-          o.err = 0;
-          o.len = static_cast<socklen_t>(cqe->res);
+          ok = false;
         }
         io_uring_cqe_seen(&ring, cqe);
         ++seen;
+      }
+      if (!ok) {
+        return false;  // what was queued but not submitted dies with the ring
       }
     }
     return true;
@@ -129,8 +131,28 @@ SockoptReader::SockoptReader(bool useRing) {
 SockoptReader::~SockoptReader() = default;
 
 void SockoptReader::read(int fd, std::span<Opt> opts) {
-  if (ring_ != nullptr && ring_->read(fd, opts)) {
-    return;
+  if (ring_ != nullptr) {
+    // The lengths given, for syscalls if the ring fails halfway (a completed request
+    // already replaced its length with the answer's).
+    socklen_t given[kRingEntries];
+    bool small = opts.size() <= kRingEntries;
+    for (size_t i = 0; small && i < opts.size(); ++i) {
+      given[i] = opts[i].len;
+    }
+    if (small && ring_->read(fd, opts)) {
+      return;
+    }
+    if (!small) {
+      // Not one submission: plain syscalls, rather than keep every length.
+      for (Opt& o : opts) {
+        readOne(fd, o);
+      }
+      return;
+    }
+    ring_.reset();  // a ring that failed once is not trusted again
+    for (size_t i = 0; i < opts.size(); ++i) {
+      opts[i].len = given[i];
+    }
   }
   for (Opt& o : opts) {
     readOne(fd, o);

@@ -29,8 +29,9 @@ class FdKind {
   // Reads ahead what needs only the file's duplicate (syscalls on it, nothing shared) and
   // leaves it in f.ahead for matches() and collect(). Runs on either of the two threads
   // that grab a task's fds (FdPrefetcher) while collect() runs for earlier fds, so it may
-  // use `f` and the calling thread's `ctx` alone, never the kind's state. Kinds that read
-  // nothing ahead keep the default.
+  // use `f` and the calling thread's `ctx` alone, never the kind's state. The first kind
+  // that leaves something in f.ahead has the file to itself. Kinds that read nothing ahead
+  // keep the default.
   virtual void readAhead(OpenFile&, ReadAheadContext& /*ctx*/) const {}
 
   // Once per dump, after the tree is frozen and before any fd is collected.

@@ -352,16 +352,22 @@ Status dumpPrivateMemoryEarly(DumpContext& ctx, MmDumpState& st, pid_t pid) {
   }
   std::vector<VmaKind> kinds;
   std::vector<std::pair<uint64_t, uint64_t>> chosen;
+  const std::string mapFiles = "/proc/" + std::to_string(pid) + "/map_files/";
   for (const auto& v : *vmas) {
-    // A mapping of a device (VM_IO/VM_PFNMAP, which only smaps' VmFlags tell) is refused
-    // later with its own message; its frames must not be read before that. Such a
-    // process goes the late way, wholly.
-    if (v.path.starts_with("/dev/") && !v.shared) {
-      ctx.log.debug("pid %d: a private mapping of %s; its pages are read after smaps", pid,
-                    v.path.c_str());
-      return {};
-    }
     kinds.push_back(classify(v));
+    // A private mapping of a device (VM_IO/VM_PFNMAP, which only smaps' VmFlags tell) is
+    // refused later with its own message; its frames must not be read before that. Such a
+    // process goes the late way, wholly. What the mapped file is, stat says (through the
+    // mapping, wherever the node lives); one that cannot be asked goes late too.
+    if (kinds.back().file && kinds.back().dumpPrivatePages) {
+      struct stat st {};
+      const std::string link = mapFiles + hexRange(v.start, v.end);
+      if (::stat(link.c_str(), &st) != 0 || S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)) {
+        ctx.log.debug("pid %d: a private mapping of %s (a device, or not to be asked); its "
+                      "pages are read after smaps", pid, v.path.c_str());
+        return {};
+      }
+    }
     if (kinds.back().dumpPrivatePages) {
       chosen.emplace_back(v.start, v.end);
     }
