@@ -85,7 +85,8 @@ Result<TaskProcDirs> openTaskProcDirs(pid_t pid) {
   return d;
 }
 
-Result<OpenFile> grabFd(int pidfd, const TaskProcDirs& dirs, pid_t pid, int fd) {
+Result<OpenFile> grabFd(int pidfd, const TaskProcDirs& dirs, pid_t pid, int fd,
+                        const FdInfo* known) {
   OpenFile f;
   f.pid = pid;
   f.fd = fd;
@@ -111,6 +112,10 @@ Result<OpenFile> grabFd(int pidfd, const TaskProcDirs& dirs, pid_t pid, int fd) 
     }
     f.link.assign(buf, static_cast<size_t>(n));
   }
+  if (known != nullptr) {
+    f.fdinfo = *known;
+    return f;
+  }
   auto info = readFdInfo(dirs.fdinfo.get(), fd);
   if (!info) {
     return fail(std::move(info).error().context(whereFd(pid, fd)));
@@ -124,8 +129,9 @@ Result<OpenFile> grabFd(int pidfd, const TaskProcDirs& dirs, pid_t pid, int fd) 
 }
 
 FdPrefetcher::FdPrefetcher(int pidfd, const TaskProcDirs& dirs, pid_t pid, std::vector<int> fds,
-                           Ahead ahead)
+                           Ahead ahead, std::vector<FdInfo> known)
     : fds_(std::move(fds)),
+      known_(std::move(known)),
       ahead_(std::move(ahead)),
       pidfd_(pidfd),
       dirs_(&dirs),
@@ -137,7 +143,8 @@ FdPrefetcher::FdPrefetcher(int pidfd, const TaskProcDirs& dirs, pid_t pid, std::
 }
 
 void FdPrefetcher::fill(size_t i, std::unique_ptr<ReadAheadContext>& ctx) {
-  slots_[i].emplace(grabFd(pidfd_, *dirs_, pid_, fds_[i]));
+  slots_[i].emplace(grabFd(pidfd_, *dirs_, pid_, fds_[i],
+                           i < known_.size() ? &known_[i] : nullptr));
   if (ahead_ && *slots_[i]) {
     if (!ctx) {
       ctx = std::make_unique<ReadAheadContext>();

@@ -1,0 +1,15 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* One record per fd of the process the fd-table iterator walks (fd_table.bpf.c → reader
+ * fd_table.cc). Shared by the BPF program and user space; fixed layout. */
+#pragma once
+
+#include <linux/types.h>
+
+struct crp_fdt_rec {
+  __u32 fd;
+  __u32 flags;   /* f_flags, with O_CLOEXEC (02000000) when the fd table says close-on-exec */
+  __u64 pos;     /* f_pos */
+  __u64 ino;     /* the inode number */
+  __s32 mnt_id;  /* the mount's id, -1 if the file has none */
+  __u32 mode;    /* i_mode */
+};

@@ -1,0 +1,113 @@
+// FdTableReader: a process's fd table read by the BPF iterator is what /proc lists and
+// what /proc/PID/fdinfo/N says for each fd: numbers, flags with O_CLOEXEC, position, mount
+// id, inode; read from another (stopped) process with pipes, a file at an offset, sockets.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <map>
+#include <string>
+
+#include "collector/fdtable/fd_table.h"
+#include "common/proc.h"
+#include "common/unique_fd.h"
+
+namespace crpipe::collector {
+namespace {
+
+TEST(FdTable, MatchesProcForEveryFd) {
+  auto reader = FdTableReader::load();
+  ASSERT_TRUE(reader) << reader.error().str();
+  char path[] = "/tmp/crpipe-fdtable-XXXXXX";
+  int tmp = ::mkstemp(path);
+  ASSERT_GE(tmp, 0);
+  ::unlink(path);
+  ASSERT_EQ(::write(tmp, "0123456789", 10), 10);
+  ASSERT_EQ(::lseek(tmp, 7, SEEK_SET), 7);
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    // Holes, CLOEXEC on some, O_NONBLOCK on others, a socketpair, a high number.
+    for (int i = 0; i < 20; ++i) {
+      int p[2];
+      if (::pipe2(p, (i % 2 ? O_CLOEXEC : 0) | (i % 3 ? O_NONBLOCK : 0)) != 0) _exit(1);
+      if (i % 4 == 1) ::close(p[0]);
+    }
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) _exit(1);
+    if (::dup2(sv[1], 1000) != 1000) _exit(1);
+    char c = 1;
+    (void)!::write(ready[1], &c, 1);
+    ::pause();
+    _exit(0);
+  }
+  struct Reap {
+    pid_t pid;
+    ~Reap() {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+  } reap{child};
+  ::close(ready[1]);
+  ::close(tmp);
+  char c;
+  ASSERT_EQ(::read(ready[0], &c, 1), 1);
+  ::close(ready[0]);
+
+  auto table = (*reader)->read(child);
+  ASSERT_TRUE(table) << table.error().str();
+  auto listed = listNumericDir("/proc/" + std::to_string(child) + "/fd");
+  ASSERT_TRUE(listed);
+  std::vector<int> got;
+  for (const auto& f : *table) {
+    got.push_back(f.fd);
+  }
+  EXPECT_EQ(got, *listed);
+  for (const auto& f : *table) {
+    std::string where = "fd " + std::to_string(f.fd);
+    auto text = readProcFile("/proc/" + std::to_string(child) + "/fdinfo/" + std::to_string(f.fd));
+    ASSERT_TRUE(text) << where;
+    auto want = parseFdInfo(*text);
+    ASSERT_TRUE(want) << where;
+    EXPECT_EQ(f.info.flags, want->flags) << where;
+    EXPECT_EQ(f.info.pos, want->pos) << where;
+    EXPECT_EQ(f.info.mntId, want->mntId) << where;
+    EXPECT_EQ(f.info.ino, want->ino) << where;
+    struct stat st {};
+    ASSERT_EQ(::stat(("/proc/" + std::to_string(child) + "/fd/" + std::to_string(f.fd)).c_str(),
+                     &st), 0) << where;
+    EXPECT_EQ(f.mode, st.st_mode) << where;
+  }
+  // The file inherited at offset 7 and the CLOEXEC socket at 1000 are among them.
+  bool sawOffset = false, sawHigh = false;
+  for (const auto& f : *table) {
+    sawOffset |= f.info.pos == 7;
+    sawHigh |= f.fd == 1000 && (f.info.flags & O_CLOEXEC) == 0;  // dup2 clears CLOEXEC
+  }
+  EXPECT_TRUE(sawOffset);
+  EXPECT_TRUE(sawHigh);
+}
+
+TEST(FdTable, AGoneProcessIsAnError) {
+  auto reader = FdTableReader::load();
+  ASSERT_TRUE(reader) << reader.error().str();
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    _exit(0);
+  }
+  ASSERT_EQ(::waitpid(child, nullptr, 0), child);
+  auto table = (*reader)->read(child);
+  ASSERT_FALSE(table);
+  EXPECT_NE(table.error().str().find(std::to_string(child)), std::string::npos)
+      << table.error().str();
+}
+
+}  // namespace
+}  // namespace crpipe::collector
