@@ -18,6 +18,7 @@
  * skb at the tail. A torn read yields a "not read" verdict (the syscall path then peeks),
  * never an oops; nothing in the kernel is written. */
 #include "../kinds/unix_skb_bpf.h"
+#include "../fdtable/task_file_bpf.h"
 #include "fast_bpf_abi.h"
 
 char LICENSE[] SEC("license") = "GPL";
@@ -29,9 +30,6 @@ char LICENSE[] SEC("license") = "GPL";
 extern unsigned int CONFIG_HZ __kconfig __weak;
 
 /* Kernel types only this program uses. */
-struct crp_vfsmount { void *mnt_root; } PAI;
-struct mount { struct crp_vfsmount mnt; int mnt_id; } PAI;
-struct path { struct crp_vfsmount *mnt; } PAI;
 struct super_block { __u32 s_dev; } PAI;
 struct inode___fast { unsigned long i_ino; unsigned short i_mode; struct super_block *i_sb; } PAI;
 enum pid_type { PIDTYPE_PID };
@@ -45,14 +43,6 @@ struct file {
   struct fown_struct *f_owner; /* 6.12+: a pointer, NULL until F_SETOWN/F_SETSIG */
 } PAI;
 struct file___old { struct fown_struct f_owner; } PAI; /* before 6.12: embedded */
-struct fdtable { unsigned long *close_on_exec; } PAI;
-struct files_struct { struct fdtable *fdt; } PAI;
-struct bpf_iter__task_file {
-  struct bpf_iter_meta *meta;
-  struct task_struct *task;
-  __u32 fd;
-  struct file *file;
-} PAI;
 enum sock_flags {
   SOCK_URGINLINE = 2, SOCK_KEEPOPEN = 3, SOCK_LINGER = 4, SOCK_BROADCAST = 6,
   SOCK_LOCALROUTE = 13,
@@ -404,19 +394,15 @@ int fast_task_file(struct bpf_iter__task_file *ctx) {
     r.file_id = bpf_map_update_elem(&file_ids, &key, &id, BPF_NOEXIST) ? 0 : id;
   }
 
-  unsigned long *coe = BPF_CORE_READ(task, files, fdt, close_on_exec);
-  if (coe && (rd64(coe + r.fd / 64) >> (r.fd % 64)) & 1) r.flags |= CRP_FD_CLOEXEC;
+  if (crp_cloexec(BPF_CORE_READ(task, files, fdt, close_on_exec), r.fd)) r.flags |= CRP_FD_CLOEXEC;
   r.f_flags = BPF_CORE_READ(file, f_flags);
   r.pos = BPF_CORE_READ(file, f_pos);
   struct inode___fast *inode = BPF_CORE_READ(file, f_inode);
   r.ino = BPF_CORE_READ(inode, i_ino);
   r.mode = BPF_CORE_READ(inode, i_mode);
   r.dev = BPF_CORE_READ(inode, i_sb, s_dev);
-  struct crp_vfsmount *vm = BPF_CORE_READ(file, f_path.mnt);
-  if (vm) {
-    struct mount *m = (void *)((char *)vm - bpf_core_field_offset(struct mount, mnt));
-    r.mnt_id = BPF_CORE_READ(m, mnt_id);
-  }
+  int mnt_id = crp_mnt_id(BPF_CORE_READ(file, f_path.mnt));
+  if (mnt_id >= 0) r.mnt_id = mnt_id;
 
   struct fown_struct *own = 0;
   if (bpf_core_field_size(struct file, f_owner) == sizeof(void *))

@@ -20,6 +20,29 @@ static uint16_t kin = 0xa5f0, kout;
 static uint32_t mxcsr_in = 0x1f80 | (3u << 13) | (1u << 15), mxcsr_out;
 static uint16_t fcw_in = 0x037f & ~0x0300, fcw_out; /* precision control: single */
 static int have_avx, have_avx512;
+
+/* ymm0-15 from in[] and back to out[] (asm text), and what they clobber. */
+#define YMM_LOAD                                                              \
+  "vmovdqu 0(%[i]), %%ymm0\n\tvmovdqu 32(%[i]), %%ymm1\n\t"                      \
+  "vmovdqu 64(%[i]), %%ymm2\n\tvmovdqu 96(%[i]), %%ymm3\n\t"                     \
+  "vmovdqu 128(%[i]), %%ymm4\n\tvmovdqu 160(%[i]), %%ymm5\n\t"                   \
+  "vmovdqu 192(%[i]), %%ymm6\n\tvmovdqu 224(%[i]), %%ymm7\n\t"                   \
+  "vmovdqu 256(%[i]), %%ymm8\n\tvmovdqu 288(%[i]), %%ymm9\n\t"                   \
+  "vmovdqu 320(%[i]), %%ymm10\n\tvmovdqu 352(%[i]), %%ymm11\n\t"                 \
+  "vmovdqu 384(%[i]), %%ymm12\n\tvmovdqu 416(%[i]), %%ymm13\n\t"                 \
+  "vmovdqu 448(%[i]), %%ymm14\n\tvmovdqu 480(%[i]), %%ymm15\n\t"
+#define YMM_STORE                                                             \
+  "vmovdqu %%ymm0, 0(%[o])\n\tvmovdqu %%ymm1, 32(%[o])\n\t"                      \
+  "vmovdqu %%ymm2, 64(%[o])\n\tvmovdqu %%ymm3, 96(%[o])\n\t"                     \
+  "vmovdqu %%ymm4, 128(%[o])\n\tvmovdqu %%ymm5, 160(%[o])\n\t"                   \
+  "vmovdqu %%ymm6, 192(%[o])\n\tvmovdqu %%ymm7, 224(%[o])\n\t"                   \
+  "vmovdqu %%ymm8, 256(%[o])\n\tvmovdqu %%ymm9, 288(%[o])\n\t"                   \
+  "vmovdqu %%ymm10, 320(%[o])\n\tvmovdqu %%ymm11, 352(%[o])\n\t"                 \
+  "vmovdqu %%ymm12, 384(%[o])\n\tvmovdqu %%ymm13, 416(%[o])\n\t"                 \
+  "vmovdqu %%ymm14, 448(%[o])\n\tvmovdqu %%ymm15, 480(%[o])\n\t"
+#define YMM_CLOBBERS                                                             \
+  "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", \
+      "xmm11", "xmm12", "xmm13", "xmm14", "xmm15"
 static long read_ret;
 
 /* Only this one may use AVX-512: the compiler is told so for it alone. */
@@ -27,25 +50,11 @@ __attribute__((target("avx512f"), noinline)) static long keep_avx512(char* bytep
   long ret;
   __asm__ volatile(
         "ldmxcsr %[mx]\n\tfldcw %[cw]\n\t"
-        "vmovdqu 0(%[i]), %%ymm0\n\tvmovdqu 32(%[i]), %%ymm1\n\t"
-        "vmovdqu 64(%[i]), %%ymm2\n\tvmovdqu 96(%[i]), %%ymm3\n\t"
-        "vmovdqu 128(%[i]), %%ymm4\n\tvmovdqu 160(%[i]), %%ymm5\n\t"
-        "vmovdqu 192(%[i]), %%ymm6\n\tvmovdqu 224(%[i]), %%ymm7\n\t"
-        "vmovdqu 256(%[i]), %%ymm8\n\tvmovdqu 288(%[i]), %%ymm9\n\t"
-        "vmovdqu 320(%[i]), %%ymm10\n\tvmovdqu 352(%[i]), %%ymm11\n\t"
-        "vmovdqu 384(%[i]), %%ymm12\n\tvmovdqu 416(%[i]), %%ymm13\n\t"
-        "vmovdqu 448(%[i]), %%ymm14\n\tvmovdqu 480(%[i]), %%ymm15\n\t"
+        YMM_LOAD
         "vmovdqu64 0(%[zi]), %%zmm16\n\tvmovdqu64 64(%[zi]), %%zmm31\n\t"
         "kmovw %[k], %%k1\n\t"
         "syscall\n\t"
-        "vmovdqu %%ymm0, 0(%[o])\n\tvmovdqu %%ymm1, 32(%[o])\n\t"
-        "vmovdqu %%ymm2, 64(%[o])\n\tvmovdqu %%ymm3, 96(%[o])\n\t"
-        "vmovdqu %%ymm4, 128(%[o])\n\tvmovdqu %%ymm5, 160(%[o])\n\t"
-        "vmovdqu %%ymm6, 192(%[o])\n\tvmovdqu %%ymm7, 224(%[o])\n\t"
-        "vmovdqu %%ymm8, 256(%[o])\n\tvmovdqu %%ymm9, 288(%[o])\n\t"
-        "vmovdqu %%ymm10, 320(%[o])\n\tvmovdqu %%ymm11, 352(%[o])\n\t"
-        "vmovdqu %%ymm12, 384(%[o])\n\tvmovdqu %%ymm13, 416(%[o])\n\t"
-        "vmovdqu %%ymm14, 448(%[o])\n\tvmovdqu %%ymm15, 480(%[o])\n\t"
+        YMM_STORE
         "vmovdqu64 %%zmm16, 0(%[zo])\n\tvmovdqu64 %%zmm31, 64(%[zo])\n\t"
         "kmovw %%k1, %[ko]\n\t"
         "stmxcsr %[mxo]\n\tfnstcw %[cwo]\n\t"
@@ -53,8 +62,7 @@ __attribute__((target("avx512f"), noinline)) static long keep_avx512(char* bytep
         : "a"((long)SYS_read), "D"((long)wake[0]), "S"(bytep), "d"(1L), [i] "r"(in),
           [o] "r"(out), [zi] "r"(zin), [zo] "r"(zout), [mx] "m"(mxcsr_in), [cw] "m"(fcw_in),
           [k] "m"(kin)
-        : "rcx", "r11", "memory", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6",
-          "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15",
+        : "rcx", "r11", "memory", YMM_CLOBBERS,
           "xmm16", "xmm31", "k1");
   return ret;
 }
@@ -68,29 +76,14 @@ static void* keeper(void* arg) {
   } else if (have_avx) {
     __asm__ volatile(
         "ldmxcsr %[mx]\n\tfldcw %[cw]\n\t"
-        "vmovdqu 0(%[i]), %%ymm0\n\tvmovdqu 32(%[i]), %%ymm1\n\t"
-        "vmovdqu 64(%[i]), %%ymm2\n\tvmovdqu 96(%[i]), %%ymm3\n\t"
-        "vmovdqu 128(%[i]), %%ymm4\n\tvmovdqu 160(%[i]), %%ymm5\n\t"
-        "vmovdqu 192(%[i]), %%ymm6\n\tvmovdqu 224(%[i]), %%ymm7\n\t"
-        "vmovdqu 256(%[i]), %%ymm8\n\tvmovdqu 288(%[i]), %%ymm9\n\t"
-        "vmovdqu 320(%[i]), %%ymm10\n\tvmovdqu 352(%[i]), %%ymm11\n\t"
-        "vmovdqu 384(%[i]), %%ymm12\n\tvmovdqu 416(%[i]), %%ymm13\n\t"
-        "vmovdqu 448(%[i]), %%ymm14\n\tvmovdqu 480(%[i]), %%ymm15\n\t"
+        YMM_LOAD
         "syscall\n\t"
-        "vmovdqu %%ymm0, 0(%[o])\n\tvmovdqu %%ymm1, 32(%[o])\n\t"
-        "vmovdqu %%ymm2, 64(%[o])\n\tvmovdqu %%ymm3, 96(%[o])\n\t"
-        "vmovdqu %%ymm4, 128(%[o])\n\tvmovdqu %%ymm5, 160(%[o])\n\t"
-        "vmovdqu %%ymm6, 192(%[o])\n\tvmovdqu %%ymm7, 224(%[o])\n\t"
-        "vmovdqu %%ymm8, 256(%[o])\n\tvmovdqu %%ymm9, 288(%[o])\n\t"
-        "vmovdqu %%ymm10, 320(%[o])\n\tvmovdqu %%ymm11, 352(%[o])\n\t"
-        "vmovdqu %%ymm12, 384(%[o])\n\tvmovdqu %%ymm13, 416(%[o])\n\t"
-        "vmovdqu %%ymm14, 448(%[o])\n\tvmovdqu %%ymm15, 480(%[o])\n\t"
+        YMM_STORE
         "stmxcsr %[mxo]\n\tfnstcw %[cwo]\n\t"
         : "=a"(ret), [mxo] "=m"(mxcsr_out), [cwo] "=m"(fcw_out)
         : "a"((long)SYS_read), "D"((long)wake[0]), "S"(&byte), "d"(1L), [i] "r"(in),
           [o] "r"(out), [mx] "m"(mxcsr_in), [cw] "m"(fcw_in)
-        : "rcx", "r11", "memory", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6",
-          "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15");
+        : "rcx", "r11", "memory", YMM_CLOBBERS);
   } else {
     /* SSE2 only: the low 128 bits of each register. */
     __asm__ volatile(
