@@ -177,7 +177,7 @@ Status collectFds(DumpContext& ctx, const FrozenProcess& p, int pidfd, ProgressS
     }
     return {};
   }
-  std::vector<FdInfo> known;
+  std::vector<FdTableReader::Fd> known;
   Result<std::vector<int>> fds = std::vector<int>{};
   const FdTableReader* reader =
       fdTableSize(p.pid) >= kFdTableBpfFrom ? tables.get(ctx.log) : nullptr;
@@ -190,7 +190,7 @@ Status collectFds(DumpContext& ctx, const FrozenProcess& p, int pidfd, ProgressS
     known.reserve(table->size());
     for (const auto& f : *table) {
       fds->push_back(f.fd);
-      known.push_back(f.info);
+      known.push_back(f);
     }
   } else {
     fds = listNumericDir("/proc/" + std::to_string(p.pid) + "/fd");

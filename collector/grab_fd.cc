@@ -86,7 +86,7 @@ Result<TaskProcDirs> openTaskProcDirs(pid_t pid) {
 }
 
 Result<OpenFile> grabFd(int pidfd, const TaskProcDirs& dirs, pid_t pid, int fd,
-                        const FdInfo* known) {
+                        const FdTableReader::Fd* known) {
   OpenFile f;
   f.pid = pid;
   f.fd = fd;
@@ -96,7 +96,11 @@ Result<OpenFile> grabFd(int pidfd, const TaskProcDirs& dirs, pid_t pid, int fd,
     int err = errno;
     return fail(Error::sys(err, whereFd(pid, fd) + ": pidfd_getfd"));
   }
-  if (::fstat(f.dup.get(), &f.st) < 0) {
+  if (known != nullptr && S_ISSOCK(known->mode)) {
+    f.st.st_mode = known->mode;
+    f.st.st_ino = known->info.ino;
+    f.st.st_dev = known->dev;
+  } else if (::fstat(f.dup.get(), &f.st) < 0) {
     int err = errno;
     return fail(Error::sys(err, whereFd(pid, fd) + ": fstat"));
   }
@@ -113,7 +117,7 @@ Result<OpenFile> grabFd(int pidfd, const TaskProcDirs& dirs, pid_t pid, int fd,
     f.link.assign(buf, static_cast<size_t>(n));
   }
   if (known != nullptr) {
-    f.fdinfo = *known;
+    f.fdinfo = known->info;
     return f;
   }
   auto info = readFdInfo(dirs.fdinfo.get(), fd);
@@ -129,7 +133,7 @@ Result<OpenFile> grabFd(int pidfd, const TaskProcDirs& dirs, pid_t pid, int fd,
 }
 
 FdPrefetcher::FdPrefetcher(int pidfd, const TaskProcDirs& dirs, pid_t pid, std::vector<int> fds,
-                           Ahead ahead, std::vector<FdInfo> known)
+                           Ahead ahead, std::vector<FdTableReader::Fd> known)
     : fds_(std::move(fds)),
       known_(std::move(known)),
       ahead_(std::move(ahead)),

@@ -9,6 +9,7 @@
 #include <thread>
 #include <vector>
 
+#include "collector/fdtable/fd_table.h"
 #include "collector/open_file.h"
 #include "collector/read_ahead.h"
 #include "common/result.h"
@@ -25,10 +26,11 @@ struct TaskProcDirs {
 Result<TaskProcDirs> openTaskProcDirs(pid_t pid);
 
 // Takes the target's descriptor `fd` into the collector (pidfd_getfd), with what /proc
-// says about it (fstat, the link text, fdinfo). `known`: its fdinfo, read already (the
-// fd-table iterator), so the fdinfo file is not opened.
+// says about it (fstat, the link text, fdinfo). `known`: what the fd-table iterator read,
+// so the fdinfo file is not opened (nor fstat asked, for a socket: its mode, inode and
+// device are all the dump uses of it).
 Result<OpenFile> grabFd(int pidfd, const TaskProcDirs& dirs, pid_t pid, int fd,
-                        const FdInfo* known = nullptr);
+                        const FdTableReader::Fd* known = nullptr);
 
 // Grabs a task's fds on a second thread, ahead of the kinds that read them, and hands them
 // out in order. pidfd_getfd, fstat and the fdinfo file are half of a socket's syscalls and
@@ -42,9 +44,9 @@ class FdPrefetcher {
   // file on the thread (FileTable::readAhead), so that the kinds' own syscalls on it are
   // shared between the two cores too.
   using Ahead = std::function<void(OpenFile&, ReadAheadContext&)>;
-  // `known`: empty, or each fd's fdinfo read already (FdTableReader), in the same order.
+  // `known`: empty, or what FdTableReader read of each fd, in the same order.
   FdPrefetcher(int pidfd, const TaskProcDirs& dirs, pid_t pid, std::vector<int> fds,
-               Ahead ahead = {}, std::vector<FdInfo> known = {});
+               Ahead ahead = {}, std::vector<FdTableReader::Fd> known = {});
   FdPrefetcher(const FdPrefetcher&) = delete;
   FdPrefetcher& operator=(const FdPrefetcher&) = delete;
 
@@ -59,7 +61,7 @@ class FdPrefetcher {
   void fill(size_t i, std::unique_ptr<ReadAheadContext>& ctx);
 
   std::vector<int> fds_;
-  std::vector<FdInfo> known_;
+  std::vector<FdTableReader::Fd> known_;
   Ahead ahead_;
   int pidfd_;
   const TaskProcDirs* dirs_;

@@ -13,7 +13,8 @@ char LICENSE[] SEC("license") = "GPL";
 
 struct seq_file;
 struct bpf_iter_meta { struct seq_file *seq; } PAI;
-struct inode { unsigned long i_ino; unsigned short i_mode; } PAI;
+struct super_block { __u32 s_dev; } PAI;
+struct inode { unsigned long i_ino; unsigned short i_mode; struct super_block *i_sb; } PAI;
 struct file {
   struct inode *f_inode;
   unsigned int f_flags;
@@ -35,6 +36,7 @@ int fd_table(struct bpf_iter__task_file *ctx) {
   struct inode *inode = BPF_CORE_READ(file, f_inode);
   r.ino = BPF_CORE_READ(inode, i_ino);
   r.mode = BPF_CORE_READ(inode, i_mode);
+  r.dev = BPF_CORE_READ(inode, i_sb, s_dev);
   r.mnt_id = crp_mnt_id(BPF_CORE_READ(file, f_path.mnt));
   bpf_seq_write(seq, &r, sizeof(r));
   return 0;

@@ -3,6 +3,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <signal.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -114,6 +115,8 @@ Result<std::vector<FdTableReader::Fd>> FdTableReader::read(pid_t pid) const {
       f.info.mntId = r.mnt_id;
       f.info.ino = r.ino;
       f.mode = r.mode;
+      // The kernel's dev_t is MAJOR << 20 | MINOR; stat(2) encodes it for user space.
+      f.dev = makedev(r.dev >> 20, r.dev & 0xfffff);
       out.push_back(f);
     }
     std::memmove(buf.data(), buf.data() + used, have - used);

@@ -24,6 +24,7 @@ class FdTableReader {
     int fd = -1;
     FdInfo info;
     uint32_t mode = 0;
+    dev_t dev = 0;  // as stat(2) reports st_dev
   };
 
   static Result<std::unique_ptr<FdTableReader>> load();

@@ -12,4 +12,6 @@ struct crp_fdt_rec {
   __u64 ino;     /* the inode number */
   __s32 mnt_id;  /* the mount's id, -1 if the file has none */
   __u32 mode;    /* i_mode */
+  __u32 dev;     /* the inode's super block's s_dev (MAJOR << 20 | MINOR) */
+  __u32 pad;
 };

@@ -80,12 +80,14 @@ void UnixSocketKind::readAhead(OpenFile& f, ReadAheadContext& ctx) const {
     return;
   }
   UnixAhead a;
-  socklen_t len = sizeof(a.domain);
-  if (::getsockopt(f.dup.get(), SOL_SOCKET, SO_DOMAIN, &a.domain, &len) != 0) {
+  // The family comes in the same submission as the options (most sockets of a tree are
+  // unix ones); for another family the options read are dropped.
+  auto opts = readUnixSockOpts(f.dup.get(), ctx.sockopts, {}, &a.domain);
+  if (a.domain < 0) {
     return;  // matches() asks again and collect() reads the rest itself
   }
   if (a.domain == AF_UNIX) {
-    a.opts.emplace(readUnixSockOpts(f.dup.get(), ctx.sockopts));
+    a.opts.emplace(std::move(opts));
     a.fown.emplace(readFown(f.dup.get()));
   }
   f.ahead = std::move(a);

@@ -41,7 +41,7 @@ Status readFilter(int fd, socklen_t count, images::SkOptsEntry& opts) {
 }  // namespace
 
 Result<UnixSockOpts> readUnixSockOpts(int fd, SockoptReader& reader,
-                                      const KnownUnixSockOpts& known) {
+                                      const KnownUnixSockOpts& known, int* domain) {
   UnixSockOpts r;
   images::SkOptsEntry& o = r.opts;
   using Opt = SockoptReader::Opt;
@@ -59,8 +59,8 @@ Result<UnixSockOpts> readUnixSockOpts(int fd, SockoptReader& reader,
   linger lg{};
   char dev[64] = {};
   ucred cred{};
-  Opt opts[24];
-  Want wants[24];
+  Opt opts[32];  // room for every option below
+  Want wants[32];
   size_t n = 0;
   auto add = [&](int name, void* val, socklen_t len, const char* what, bool optional = false) {
     opts[n] = Opt{name, val, len, 0};
@@ -99,7 +99,13 @@ Result<UnixSockOpts> readUnixSockOpts(int fd, SockoptReader& reader,
   const size_t iFilter = add(SO_GET_FILTER, nullptr, 0, "SO_GET_FILTER) length (");
   // SO_PEERCRED of an unconnected socket reads as pid 0, uid/gid -1.
   add(SO_PEERCRED, &cred, sizeof(cred), "SO_PEERCRED");
+  int family = -1;
+  const size_t iDomain = domain != nullptr ? add(SO_DOMAIN, &family, sizeof(int), "SO_DOMAIN", true)
+                                           : n;
   reader.read(fd, std::span<Opt>(opts, n));
+  if (domain != nullptr) {
+    *domain = opts[iDomain].err == 0 ? family : -1;
+  }
   for (size_t i = 0; i < n; ++i) {
     if (opts[i].err != 0 && !wants[i].optional) {
       std::string what = wants[i].what;

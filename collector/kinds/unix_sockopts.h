@@ -25,8 +25,11 @@ struct KnownUnixSockOpts {
 
 // Reads every option crpipe records (CRIU's sk_opts_entry plus SO_PEEK_OFF and
 // SO_PEERCRED), all at once through `reader` (io_uring where it can). Changes nothing.
+// `domain`: also SO_DOMAIN, in the same submission (-1 if it could not be read; it is set
+// also when the result is an error).
 Result<UnixSockOpts> readUnixSockOpts(int fd, SockoptReader& reader,
-                                      const KnownUnixSockOpts& known = {});
+                                      const KnownUnixSockOpts& known = {},
+                                      int* domain = nullptr);
 // The same with getsockopt syscalls.
 Result<UnixSockOpts> readUnixSockOpts(int fd, const KnownUnixSockOpts& known = {});
 

@@ -83,6 +83,8 @@ TEST(FdTable, MatchesProcForEveryFd) {
     ASSERT_EQ(::stat(("/proc/" + std::to_string(child) + "/fd/" + std::to_string(f.fd)).c_str(),
                      &st), 0) << where;
     EXPECT_EQ(f.mode, st.st_mode) << where;
+    EXPECT_EQ(f.dev, st.st_dev) << where;
+    EXPECT_EQ(f.info.ino, st.st_ino) << where;
   }
   // The file inherited at offset 7 and the CLOEXEC socket at 1000 are among them.
   bool sawOffset = false, sawHigh = false;
