@@ -38,8 +38,11 @@ for n in "${sizes[@]}"; do
     walls+=($(( (e - s) / 1000 )))
   done
   wall_us=$(printf "%s\n" "${walls[@]}" | median)
-  # Per stage: the collector alone into a stream file, then the serializer alone.
-  /usr/bin/time -f "%U %S %M" -o "$work/tc" "$collector" -t "$wpid" --out "$work/stream" -R -v 3 \
+  # Per stage: the collector alone into a stream file, then the serializer alone. The
+  # frozen time is this collector's: it writes the whole stream (tens of MB) into the
+  # file itself, which in a dump the serializer does, so it can exceed the dump's time.
+  # (-v 2: the per-fd lines of -v 3 would be written while the tree is frozen.)
+  /usr/bin/time -f "%U %S %M" -o "$work/tc" "$collector" -t "$wpid" --out "$work/stream" -R -v 2 \
       --log "$work/clog" >/dev/null
   read -r cu cs cm < "$work/tc"
   frozen=$(awk '/frozen for/ {for (i=1;i<=NF;i++) if ($i=="for") print $(i+1)}' "$work/clog" | tail -1)
