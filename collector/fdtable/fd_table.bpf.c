@@ -21,7 +21,7 @@ struct file {
   struct path f_path;
   long long f_pos;
 } PAI;
-struct task_struct { struct files_struct *files; } PAI;
+struct task_struct { struct files_struct *files; int pid; int tgid; } PAI;
 
 SEC("iter/task_file")
 int fd_table(struct bpf_iter__task_file *ctx) {
@@ -29,6 +29,9 @@ int fd_table(struct bpf_iter__task_file *ctx) {
   struct task_struct *task = ctx->task;
   struct file *file = ctx->file;
   if (!task || !file) return 0;
+  /* The process's table is its leader's, as /proc/PID/fd shows it: a thread that
+   * unshared its fd table (the iterator walks it too) is not the process's. */
+  if (BPF_CORE_READ(task, pid) != BPF_CORE_READ(task, tgid)) return 0;
   struct crp_fdt_rec r = {.fd = ctx->fd, .mnt_id = -1};
   r.flags = BPF_CORE_READ(file, f_flags);
   if (crp_cloexec(BPF_CORE_READ(task, files, fdt, close_on_exec), r.fd)) r.flags |= CRP_O_CLOEXEC;

@@ -9,6 +9,8 @@
 #include <unistd.h>
 
 #include <csignal>
+#include <sched.h>
+#include <thread>
 #include <map>
 #include <string>
 
@@ -94,6 +96,51 @@ TEST(FdTable, MatchesProcForEveryFd) {
   }
   EXPECT_TRUE(sawOffset);
   EXPECT_TRUE(sawHigh);
+}
+
+TEST(FdTable, AThreadWithATableOfItsOwnIsNotTheProcesss) {
+  // The iterator walks every thread with a table of its own; the process's is its
+  // leader's, as /proc/PID/fd shows.
+  auto reader = FdTableReader::load();
+  ASSERT_TRUE(reader) << reader.error().str();
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    std::thread t([&] {
+      if (::unshare(CLONE_FILES) != 0) _exit(1);
+      for (int i = 0; i < 5; ++i) {
+        int p[2];
+        if (::pipe(p) != 0) _exit(1);
+      }
+      char c = 1;
+      (void)!::write(ready[1], &c, 1);
+      ::pause();
+    });
+    t.join();
+    _exit(0);
+  }
+  struct Reap {
+    pid_t pid;
+    ~Reap() {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+  } reap{child};
+  ::close(ready[1]);
+  char c;
+  ASSERT_EQ(::read(ready[0], &c, 1), 1);
+  ::close(ready[0]);
+  auto table = (*reader)->read(child);
+  ASSERT_TRUE(table) << table.error().str();
+  auto listed = listNumericDir("/proc/" + std::to_string(child) + "/fd");
+  ASSERT_TRUE(listed);
+  std::vector<int> got;
+  for (const auto& f : *table) {
+    got.push_back(f.fd);
+  }
+  EXPECT_EQ(got, *listed);
 }
 
 TEST(FdTable, AGoneProcessIsAnError) {
