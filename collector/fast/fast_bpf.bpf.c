@@ -379,6 +379,8 @@ int fast_task_file(struct bpf_iter__task_file *ctx) {
     }
     return 0;
   }
+  /* The process's table is its leader's (a thread that unshared its own is walked too). */
+  if (BPF_CORE_READ(task, pid) != BPF_CORE_READ(task, tgid)) return 0;
   struct crp_fast_fd r = {.type = CRP_FAST_FD, .size = sizeof(r)};
   r.pid = BPF_CORE_READ(task, tgid);
   r.fd = ctx->fd;

@@ -34,7 +34,7 @@ struct upid { int nr; void *ns; } PAI;
 struct pid { unsigned int level; struct upid numbers[1]; } PAI;
 struct cred { struct crp_kid euid; struct crp_kid egid; } PAI;
 struct files_struct;
-struct task_struct { struct files_struct *files; int tgid; struct pid *thread_pid; } PAI;
+struct task_struct { struct files_struct *files; int pid; int tgid; struct pid *thread_pid; } PAI;
 struct sock {
   struct sock_common __sk_common;
   struct sk_buff_head sk_receive_queue;
