@@ -183,16 +183,21 @@ Status collectFds(DumpContext& ctx, const FrozenProcess& p, int pidfd, ProgressS
       fdTableSize(p.pid) >= kFdTableBpfFrom ? tables.get(ctx.log) : nullptr;
   if (reader != nullptr) {
     auto table = reader->read(p.pid);
-    if (!table) {
-      return fail(std::move(table).error());
+    if (table) {
+      fds->reserve(table->size());
+      known.reserve(table->size());
+      for (const auto& f : *table) {
+        fds->push_back(f.fd);
+        known.push_back(f);
+      }
+    } else {
+      // /proc can say it all too, only slower.
+      ctx.log.warn("pid %d: %s; its fds are read through /proc", p.pid,
+                   table.error().str().c_str());
+      reader = nullptr;
     }
-    fds->reserve(table->size());
-    known.reserve(table->size());
-    for (const auto& f : *table) {
-      fds->push_back(f.fd);
-      known.push_back(f);
-    }
-  } else {
+  }
+  if (reader == nullptr) {
     fds = listNumericDir("/proc/" + std::to_string(p.pid) + "/fd");
   }
   if (!fds) {
