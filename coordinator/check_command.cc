@@ -19,6 +19,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "common/paused_child.h"
 #include "common/sockopt_reader.h"
 #include "common/unique_fd.h"
 
@@ -38,30 +39,6 @@ FeatureCheck missing(std::string name, std::string detail) {
 }
 std::string errnoText(const char* what, int err) { return std::string(what) + ": " + strerror(err); }
 
-// A child that only waits to be killed, reaped when this goes away.
-class PausedChild {
- public:
-  PausedChild() {
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      for (;;) {
-        ::pause();
-      }
-    }
-  }
-  ~PausedChild() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-    }
-  }
-  PausedChild(const PausedChild&) = delete;
-  PausedChild& operator=(const PausedChild&) = delete;
-  pid_t pid() const { return pid_; }
-
- private:
-  pid_t pid_;
-};
 
 FeatureCheck checkPidfdOpen() {
   UniqueFd fd(static_cast<int>(::syscall(SYS_pidfd_open, ::getpid(), 0)));

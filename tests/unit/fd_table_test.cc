@@ -17,9 +17,21 @@
 #include "collector/fdtable/fd_table.h"
 #include "common/proc.h"
 #include "common/unique_fd.h"
+#include "common/paused_child.h"
 
 namespace crpipe::collector {
 namespace {
+
+// The fds the iterator gave are those /proc/PID/fd lists, in the same order.
+void expectListedByProc(pid_t pid, const std::vector<FdTableReader::Fd>& table) {
+  auto listed = listNumericDir("/proc/" + std::to_string(pid) + "/fd");
+  ASSERT_TRUE(listed);
+  std::vector<int> got;
+  for (const auto& f : table) {
+    got.push_back(f.fd);
+  }
+  EXPECT_EQ(got, *listed);
+}
 
 TEST(FdTable, MatchesProcForEveryFd) {
   auto reader = FdTableReader::load();
@@ -30,12 +42,8 @@ TEST(FdTable, MatchesProcForEveryFd) {
   ::unlink(path);
   ASSERT_EQ(::write(tmp, "0123456789", 10), 10);
   ASSERT_EQ(::lseek(tmp, 7, SEEK_SET), 7);
-  int ready[2];
-  ASSERT_EQ(::pipe(ready), 0);
-  pid_t child = ::fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    // Holes, CLOEXEC on some, O_NONBLOCK on others, a socketpair, a high number.
+  // Holes, CLOEXEC on some, O_NONBLOCK on others, a socketpair, a high number.
+  PausedChild kid([] {
     for (int i = 0; i < 20; ++i) {
       int p[2];
       if (::pipe2(p, (i % 2 ? O_CLOEXEC : 0) | (i % 3 ? O_NONBLOCK : 0)) != 0) _exit(1);
@@ -44,33 +52,13 @@ TEST(FdTable, MatchesProcForEveryFd) {
     int sv[2];
     if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) _exit(1);
     if (::dup2(sv[1], 1000) != 1000) _exit(1);
-    char c = 1;
-    (void)!::write(ready[1], &c, 1);
-    ::pause();
-    _exit(0);
-  }
-  struct Reap {
-    pid_t pid;
-    ~Reap() {
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, nullptr, 0);
-    }
-  } reap{child};
-  ::close(ready[1]);
+  });
   ::close(tmp);
-  char c;
-  ASSERT_EQ(::read(ready[0], &c, 1), 1);
-  ::close(ready[0]);
-
+  ASSERT_TRUE(kid.ready());
+  const pid_t child = kid.pid();
   auto table = (*reader)->read(child);
   ASSERT_TRUE(table) << table.error().str();
-  auto listed = listNumericDir("/proc/" + std::to_string(child) + "/fd");
-  ASSERT_TRUE(listed);
-  std::vector<int> got;
-  for (const auto& f : *table) {
-    got.push_back(f.fd);
-  }
-  EXPECT_EQ(got, *listed);
+  expectListedByProc(child, *table);
   for (const auto& f : *table) {
     std::string where = "fd " + std::to_string(f.fd);
     auto text = readProcFile("/proc/" + std::to_string(child) + "/fdinfo/" + std::to_string(f.fd));
@@ -103,12 +91,11 @@ TEST(FdTable, AThreadWithATableOfItsOwnIsNotTheProcesss) {
   // leader's, as /proc/PID/fd shows.
   auto reader = FdTableReader::load();
   ASSERT_TRUE(reader) << reader.error().str();
-  int ready[2];
-  ASSERT_EQ(::pipe(ready), 0);
-  pid_t child = ::fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    std::thread t([&] {
+  PausedChild kid([] {
+    // A thread unshares its table and opens fds in it; it stays (joined never).
+    int ready[2];
+    if (::pipe(ready) != 0) _exit(1);
+    std::thread([ready] {
       if (::unshare(CLONE_FILES) != 0) _exit(1);
       for (int i = 0; i < 5; ++i) {
         int p[2];
@@ -116,31 +103,16 @@ TEST(FdTable, AThreadWithATableOfItsOwnIsNotTheProcesss) {
       }
       char c = 1;
       (void)!::write(ready[1], &c, 1);
-      ::pause();
-    });
-    t.join();
-    _exit(0);
-  }
-  struct Reap {
-    pid_t pid;
-    ~Reap() {
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, nullptr, 0);
-    }
-  } reap{child};
-  ::close(ready[1]);
-  char c;
-  ASSERT_EQ(::read(ready[0], &c, 1), 1);
-  ::close(ready[0]);
+      for (;;) ::pause();
+    }).detach();
+    char c;
+    if (::read(ready[0], &c, 1) != 1) _exit(1);
+  });
+  ASSERT_TRUE(kid.ready());
+  const pid_t child = kid.pid();
   auto table = (*reader)->read(child);
   ASSERT_TRUE(table) << table.error().str();
-  auto listed = listNumericDir("/proc/" + std::to_string(child) + "/fd");
-  ASSERT_TRUE(listed);
-  std::vector<int> got;
-  for (const auto& f : *table) {
-    got.push_back(f.fd);
-  }
-  EXPECT_EQ(got, *listed);
+  expectListedByProc(child, *table);
 }
 
 TEST(FdTable, AGoneProcessIsAnError) {

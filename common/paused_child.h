@@ -1,0 +1,55 @@
+// A child process to read another process's state from (crpipe check, tests): it runs
+// `setup`, tells the parent it is done, and waits; it is killed and reaped when the
+// PausedChild goes away, also when a test fails. `setup` runs in the child: it may exit
+// with _exit(1) on error, which ready() then reports.
+#pragma once
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <functional>
+
+namespace crpipe {
+
+class PausedChild {
+ public:
+  explicit PausedChild(const std::function<void()>& setup = [] {}) {
+    int ready[2];
+    if (::pipe(ready) != 0) {
+      return;
+    }
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::close(ready[0]);
+      setup();
+      char c = 1;
+      (void)!::write(ready[1], &c, 1);
+      for (;;) {
+        ::pause();
+      }
+    }
+    ::close(ready[1]);
+    char c = 0;
+    ready_ = pid_ > 0 && ::read(ready[0], &c, 1) == 1;
+    ::close(ready[0]);
+  }
+  ~PausedChild() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+  }
+  PausedChild(const PausedChild&) = delete;
+  PausedChild& operator=(const PausedChild&) = delete;
+
+  pid_t pid() const { return pid_; }
+  // The child ran its setup and waits.
+  bool ready() const { return ready_; }
+
+ private:
+  pid_t pid_ = -1;
+  bool ready_ = false;
+};
+
+}  // namespace crpipe
