@@ -180,9 +180,10 @@ Status collectFds(DumpContext& ctx, const FrozenProcess& p, int pidfd, ProgressS
   std::vector<FdTableReader::Fd> known;
   Result<std::vector<int>> fds = std::vector<int>{};
   const FdTableReader* reader =
-      fdTableSize(p.pid) >= kFdTableBpfFrom ? tables.get(ctx.log) : nullptr;
+      ctx.opts.fdTableBpf && fdTableSize(p.pid) >= kFdTableBpfFrom ? tables.get(ctx.log)
+                                                                  : nullptr;
   if (reader != nullptr) {
-    auto table = reader->read(p.pid);
+    auto table = reader->read(p.pid, pidfd);
     if (table) {
       fds->reserve(table->size());
       known.reserve(table->size());

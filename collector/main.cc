@@ -31,7 +31,10 @@ constexpr const char* kUsage =
     "  -v N                    verbosity 0..4 (default 2)\n"
     "      --log FILE          log to FILE instead of stderr\n"
     "      --bpf               read fds and unix sockets through the BPF fast path\n"
-    "      --no-bpf            read every fd with syscalls (the default)\n"
+    "      --no-bpf            no fast path: fds and sockets read with syscalls (the default)\n"
+    "      --no-fd-table-bpf   list large fd tables through /proc as well (by default a\n"
+    "                          table with room for 4,096 fds or more is read by a BPF\n"
+    "                          iterator where the kernel allows it)\n"
     "      --page-refs         name pages instead of sending them: the serializer beside\n"
     "                          this collector reads them from the frozen tree (set by\n"
     "                          crpipe run dump -D; the tree waits frozen for the verdict)\n";
@@ -47,7 +50,10 @@ struct Args {
 };
 
 bool parseArgs(int argc, char** argv, Args& a) {
-  enum { kOut = 256, kOutFd, kControlFd, kExtUnixSk, kExternal, kLog, kNoBpf, kBpf, kPageRefs };
+  enum {
+    kOut = 256, kOutFd, kControlFd, kExtUnixSk, kExternal, kLog, kNoBpf, kBpf, kPageRefs,
+    kNoFdTableBpf
+  };
   static const option longOpts[] = {
       {"tree", required_argument, nullptr, 't'},
       {"out", required_argument, nullptr, kOut},
@@ -59,6 +65,7 @@ bool parseArgs(int argc, char** argv, Args& a) {
       {"log", required_argument, nullptr, kLog},
       {"no-bpf", no_argument, nullptr, kNoBpf},
       {"bpf", no_argument, nullptr, kBpf},
+      {"no-fd-table-bpf", no_argument, nullptr, kNoFdTableBpf},
       {"page-refs", no_argument, nullptr, kPageRefs},
       {"help", no_argument, nullptr, 'h'},
       {nullptr, 0, nullptr, 0},
@@ -99,6 +106,9 @@ bool parseArgs(int argc, char** argv, Args& a) {
         break;
       case kNoBpf:
         a.dump.useBpf = false;
+        break;
+      case kNoFdTableBpf:
+        a.dump.fdTableBpf = false;
         break;
       case kBpf:
         a.dump.useBpf = true;

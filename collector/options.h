@@ -23,6 +23,9 @@ struct DumpOptions {
   // verifying its programs, ~100 ms, outweighs what it saves on most dumps) reads everything
   // with syscalls. Both give the same images.
   bool useBpf = false;
+  // --no-fd-table-bpf: list large fd tables through /proc too (collector/fdtable/; by
+  // default a task whose table has room for 4,096 fds or more is read by a BPF iterator).
+  bool fdTableBpf = true;
   // --page-refs: pages of private mappings go on the stream as references (ImagePageRefs)
   // that the serializer beside this collector reads itself, while the tree stays frozen.
   // Only crpipe run dump -D sets it; a stream file always carries the pages.

@@ -4,10 +4,13 @@
 // with _exit(1) on error, which ready() then reports.
 #pragma once
 
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <functional>
 
 namespace crpipe {
@@ -16,13 +19,18 @@ class PausedChild {
  public:
   explicit PausedChild(const std::function<void()>& setup = [] {}) {
     int ready[2];
-    if (::pipe(ready) != 0) {
+    if (::pipe2(ready, O_CLOEXEC) != 0) {
       return;
     }
     pid_ = ::fork();
     if (pid_ == 0) {
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // no orphan if the parent dies first
       ::close(ready[0]);
-      setup();
+      try {
+        setup();
+      } catch (...) {
+        _exit(1);
+      }
       char c = 1;
       (void)!::write(ready[1], &c, 1);
       for (;;) {
@@ -31,7 +39,13 @@ class PausedChild {
     }
     ::close(ready[1]);
     char c = 0;
-    ready_ = pid_ > 0 && ::read(ready[0], &c, 1) == 1;
+    ssize_t n = 0;
+    if (pid_ > 0) {
+      do {
+        n = ::read(ready[0], &c, 1);
+      } while (n < 0 && errno == EINTR);
+    }
+    ready_ = n == 1;
     ::close(ready[0]);
   }
   ~PausedChild() {

@@ -50,6 +50,9 @@ FeatureCheck checkPidfdOpen() {
 
 FeatureCheck checkPidfdGetfd() {
   PausedChild child;
+  if (!child.ready()) {
+    return missing("pidfd_getfd", errnoText("fork of a test child", errno));
+  }
   UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, child.pid(), 0)));
   if (!pidfd.valid()) {
     return missing("pidfd_getfd", errnoText("pidfd_open", errno));
@@ -212,6 +215,9 @@ FeatureCheck checkKcmp() {
 
 FeatureCheck checkPtraceSeize() {
   PausedChild child;
+  if (!child.ready()) {
+    return missing("PTRACE_SEIZE", errnoText("fork of a test child", errno));
+  }
   if (::ptrace(PTRACE_SEIZE, child.pid(), nullptr, nullptr) < 0) {
     return missing("PTRACE_SEIZE", errnoText("PTRACE_SEIZE", errno));
   }

@@ -9,8 +9,6 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
-#define CRP_O_CLOEXEC 02000000
-
 struct seq_file;
 struct bpf_iter_meta { struct seq_file *seq; } PAI;
 struct super_block { __u32 s_dev; } PAI;
@@ -34,7 +32,7 @@ int fd_table(struct bpf_iter__task_file *ctx) {
   if (BPF_CORE_READ(task, pid) != BPF_CORE_READ(task, tgid)) return 0;
   struct crp_fdt_rec r = {.fd = ctx->fd, .mnt_id = -1};
   r.flags = BPF_CORE_READ(file, f_flags);
-  if (crp_cloexec(BPF_CORE_READ(task, files, fdt, close_on_exec), r.fd)) r.flags |= CRP_O_CLOEXEC;
+  r.cloexec = crp_cloexec(BPF_CORE_READ(task, files, fdt, close_on_exec), r.fd);
   r.pos = BPF_CORE_READ(file, f_pos);
   struct inode *inode = BPF_CORE_READ(file, f_inode);
   r.ino = BPF_CORE_READ(inode, i_ino);

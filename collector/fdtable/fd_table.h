@@ -9,6 +9,8 @@
 #include "common/proc.h"
 #include "common/result.h"
 
+struct bpf_link;
+
 namespace crpipe::collector {
 
 // A frozen process's fd table read by a BPF iterator (fd_table.bpf.c): every fd with what
@@ -17,14 +19,14 @@ namespace crpipe::collector {
 // for each fdinfo file opened (a third of the collector's CPU at 10,000 sockets). Loading
 // costs ~10 ms (libbpf reads the kernel's BTF), so the collector asks it only for a task
 // with a large fd table, and falls back to /proc where it cannot load (no BTF, Linux <
-// 5.19, no CAP_BPF + CAP_PERFMON).
+// 6.1, which has no pid filter for task iterators, no CAP_BPF + CAP_PERFMON).
 class FdTableReader {
  public:
   struct Fd {
     int fd = -1;
     FdInfo info;
     uint32_t mode = 0;
-    dev_t dev = 0;  // as stat(2) reports st_dev
+    dev_t dev = 0;  // the super block's device: what stat(2) reports for a socket
   };
 
   static Result<std::unique_ptr<FdTableReader>> load();
@@ -32,11 +34,13 @@ class FdTableReader {
   FdTableReader(const FdTableReader&) = delete;
   FdTableReader& operator=(const FdTableReader&) = delete;
 
-  // Every fd of process `pid`, in fd order; an error if there is no such process.
-  Result<std::vector<Fd>> read(pid_t pid) const;
+  // Every fd of process `pid` (`pidfd` refers to it), in fd order; an error if the
+  // process is gone.
+  Result<std::vector<Fd>> read(pid_t pid, int pidfd) const;
 
  private:
   struct Impl;
+  std::unique_ptr<::bpf_link, void (*)(::bpf_link*)> attach(pid_t pid) const;
   explicit FdTableReader(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };

@@ -7,11 +7,16 @@
 
 struct crp_fdt_rec {
   __u32 fd;
-  __u32 flags;   /* f_flags, with O_CLOEXEC (02000000) when the fd table says close-on-exec */
-  __u64 pos;     /* f_pos */
-  __u64 ino;     /* the inode number */
-  __s32 mnt_id;  /* the mount's id, -1 if the file has none */
-  __u32 mode;    /* i_mode */
-  __u32 dev;     /* the inode's super block's s_dev (MAJOR << 20 | MINOR) */
-  __u32 pad;
+  __u32 flags;    /* f_flags */
+  __u64 pos;      /* f_pos */
+  __u64 ino;      /* the inode number */
+  __s32 mnt_id;   /* the mount's id, -1 if the file has none */
+  __u32 mode;     /* i_mode */
+  __u32 dev;      /* the inode's super block's s_dev (MAJOR << 20 | MINOR) */
+  __u32 cloexec;  /* 1 when the fd table says close-on-exec */
 };
+#ifdef __cplusplus
+static_assert(sizeof(struct crp_fdt_rec) == 40, "crp_fdt_rec is 40 bytes on both sides");
+#else
+_Static_assert(sizeof(struct crp_fdt_rec) == 40, "crp_fdt_rec is 40 bytes on both sides");
+#endif
