@@ -23,6 +23,15 @@
 namespace crpipe::collector {
 namespace {
 
+// The child's table, through a pidfd of it.
+Result<std::vector<FdTableReader::Fd>> readOf(const FdTableReader& reader, pid_t child) {
+  UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, child, 0)));
+  if (!pidfd.valid()) {
+    return failSys("pidfd_open");
+  }
+  return reader.read(child, pidfd.get());
+}
+
 // The fds the iterator gave are those /proc/PID/fd lists, in the same order.
 void expectListedByProc(pid_t pid, const std::vector<FdTableReader::Fd>& table) {
   auto listed = listNumericDir("/proc/" + std::to_string(pid) + "/fd");
@@ -57,9 +66,7 @@ TEST(FdTable, MatchesProcForEveryFd) {
   ::close(tmp);
   ASSERT_TRUE(kid.ready());
   const pid_t child = kid.pid();
-  UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, child, 0)));
-  ASSERT_TRUE(pidfd.valid());
-  auto table = (*reader)->read(child, pidfd.get());
+  auto table = readOf(**reader, child);
   ASSERT_TRUE(table) << table.error().str();
   expectListedByProc(child, *table);
   for (const auto& f : *table) {
@@ -118,9 +125,7 @@ TEST(FdTable, AThreadWithATableOfItsOwnIsNotTheProcesss) {
   });
   ASSERT_TRUE(kid.ready());
   const pid_t child = kid.pid();
-  UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, child, 0)));
-  ASSERT_TRUE(pidfd.valid());
-  auto table = (*reader)->read(child, pidfd.get());
+  auto table = readOf(**reader, child);
   ASSERT_TRUE(table) << table.error().str();
   expectListedByProc(child, *table);
 }
