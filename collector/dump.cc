@@ -9,7 +9,6 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
-#include <cstdlib>
 #include <map>
 #include <memory>
 #include <set>
@@ -134,15 +133,6 @@ class FdTableSource {
   std::unique_ptr<FdTableReader> reader_;
 };
 
-// FDSize of /proc/PID/status: how many fds the task's table has room for (0: unknown).
-size_t fdTableSize(pid_t pid) {
-  auto text = readProcFile("/proc/" + std::to_string(pid) + "/status");
-  if (!text) {
-    return 0;
-  }
-  auto v = procStatusField(*text, "FDSize");
-  return v ? static_cast<size_t>(std::strtoull(std::string(*v).c_str(), nullptr, 10)) : 0;
-}
 
 Status collectFds(DumpContext& ctx, const FrozenProcess& p, int pidfd, ProgressSink& progress,
                   uint64_t& done, FdTableSource& tables) {
@@ -180,7 +170,7 @@ Status collectFds(DumpContext& ctx, const FrozenProcess& p, int pidfd, ProgressS
   std::vector<FdTableReader::Fd> known;
   Result<std::vector<int>> fds = std::vector<int>{};
   const FdTableReader* reader =
-      ctx.opts.fdTableBpf && fdTableSize(p.pid) >= kFdTableBpfFrom ? tables.get(ctx.log)
+      ctx.opts.fdTableBpf && procFdTableSize(p.pid) >= kFdTableBpfFrom ? tables.get(ctx.log)
                                                                   : nullptr;
   if (reader != nullptr) {
     auto table = reader->read(p.pid, pidfd);

@@ -13,40 +13,42 @@
 #include <cerrno>
 #include <functional>
 
+#include "common/unique_fd.h"
+
 namespace crpipe {
 
 class PausedChild {
  public:
   explicit PausedChild(const std::function<void()>& setup = [] {}) {
-    int ready[2];
-    if (::pipe2(ready, O_CLOEXEC) != 0) {
+    int ends[2];
+    if (::pipe2(ends, O_CLOEXEC) != 0) {
       return;
     }
+    UniqueFd readEnd(ends[0]), writeEnd(ends[1]);
     pid_ = ::fork();
     if (pid_ == 0) {
       ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // no orphan if the parent dies first
-      ::close(ready[0]);
+      readEnd.reset();
       try {
         setup();
       } catch (...) {
         _exit(1);
       }
       char c = 1;
-      (void)!::write(ready[1], &c, 1);
+      (void)!::write(writeEnd.get(), &c, 1);
       for (;;) {
         ::pause();
       }
     }
-    ::close(ready[1]);
+    writeEnd.reset();  // a child that exits early then reads as EOF
     char c = 0;
     ssize_t n = 0;
     if (pid_ > 0) {
       do {
-        n = ::read(ready[0], &c, 1);
+        n = ::read(readEnd.get(), &c, 1);
       } while (n < 0 && errno == EINTR);
     }
     ready_ = n == 1;
-    ::close(ready[0]);
   }
   ~PausedChild() {
     if (pid_ > 0) {

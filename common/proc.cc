@@ -225,4 +225,13 @@ std::optional<std::string_view> procStatusField(std::string_view status, std::st
   return std::nullopt;
 }
 
+size_t procFdTableSize(pid_t pid) {
+  auto text = readProcFile("/proc/" + std::to_string(pid) + "/status");
+  if (!text) {
+    return 0;
+  }
+  auto v = procStatusField(*text, "FDSize");
+  return v ? static_cast<size_t>(std::strtoull(std::string(*v).c_str(), nullptr, 10)) : 0;
+}
+
 }  // namespace crpipe

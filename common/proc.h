@@ -43,6 +43,9 @@ std::vector<pid_t> parsePidList(std::string_view text);
 // nothing when the file has no such line.
 std::optional<std::string_view> procStatusField(std::string_view status, std::string_view key);
 
+// FDSize of /proc/PID/status: how many fds the task's table has room for (0: unknown).
+size_t procFdTableSize(pid_t pid);
+
 // Reads a small /proc file whole; the error names the path.
 // /proc/PID/limits: soft and hard limit of each resource, in resource order (RLIMIT_CPU
 // first); "unlimited" is RLIM_INFINITY. Readable by root for any task, where prlimit() on

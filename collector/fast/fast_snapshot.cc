@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "collector/bpf_util.h"
 #include "collector/kinds/unix_embryo_probe.h"
 #include "common/proc.h"
 #include "common/unique_fd.h"
@@ -24,13 +25,6 @@ namespace {
 
 const std::string kUnavailable = "BPF unavailable: ";
 
-struct ObjectCloser {
-  void operator()(bpf_object* o) const { bpf_object__close(o); }
-};
-struct LinkDestroyer {
-  void operator()(bpf_link* l) const { bpf_link__destroy(l); }
-};
-using LinkPtr = std::unique_ptr<bpf_link, LinkDestroyer>;
 
 // libbpf prints through one process-wide callback; while the fast path loads, its last
 // warning is kept to explain a failure (the verifier's complaint) instead of being printed.
@@ -67,37 +61,6 @@ class LibbpfQuiet {
   libbpf_print_fn_t old_;
 };
 
-// Reads an iterator to its end, appending to `out` (never zero-filling: a read returns at
-// most one 32 KiB seq buffer, and the output can be tens of MiB).
-Status readIter(int linkFd, std::string& out) {
-  UniqueFd fd(bpf_iter_create(linkFd));
-  if (!fd.valid()) {
-    return failSys("bpf_iter_create");
-  }
-  constexpr size_t kStep = 64 * 1024;
-  for (;;) {
-    ssize_t n = 0;
-    int err = 0;
-    if (out.capacity() - out.size() < kStep) {
-      out.reserve(2 * out.capacity() + 4 * kStep);
-    }
-    out.resize_and_overwrite(out.size() + kStep, [&](char* p, size_t len) {
-      size_t have = len - kStep;
-      n = ::read(fd.get(), p + have, kStep);
-      err = errno;
-      return have + (n > 0 ? static_cast<size_t>(n) : 0);
-    });
-    if (n < 0 && err == EINTR) {
-      continue;
-    }
-    if (n < 0) {
-      return fail(Error::sys(err, "read of a fast path iterator"));
-    }
-    if (n == 0) {
-      return {};
-    }
-  }
-}
 
 // Credentials the iterator reports are the kernel's values; getsockopt maps them into the
 // caller's user namespace. Only in the initial one are the two the same.
@@ -117,7 +80,7 @@ bool inInitialUserNamespace() {
 }
 
 struct Loaded {
-  std::unique_ptr<bpf_object, ObjectCloser> obj;
+  BpfObjectPtr obj;
   bpf_program* taskFile = nullptr;
   int cfgFd = -1;
 };
@@ -126,11 +89,7 @@ struct Loaded {
 size_t fdTableRoom(const std::set<pid_t>& pids) {
   size_t room = 64;
   for (pid_t pid : pids) {
-    auto status = readProcFile("/proc/" + std::to_string(pid) + "/status");
-    auto size = status ? procStatusField(*status, "FDSize") : std::nullopt;
-    if (size) {
-      room += std::strtoul(std::string(*size).c_str(), nullptr, 10);
-    }
+    room += procFdTableSize(pid);
   }
   return room;
 }
@@ -161,7 +120,7 @@ Result<Loaded> loadObject(size_t room) {
   if (int err = bpf_object__load(l.obj.get()); err != 0) {
     std::string why = (err == -EPERM || err == -EACCES)
                           ? "loading BPF iterators needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN)"
-                          : "the kernel refused the fast path iterators (they need Linux >= 5.19 "
+                          : "the kernel refused the fast path iterators (they need Linux >= 6.1 "
                             "with BTF)";
     return fail(Error::sys(-err, kUnavailable + why + (last.empty() ? "" : " (" + last + ")")));
   }
@@ -197,12 +156,7 @@ Result<std::unique_ptr<FastSnapshot>> FastSnapshot::take(const std::set<pid_t>& 
     if (bpf_map_update_elem(cfgFd, &zero, &cfg, BPF_ANY) != 0) {
       return failSys("bpf_map_update_elem(fast_cfg)");
     }
-    DECLARE_LIBBPF_OPTS(bpf_iter_attach_opts, opts);
-    bpf_iter_link_info info{};
-    info.task.pid = static_cast<__u32>(pid);
-    opts.link_info = &info;
-    opts.link_info_len = sizeof(info);
-    LinkPtr link(bpf_program__attach_iter(prog, &opts));
+    BpfLinkPtr link = attachTaskIter(prog, pid);
     if (!link) {
       return failSys(kUnavailable + "cannot attach the iter/task_file program to pid " +
                      std::to_string(pid));

@@ -14,6 +14,7 @@
 #include <string>
 
 #include "collector/fdtable/fd_table_abi.h"
+#include "collector/bpf_util.h"
 #include "common/unique_fd.h"
 
 namespace crpipe::collector {
@@ -38,30 +39,18 @@ class LibbpfSilence {
   libbpf_print_fn_t old_;
 };
 
-struct ObjectCloser {
-  void operator()(bpf_object* o) const { bpf_object__close(o); }
-};
 
 }  // namespace
 
 struct FdTableReader::Impl {
-  std::unique_ptr<bpf_object, ObjectCloser> obj;
+  BpfObjectPtr obj;
   bpf_program* prog = nullptr;
 };
 
 FdTableReader::FdTableReader(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
-std::unique_ptr<::bpf_link, void (*)(::bpf_link*)> FdTableReader::attach(pid_t pid) const {
-  DECLARE_LIBBPF_OPTS(bpf_iter_attach_opts, opts);
-  bpf_iter_link_info info{};
-  info.task.pid = static_cast<__u32>(pid);
-  opts.link_info = &info;
-  opts.link_info_len = sizeof(info);
-  LibbpfSilence quiet;  // a refused attach is reported by the caller
-  return {bpf_program__attach_iter(impl_->prog, &opts),
-          [](::bpf_link* l) { bpf_link__destroy(l); }};
-}
 FdTableReader::~FdTableReader() = default;
+
 
 Result<std::unique_ptr<FdTableReader>> FdTableReader::load() {
   if (::access("/sys/kernel/btf/vmlinux", R_OK) != 0) {
@@ -87,59 +76,46 @@ Result<std::unique_ptr<FdTableReader>> FdTableReader::load() {
   // Tried once here on the collector itself, so that such a kernel uses /proc from the
   // start instead of failing for every large table.
   auto reader = std::unique_ptr<FdTableReader>(new FdTableReader(std::move(impl)));
-  if (!reader->attach(::getpid())) {
+  LibbpfSilence quietAttach;  // a refused attach is reported here
+  if (!attachTaskIter(reader->impl_->prog, ::getpid())) {
     return failSys("the kernel has no pid filter for task iterators (Linux >= 6.1)");
   }
   return reader;
 }
 
 Result<std::vector<FdTableReader::Fd>> FdTableReader::read(pid_t pid, int pidfd) const {
-  auto link = attach(pid);
+  BpfLinkPtr link;
+  {
+    LibbpfSilence quiet;  // a refused attach is reported here
+    link = attachTaskIter(impl_->prog, pid);
+  }
   if (!link) {
     return failSys("cannot attach the fd-table iterator to pid " + std::to_string(pid));
   }
-  UniqueFd it(bpf_iter_create(bpf_link__fd(link.get())));
-  if (!it.valid()) {
-    return failSys("bpf_iter_create (fd table of pid " + std::to_string(pid) + ")");
+  std::string raw;
+  CRPIPE_TRY_CTX(readIter(bpf_link__fd(link.get()), raw),
+                 "fd table of pid " + std::to_string(pid));
+  // Records never straddle: the seq file hands out whole writes.
+  if (raw.size() % sizeof(crp_fdt_rec) != 0) {
+    return failMsg("the fd-table iterator of pid " + std::to_string(pid) +
+                   " ended mid-record");
   }
   std::vector<Fd> out;
-  // Records never straddle a read: the seq file hands out whole writes.
-  std::vector<char> buf(64 * 1024);
-  size_t have = 0;
-  for (;;) {
-    ssize_t n = ::read(it.get(), buf.data() + have, buf.size() - have);
-    if (n < 0 && errno == EINTR) {
-      continue;
-    }
-    if (n < 0) {
-      return failSys("read of the fd-table iterator of pid " + std::to_string(pid));
-    }
-    have += static_cast<size_t>(n);
-    size_t used = 0;
-    while (have - used >= sizeof(crp_fdt_rec)) {
-      crp_fdt_rec r;
-      std::memcpy(&r, buf.data() + used, sizeof(r));
-      used += sizeof(r);
-      Fd f;
-      f.fd = static_cast<int>(r.fd);
-      // What fdinfo prints: f_flags with O_CLOEXEC from the fd table.
-      f.info.flags = r.flags | (r.cloexec != 0 ? O_CLOEXEC : 0);
-      f.info.pos = r.pos;
-      f.info.mntId = r.mnt_id;
-      f.info.ino = r.ino;
-      f.mode = r.mode;
-      // The kernel's dev_t is MAJOR << 20 | MINOR; stat(2) encodes it for user space.
-      f.dev = makedev(r.dev >> 20, r.dev & 0xfffff);
-      out.push_back(f);
-    }
-    std::memmove(buf.data(), buf.data() + used, have - used);
-    have -= used;
-    if (n == 0) {
-      break;
-    }
-  }
-  if (have != 0) {
-    return failMsg("the fd-table iterator of pid " + std::to_string(pid) + " ended mid-record");
+  out.reserve(raw.size() / sizeof(crp_fdt_rec));
+  for (size_t at = 0; at < raw.size(); at += sizeof(crp_fdt_rec)) {
+    crp_fdt_rec r;
+    std::memcpy(&r, raw.data() + at, sizeof(r));
+    Fd f;
+    f.fd = static_cast<int>(r.fd);
+    // What fdinfo prints: f_flags with O_CLOEXEC from the fd table.
+    f.info.flags = r.flags | (r.cloexec != 0 ? O_CLOEXEC : 0);
+    f.info.pos = r.pos;
+    f.info.mntId = r.mnt_id;
+    f.info.ino = r.ino;
+    f.mode = r.mode;
+    // The kernel's dev_t is MAJOR << 20 | MINOR; stat(2) encodes it for user space.
+    f.dev = makedev(r.dev >> 20, r.dev & 0xfffff);
+    out.push_back(f);
   }
   // An iterator over a pid with no task walks nothing: tell that from an empty table (by
   // the pidfd, which no reused pid can answer for).

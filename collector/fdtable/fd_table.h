@@ -9,8 +9,6 @@
 #include "common/proc.h"
 #include "common/result.h"
 
-struct bpf_link;
-
 namespace crpipe::collector {
 
 // A frozen process's fd table read by a BPF iterator (fd_table.bpf.c): every fd with what
@@ -40,7 +38,6 @@ class FdTableReader {
 
  private:
   struct Impl;
-  std::unique_ptr<::bpf_link, void (*)(::bpf_link*)> attach(pid_t pid) const;
   explicit FdTableReader(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };

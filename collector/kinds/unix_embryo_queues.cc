@@ -16,6 +16,7 @@
 #include <thread>
 #include <tuple>
 
+#include "collector/bpf_util.h"
 #include "collector/kinds/unix_embryo_bpf_abi.h"
 #include "collector/kinds/unix_embryo_probe.h"
 #include "common/unique_fd.h"
@@ -30,12 +31,6 @@ namespace {
 const std::string kUnavailable = "BPF unavailable: ";
 constexpr int kMaxPasses = 1 << 20;  // each pass moves >= ~30 KiB or one listener forward
 
-struct ObjectCloser {
-  void operator()(bpf_object* o) const { bpf_object__close(o); }
-};
-struct LinkDestroyer {
-  void operator()(bpf_link* l) const { bpf_link__destroy(l); }
-};
 
 // libbpf reports through one process-wide callback; while we load, its warnings (the
 // verifier's verdict on a failed load) are kept to explain the error.
@@ -93,8 +88,8 @@ std::string lastLine(const std::string& log) {
 
 // The loaded program, its maps and its iterator link; closed and detached on destruction.
 struct EmbryoIterator {
-  std::unique_ptr<bpf_object, ObjectCloser> obj;
-  std::unique_ptr<bpf_link, LinkDestroyer> link;
+  BpfObjectPtr obj;
+  BpfLinkPtr link;
   int listenersFd = -1;  // owned by obj
   int configFd = -1;
 

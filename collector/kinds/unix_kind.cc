@@ -73,6 +73,20 @@ struct UnixAhead {
 
 const UnixAhead* aheadOf(const OpenFile& f) { return std::any_cast<UnixAhead>(&f.ahead); }
 
+// What readAhead read, into `known` unless another source answered already, or its error.
+template <typename T>
+Status takeAhead(const std::optional<Result<T>>& ahead, std::optional<T>& known,
+                 const std::string& where) {
+  if (!ahead || known) {
+    return {};
+  }
+  if (!*ahead) {
+    return fail(Error(ahead->error()).context(where));
+  }
+  known = **ahead;
+  return {};
+}
+
 }  // namespace
 
 void UnixSocketKind::readAhead(OpenFile& f, ReadAheadContext& ctx) const {
@@ -321,11 +335,8 @@ Status UnixSocketKind::collect(DumpContext& ctx, OpenFile& f, uint32_t id) {
     knownOpts.sndbuf = sk.meminfo[SK_MEMINFO_SNDBUF];
   }
   const UnixAhead* ahead = aheadOf(f);
-  if (ahead != nullptr && ahead->opts && !fastOpts) {
-    if (!*ahead->opts) {
-      return fail(Error(ahead->opts->error()).context(where));
-    }
-    fastOpts = **ahead->opts;
+  if (ahead != nullptr) {
+    CRPIPE_TRY(takeAhead(ahead->opts, fastOpts, where));
   }
   auto opts = fromFastOrDup(f, std::move(fastOpts),
                             [&knownOpts](int fd) { return readUnixSockOpts(fd, knownOpts); });
@@ -334,11 +345,8 @@ Status UnixSocketKind::collect(DumpContext& ctx, OpenFile& f, uint32_t id) {
   }
   std::optional<images::FownEntry> knownFown =
       f.fast != nullptr ? fownFromFast(*f.fast) : std::nullopt;
-  if (ahead != nullptr && ahead->fown && !knownFown) {
-    if (!*ahead->fown) {
-      return fail(Error(ahead->fown->error()).context(where));
-    }
-    knownFown = **ahead->fown;
+  if (ahead != nullptr) {
+    CRPIPE_TRY(takeAhead(ahead->fown, knownFown, where));
   }
   auto fown = fromFastOrDup(f, std::move(knownFown), readFown);
   if (!fown) {

@@ -45,8 +45,9 @@ uint64_t findZeroPfn();
 // and such frames must not be read).
 Status dumpPrivateMemoryEarly(DumpContext& ctx, MmDumpState& st, pid_t pid);
 
-// pagemap-PID.img + pages-N.img (unless dumpPrivateMemoryEarly wrote them), and, for shared anonymous memory not seen in an earlier
-// process, pagemap-shmem-SHMID.img + pages-N.img; returns the MmEntry with every VMA for
+// pagemap-PID.img + pages-N.img (unless dumpPrivateMemoryEarly wrote them), and, for
+// shared anonymous memory not seen in an earlier process, pagemap-shmem-SHMID.img +
+// pages-N.img; returns the MmEntry with every VMA for
 // mm-PID.img, which the caller completes with what only the task can say (brk, dumpable,
 // THP) and writes. Called before any syscall is injected into the task: the pages are
 // being copied (by the serializer, with --page-refs) while the task is asked the rest.

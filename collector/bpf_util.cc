@@ -1,0 +1,51 @@
+#include "collector/bpf_util.h"
+
+#include <bpf/bpf.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "common/unique_fd.h"
+
+namespace crpipe::collector {
+
+BpfLinkPtr attachTaskIter(bpf_program* prog, pid_t pid) {
+  DECLARE_LIBBPF_OPTS(bpf_iter_attach_opts, opts);
+  bpf_iter_link_info info{};
+  info.task.pid = static_cast<__u32>(pid);
+  opts.link_info = &info;
+  opts.link_info_len = sizeof(info);
+  return BpfLinkPtr(bpf_program__attach_iter(prog, &opts));
+}
+
+Status readIter(int linkFd, std::string& out) {
+  UniqueFd fd(bpf_iter_create(linkFd));
+  if (!fd.valid()) {
+    return failSys("bpf_iter_create");
+  }
+  constexpr size_t kStep = 64 * 1024;
+  for (;;) {
+    ssize_t n = 0;
+    int err = 0;
+    if (out.capacity() - out.size() < kStep) {
+      out.reserve(2 * out.capacity() + 4 * kStep);
+    }
+    out.resize_and_overwrite(out.size() + kStep, [&](char* p, size_t len) {
+      size_t have = len - kStep;
+      n = ::read(fd.get(), p + have, kStep);
+      err = errno;
+      return have + (n > 0 ? static_cast<size_t>(n) : 0);
+    });
+    if (n < 0 && err == EINTR) {
+      continue;
+    }
+    if (n < 0) {
+      return fail(Error::sys(err, "read of a fast path iterator"));
+    }
+    if (n == 0) {
+      return {};
+    }
+  }
+}
+
+}  // namespace crpipe::collector
