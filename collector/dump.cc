@@ -114,9 +114,14 @@ constexpr size_t kFdTableBpfFrom = 4096;
 // cannot load, /proc is used and the log says why, once.
 class FdTableSource {
  public:
+  explicit FdTableSource(bool enabled) : enabled_(enabled) {}
   const FdTableReader* get(Log& log) {
     if (!tried_) {
       tried_ = true;
+      if (!enabled_) {
+        log.info("fd tables: read through /proc (--no-fd-table-bpf)");
+        return nullptr;
+      }
       auto r = FdTableReader::load();
       if (r) {
         reader_ = std::move(*r);
@@ -129,6 +134,7 @@ class FdTableSource {
   }
 
  private:
+  bool enabled_;
   bool tried_ = false;
   std::unique_ptr<FdTableReader> reader_;
 };
@@ -170,8 +176,7 @@ Status collectFds(DumpContext& ctx, const FrozenProcess& p, int pidfd, ProgressS
   std::vector<FdTableReader::Fd> known;
   Result<std::vector<int>> fds = std::vector<int>{};
   const FdTableReader* reader =
-      ctx.opts.fdTableBpf && procFdTableSize(p.pid) >= kFdTableBpfFrom ? tables.get(ctx.log)
-                                                                  : nullptr;
+      procFdTableSize(p.pid) >= kFdTableBpfFrom ? tables.get(ctx.log) : nullptr;
   if (reader != nullptr) {
     auto table = reader->read(p.pid, pidfd);
     if (table) {
@@ -305,7 +310,7 @@ Result<FrozenTree> collectTree(const DumpOptions& opts, Log& log, StageWriter& d
     }
     pidfds.emplace(p.pid, std::move(pidfd));
   }
-  FdTableSource fdTables;
+  FdTableSource fdTables(ctx.opts.fdTableBpf);
   uint64_t done = 0;
   for (const auto& p : tree->processes()) {
     CRPIPE_TRY(collectFds(ctx, p, pidfds.at(p.pid).get(), progress, done, fdTables));

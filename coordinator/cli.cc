@@ -13,6 +13,7 @@ enum LongOnly {
   kExtUnixSk = 256,
   kExternal,
   kNoBpf,
+  kBpf,
   kStream,
   kReverse,
   kJson,
@@ -87,7 +88,10 @@ bool collectorOption(int c, CollectorOptions& o, Result<void>& err) {
       o.external.push_back(optarg);
       return true;
     case kNoBpf:
-      o.noBpf = true;
+      o.bpf = CollectorOptions::Bpf::None;
+      return true;
+    case kBpf:
+      o.bpf = CollectorOptions::Bpf::FastPath;
       return true;
     default:
       return false;
@@ -100,6 +104,7 @@ const option kCollectorLong[] = {
     {"ext-unix-sk", optional_argument, nullptr, kExtUnixSk},
     {"external", required_argument, nullptr, kExternal},
     {"no-bpf", no_argument, nullptr, kNoBpf},
+    {"bpf", no_argument, nullptr, kBpf},
 };
 
 std::vector<option> withCollector(std::initializer_list<option> more) {
@@ -425,8 +430,16 @@ std::vector<std::string> CollectorOptions::passThrough() const {
     out.push_back("--external");
     out.push_back(e);
   }
-  if (noBpf) {
-    out.push_back("--no-bpf");
+  switch (bpf) {
+    case Bpf::None:
+      out.push_back("--no-bpf");
+      out.push_back("--no-fd-table-bpf");
+      break;
+    case Bpf::FastPath:
+      out.push_back("--bpf");
+      break;
+    case Bpf::Default:
+      break;
   }
   return out;
 }
@@ -524,7 +537,10 @@ options:
                           clients, or the socket INO of any type); repeatable
   --external RES          treat RES as external: unix[INO], pipe[INO],
                           file[MNT_ID:INODE]; repeatable
-  --no-bpf                read every fd with syscalls, not through the BPF fast path
+  --no-bpf                read every fd with syscalls: no BPF iterator for large fd
+                          tables either (the embryo reader, for data of connections
+                          not yet accepted, still runs where there are some)
+  --bpf                   read fds and unix sockets through the BPF fast path
   -v[N], -v N             log level as CRIU's (0 errors .. 4 everything; default 2)
   -o, --log-file LOG      every stage logs into LOG (truncated first); a relative
                           LOG is relative to DIR, as with CRIU

@@ -18,7 +18,10 @@ struct CollectorOptions {
   bool leaveRunning = false;
   std::vector<std::string> extUnixSk;  // "" for a bare --ext-unix-sk, else the inode
   std::vector<std::string> external;   // unix[INO], pipe[INO], file[MNT_ID:INODE]
-  bool noBpf = false;                  // --no-bpf: the collector's syscall path only
+  // Default: the fd-table iterator for large fd tables, syscalls for the rest; --no-bpf:
+  // syscalls only (but the embryo reader); --bpf: the collector's fast path.
+  enum class Bpf { Default, None, FastPath };
+  Bpf bpf = Bpf::Default;
   // The collector's command-line arguments for these options (not -t, --out, fds).
   std::vector<std::string> passThrough() const;
 };

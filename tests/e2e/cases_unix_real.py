@@ -104,6 +104,17 @@ def test_a_large_fd_table_is_read_by_the_bpf_iterator():
                 with open(os.path.join(dirs[0], name), "rb") as a, \
                         open(os.path.join(dirs[1], name), "rb") as b:
                     check(a.read() == b.read(), f"{name} differs between the iterator and /proc")
+        # crpipe run dump --no-bpf: no iterator reads the table.
+        nobpf = os.path.join(w.tmp, "img-nobpf")
+        os.mkdir(nobpf)
+        nolog = os.path.join(w.tmp, "dump-nobpf.log")
+        dump(w.pid, nobpf, "--no-bpf", "-v", "4", "-o", nolog)
+        with open(nolog) as f:
+            text = f.read()
+        check("fd tables: read through /proc (--no-fd-table-bpf)" in text and
+              "read by a BPF iterator" not in text,
+              "run dump --no-bpf still read the fd table by BPF:\n" +
+              "\n".join(l for l in text.splitlines() if "fd tables" in l))
         img = images_dir(w)
         log = os.path.join(w.tmp, "dump.log")
         dump(w.pid, img, "-v", "4", "-o", log, leave_running=False)
