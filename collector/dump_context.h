@@ -35,7 +35,10 @@ struct DumpContext {
 
 // Fown of an open file description, read from the collector's duplicate.
 Result<images::FownEntry> readFown(int fd);
-// The same from the fast path's record, or nothing when only the syscall can tell.
+// The same from what a BPF iterator read of f_owner (whether a pid is set, its pid type,
+// the signal), or nothing when only the syscall can tell.
+std::optional<images::FownEntry> fownFromOwner(bool pidSet, uint32_t pidType, uint32_t signum);
+// The same from the fast path's record.
 std::optional<images::FownEntry> fownFromFast(const FastFd& r);
 
 }  // namespace crpipe::collector

@@ -24,20 +24,24 @@ Result<images::FownEntry> readFown(int fd) {
   return fown;
 }
 
-std::optional<images::FownEntry> fownFromFast(const FastFd& r) {
+std::optional<images::FownEntry> fownFromOwner(bool pidSet, uint32_t pidType, uint32_t signum) {
   // F_GETOWN_EX reports a pid only while a task of it exists, translated into the caller's
   // namespace: an owner that is set is left to the syscall. Without one, the type is the
   // f_owner's pid_type (PIDTYPE_PID, TGID, PGID map to F_OWNER_TID, PID, PGRP: 0, 1, 2).
-  if ((r.flags & CRP_FD_OWNER_PID) != 0 || r.own_pid_type > 2) {
+  if (pidSet || pidType > 2) {
     return std::nullopt;
   }
   images::FownEntry fown;
-  fown.set_pid_type(r.own_pid_type);
+  fown.set_pid_type(pidType);
   fown.set_pid(0);
-  fown.set_signum(r.own_signum);
+  fown.set_signum(signum);
   fown.set_uid(0);
   fown.set_euid(0);
   return fown;
+}
+
+std::optional<images::FownEntry> fownFromFast(const FastFd& r) {
+  return fownFromOwner((r.flags & CRP_FD_OWNER_PID) != 0, r.own_pid_type, r.own_signum);
 }
 
 }  // namespace crpipe::collector

@@ -147,13 +147,16 @@ FdPrefetcher::FdPrefetcher(int pidfd, const TaskProcDirs& dirs, pid_t pid, std::
 }
 
 void FdPrefetcher::fill(size_t i, std::unique_ptr<ReadAheadContext>& ctx) {
-  slots_[i].emplace(grabFd(pidfd_, *dirs_, pid_, fds_[i],
-                           i < known_.size() ? &known_[i] : nullptr));
+  const FdTableReader::Fd* known = i < known_.size() ? &known_[i] : nullptr;
+  slots_[i].emplace(grabFd(pidfd_, *dirs_, pid_, fds_[i], known));
   if (ahead_ && *slots_[i]) {
     if (!ctx) {
       ctx = std::make_unique<ReadAheadContext>();
     }
-    ahead_(**slots_[i], *ctx);
+    OpenFile& f = **slots_[i];
+    f.table = known;
+    ahead_(f, *ctx);
+    f.table = nullptr;
   }
 }
 

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "collector/fast/fast_records.h"
+#include "collector/fdtable/fd_table.h"
 #include "common/proc.h"
 #include "common/result.h"
 #include "common/unique_fd.h"
@@ -30,6 +31,9 @@ struct OpenFile {
   int fd = -1;       // its number in that task; -1 likewise
   // What a kind read ahead on the thread that grabs fds (FdKind::readAhead), for collect().
   std::any ahead;
+  // What the fd-table iterator read of this fd; set only while readAhead runs (it points
+  // into the grabbing thread's table).
+  const FdTableReader::Fd* table = nullptr;
 
   // The collector's duplicate, taken with pidfd_getfd on first use.
   Result<int> ensureDup() {

@@ -1,5 +1,7 @@
 #pragma once
 
+#include <vector>
+
 #include "common/sockopt_reader.h"
 
 namespace crpipe::collector {
@@ -8,6 +10,7 @@ namespace crpipe::collector {
 // Each such thread has its own.
 struct ReadAheadContext {
   SockoptReader sockopts;  // an io_uring ring for socket options, where the kernel has one
+  std::vector<char> peekScratch;  // the buffer of queue peeks, reused
 };
 
 }  // namespace crpipe::collector

@@ -18,35 +18,17 @@
  * skb at the tail. A torn read yields a "not read" verdict (the syscall path then peeks),
  * never an oops; nothing in the kernel is written. */
 #include "../kinds/unix_skb_bpf.h"
+#include "../kinds/unix_opts_bpf.h"
 #include "../fdtable/task_file_bpf.h"
 #include "fast_bpf_abi.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
+extern unsigned int CONFIG_HZ __kconfig __weak;
+
 #define S_IFMT 00170000
 #define S_IFSOCK 0140000
 #define LONG_MAX_ ((long)(~0UL >> 1))
-
-extern unsigned int CONFIG_HZ __kconfig __weak;
-
-/* Kernel types only this program uses. */
-struct super_block { __u32 s_dev; } PAI;
-struct inode___fast { unsigned long i_ino; unsigned short i_mode; struct super_block *i_sb; } PAI;
-enum pid_type { PIDTYPE_PID };
-struct fown_struct { void *pid; enum pid_type pid_type; int signum; } PAI;
-struct file {
-  struct inode___fast *f_inode;
-  unsigned int f_flags;
-  void *private_data;
-  struct path f_path;
-  long long f_pos;
-  struct fown_struct *f_owner; /* 6.12+: a pointer, NULL until F_SETOWN/F_SETSIG */
-} PAI;
-struct file___old { struct fown_struct f_owner; } PAI; /* before 6.12: embedded */
-enum sock_flags {
-  SOCK_URGINLINE = 2, SOCK_KEEPOPEN = 3, SOCK_LINGER = 4, SOCK_BROADCAST = 6,
-  SOCK_LOCALROUTE = 13,
-};
 
 /* Both hash maps are preallocated (sized by user space from the tree's fd tables before
  * loading): without preallocation an iterator that inserts thousands of elements in one
@@ -261,10 +243,6 @@ static long emit_step(__u32 i, void *ctx) {
   return 0;
 }
 
-static __always_inline int sk_flag(struct sock *sk, unsigned long flags, int bit) {
-  return (flags >> bit) & 1;
-}
-
 /* Everything about one unix socket: its USK record and, when it can be read whole, its
  * queue as SKB records closed by END. Reported once per socket (`reported`), even when
  * several fds hold it. */
@@ -274,46 +252,7 @@ static __always_inline void emit_unix(struct seq_file *seq, struct sock *sk) {
   __u32 ino = sock_ino(sk);
   if (!ino || bpf_map_lookup_elem(&reported, &ino)) return;
   struct crp_fast_usk r = {.type = CRP_FAST_USK, .size = sizeof(r), .ino = ino};
-  unsigned long flags = BPF_CORE_READ(sk, __sk_common.skc_flags);
-  if (sk_flag(sk, flags, bpf_core_enum_value(enum sock_flags, SOCK_LINGER))) r.flags |= CRP_USK_LINGER;
-  if (sk_flag(sk, flags, bpf_core_enum_value(enum sock_flags, SOCK_KEEPOPEN))) r.flags |= CRP_USK_KEEPALIVE;
-  if (sk_flag(sk, flags, bpf_core_enum_value(enum sock_flags, SOCK_BROADCAST))) r.flags |= CRP_USK_BROADCAST;
-  if (sk_flag(sk, flags, bpf_core_enum_value(enum sock_flags, SOCK_LOCALROUTE))) r.flags |= CRP_USK_DONTROUTE;
-  if (sk_flag(sk, flags, bpf_core_enum_value(enum sock_flags, SOCK_URGINLINE))) r.flags |= CRP_USK_OOBINLINE;
-  if (BPF_CORE_READ_BITFIELD_PROBED(sk, sk_no_check_tx)) r.flags |= CRP_USK_NO_CHECK;
-  if (BPF_CORE_READ_BITFIELD_PROBED(sk, __sk_common.skc_reuseport)) r.flags |= CRP_USK_REUSEPORT;
-  r.reuse = BPF_CORE_READ_BITFIELD_PROBED(sk, __sk_common.skc_reuse);
-  if (bpf_core_field_exists(sk->sk_scm_credentials)) {
-    if (BPF_CORE_READ_BITFIELD_PROBED(sk, sk_scm_credentials)) r.flags |= CRP_USK_PASSCRED;
-    if (BPF_CORE_READ_BITFIELD_PROBED(sk, sk_scm_security)) r.flags |= CRP_USK_PASSSEC;
-  } else {
-    /* before 6.16: SOCK_PASSCRED (3) and SOCK_PASSSEC (4) in socket->flags */
-    unsigned long sf = BPF_CORE_READ(sk, sk_socket, flags);
-    if ((sf >> 3) & 1) r.flags |= CRP_USK_PASSCRED;
-    if ((sf >> 4) & 1) r.flags |= CRP_USK_PASSSEC;
-  }
-  if (BPF_CORE_READ(sk, sk_filter)) r.flags |= CRP_USK_FILTER;
-  r.sk_type = BPF_CORE_READ_BITFIELD_PROBED(sk, sk_type);
-  r.sndbuf = BPF_CORE_READ(sk, sk_sndbuf);
-  r.rcvbuf = BPF_CORE_READ(sk, sk_rcvbuf);
-  r.userlocks = BPF_CORE_READ_BITFIELD_PROBED(sk, sk_userlocks);
-  r.sndtimeo = BPF_CORE_READ(sk, sk_sndtimeo);
-  r.rcvtimeo = BPF_CORE_READ(sk, sk_rcvtimeo);
-  r.lingertime = BPF_CORE_READ(sk, sk_lingertime);
-  r.priority = BPF_CORE_READ(sk, sk_priority);
-  r.mark = BPF_CORE_READ(sk, sk_mark);
-  r.rcvlowat = BPF_CORE_READ(sk, sk_rcvlowat);
-  r.peek_off = BPF_CORE_READ(sk, sk_peek_off);
-  r.bound_dev_if = BPF_CORE_READ(sk, __sk_common.skc_bound_dev_if);
-  r.hz = CONFIG_HZ;
-  struct pid *peer = BPF_CORE_READ(sk, sk_peer_pid);
-  if (peer) {
-    r.flags |= CRP_USK_PEER_PID;
-    r.peer_pid = pid_vnr(peer);
-    const struct cred *c = BPF_CORE_READ(sk, sk_peer_cred);
-    r.peer_uid = c ? BPF_CORE_READ(c, euid.val) : (__u32)-1;
-    r.peer_gid = c ? BPF_CORE_READ(c, egid.val) : (__u32)-1;
-  }
+  crp_read_usk_opts(sk, &r, CONFIG_HZ);
 
   struct unix_sock *u = (void *)sk;
   struct qscan q = {.head = sk_addr + bpf_core_field_offset(struct sock, sk_receive_queue),
@@ -371,7 +310,7 @@ int fast_task_file(struct bpf_iter__task_file *ctx) {
   if (!cfg) return 0;
   if (cfg->mode == CRP_MODE_CALIB) {
     /* the probe socket is an fd of the collector itself: a pass over the collector finds it */
-    struct inode___fast *pi = BPF_CORE_READ(file, f_inode);
+    struct inode___crp *pi = BPF_CORE_READ(file, f_inode);
     if ((__u32)BPF_CORE_READ(pi, i_ino) == cfg->probe_ino) {
       struct socket *psock = BPF_CORE_READ(file, private_data);
       struct sock *psk = BPF_CORE_READ(psock, sk);
@@ -399,23 +338,14 @@ int fast_task_file(struct bpf_iter__task_file *ctx) {
   if (crp_cloexec(BPF_CORE_READ(task, files, fdt, close_on_exec), r.fd)) r.flags |= CRP_FD_CLOEXEC;
   r.f_flags = BPF_CORE_READ(file, f_flags);
   r.pos = BPF_CORE_READ(file, f_pos);
-  struct inode___fast *inode = BPF_CORE_READ(file, f_inode);
+  struct inode___crp *inode = BPF_CORE_READ(file, f_inode);
   r.ino = BPF_CORE_READ(inode, i_ino);
   r.mode = BPF_CORE_READ(inode, i_mode);
   r.dev = BPF_CORE_READ(inode, i_sb, s_dev);
   int mnt_id = crp_mnt_id(BPF_CORE_READ(file, f_path.mnt));
   if (mnt_id >= 0) r.mnt_id = mnt_id;
 
-  struct fown_struct *own = 0;
-  if (bpf_core_field_size(struct file, f_owner) == sizeof(void *))
-    own = BPF_CORE_READ(file, f_owner);
-  else
-    own = (void *)((char *)file + bpf_core_field_offset(struct file___old, f_owner));
-  if (own) {
-    if (BPF_CORE_READ(own, pid)) r.flags |= CRP_FD_OWNER_PID;
-    r.own_pid_type = BPF_CORE_READ(own, pid_type);
-    r.own_signum = BPF_CORE_READ(own, signum);
-  }
+  if (crp_read_owner(file, &r.own_pid_type, &r.own_signum)) r.flags |= CRP_FD_OWNER_PID;
 
   if ((r.mode & S_IFMT) == S_IFSOCK) {
     struct socket *sock = BPF_CORE_READ(file, private_data);

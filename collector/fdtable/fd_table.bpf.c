@@ -1,25 +1,60 @@
 // SPDX-License-Identifier: GPL-2.0
 /* A process's fd table in one pass (iter/task_file, one link per process with a pid
- * filter): per fd its number, the close-on-exec bit, f_flags, f_pos, inode, mode and mount
- * id — what /proc/PID/fd lists and /proc/PID/fdinfo/N says, without making a dentry and an
- * inode per fd as /proc does. Reader: fd_table.cc. Read lock-free while the task is frozen;
- * nothing in the kernel is written. */
+ * filter): per fd its number, the close-on-exec bit, f_flags, f_pos, inode, mode, mount
+ * id and owner — what /proc/PID/fd lists, /proc/PID/fdinfo/N and F_GETOWN_EX/F_GETSIG say,
+ * without making a dentry and an inode per fd as /proc does — and for a unix socket the
+ * options getsockopt would report (kinds/unix_opts_bpf.h). Reader: fd_table.cc. Read
+ * lock-free while the task is frozen; nothing in the kernel is written. */
+#include "../kinds/unix_skb_bpf.h"
+#include "../kinds/unix_opts_bpf.h"
 #include "fd_table_abi.h"
 #include "task_file_bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
-struct seq_file;
-struct bpf_iter_meta { struct seq_file *seq; } PAI;
-struct super_block { __u32 s_dev; } PAI;
-struct inode { unsigned long i_ino; unsigned short i_mode; struct super_block *i_sb; } PAI;
-struct file {
-  struct inode *f_inode;
-  unsigned int f_flags;
-  struct path f_path;
-  long long f_pos;
-} PAI;
-struct task_struct { struct files_struct *files; int pid; int tgid; } PAI;
+extern unsigned int CONFIG_HZ __kconfig __weak;
+
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+#define CRP_FDT_MAX_SKBS 256
+
+/* A file's reference count: f_ref (file_ref_t, 6.13+: references - 1) or f_count before. */
+struct crp_counter { long counter; };
+struct crp_file_ref { struct crp_counter refcnt; };
+struct file___ref { struct crp_file_ref f_ref; } PAI;
+struct file___count { struct crp_counter f_count; } PAI;
+
+/* The iterator holds one reference of its own while the program runs (task_file takes it
+ * with the file): a file held by this one fd alone has two. -1 if unknown. */
+static __always_inline long file_refs(struct file *file) {
+  if (bpf_core_field_exists(((struct file___ref *)0)->f_ref))
+    return BPF_CORE_READ((struct file___ref *)file, f_ref.refcnt.counter) + 1;
+  if (bpf_core_field_exists(((struct file___count *)0)->f_count))
+    return BPF_CORE_READ((struct file___count *)file, f_count.counter);
+  return -1;
+}
+
+/* Counts a receive queue's skbs and unread bytes (unix_skb_len), lock-free while its owner
+ * is frozen; gives up (ok = 0) on a torn read or a queue longer than CRP_FDT_MAX_SKBS. */
+struct qcount {
+  __u64 head, skb;
+  __u32 n, bytes, ok;
+};
+
+static long count_skb(__u32 i, void *ctx) {
+  struct qcount *q = ctx;
+  struct sk_buff *skb = (void *)rd64(q->skb ? (void *)&((struct sk_buff *)q->skb)->next
+                                            : (void *)&((struct sk_buff_head *)q->head)->next);
+  if (!skb) return 1;
+  if ((__u64)skb == q->head) { q->ok = 1; return 1; }
+  q->skb = (__u64)skb;
+  struct unix_skb_parms *cb = (void *)&skb->cb;
+  __u32 len = BPF_CORE_READ(skb, len), consumed = BPF_CORE_READ(cb, consumed);
+  if (consumed > len) return 1;
+  q->bytes += len - consumed;
+  q->n++;
+  return 0;
+}
 
 SEC("iter/task_file")
 int fd_table(struct bpf_iter__task_file *ctx) {
@@ -34,11 +69,50 @@ int fd_table(struct bpf_iter__task_file *ctx) {
   r.flags = BPF_CORE_READ(file, f_flags);
   r.cloexec = crp_cloexec(BPF_CORE_READ(task, files, fdt, close_on_exec), r.fd);
   r.pos = BPF_CORE_READ(file, f_pos);
-  struct inode *inode = BPF_CORE_READ(file, f_inode);
+  struct inode___crp *inode = BPF_CORE_READ(file, f_inode);
   r.ino = BPF_CORE_READ(inode, i_ino);
   r.mode = BPF_CORE_READ(inode, i_mode);
   r.dev = BPF_CORE_READ(inode, i_sb, s_dev);
   r.mnt_id = crp_mnt_id(BPF_CORE_READ(file, f_path.mnt));
-  bpf_seq_write(seq, &r, sizeof(r));
+  if (crp_read_owner(file, &r.own_pid_type, &r.own_signum)) r.bits |= CRP_FDT_OWNER_PID;
+  if (file_refs(file) == 2) r.bits |= CRP_FDT_SOLE;
+  struct sock *sk = 0;
+  if ((r.mode & S_IFMT) == S_IFSOCK) {
+    struct socket *sock = BPF_CORE_READ(file, private_data);
+    sk = sock ? BPF_CORE_READ(sock, sk) : 0;
+    if (sk) {
+      r.bits |= CRP_FDT_SOCKET;
+      r.sk_family = BPF_CORE_READ(sk, __sk_common.skc_family);
+      r.sk_state = BPF_CORE_READ(sk, __sk_common.skc_state);
+      if (r.sk_family == 1 /* AF_UNIX */) r.bits |= CRP_FDT_USK;
+    }
+  }
+  if (!(r.bits & CRP_FDT_USK)) {
+    bpf_seq_write(seq, &r, sizeof(r));
+    return 0;
+  }
+  /* One write for both: an fd whose output does not fit the read's buffer is shown again
+   * at the next read, and a record without its follower must never reach user space. */
+  struct {
+    struct crp_fdt_rec fd;
+    struct crp_fast_usk usk;
+  } both;
+  __builtin_memset(&both, 0, sizeof(both));
+  both.fd = r;
+  both.usk.type = CRP_FAST_USK;
+  both.usk.size = sizeof(both.usk);
+  both.usk.ino = (__u32)r.ino;
+  crp_read_usk_opts(sk, &both.usk, CONFIG_HZ);
+  if (r.sk_state != TCP_LISTEN) {
+    /* a listener's queue holds connections, which user space learns from sock_diag */
+    struct qcount q = {.head = (__u64)sk + bpf_core_field_offset(struct sock, sk_receive_queue)};
+    bpf_loop(CRP_FDT_MAX_SKBS + 1, count_skb, &q, 0);
+    if (q.ok) {
+      both.fd.bits |= CRP_FDT_QCOUNT;
+      both.usk.nskbs = q.n;
+      both.usk.qbytes = q.bytes;
+    }
+  }
+  bpf_seq_write(seq, &both, sizeof(both));
   return 0;
 }

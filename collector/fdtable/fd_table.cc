@@ -95,16 +95,18 @@ Result<std::vector<FdTableReader::Fd>> FdTableReader::read(pid_t pid, int pidfd)
   std::string raw;
   CRPIPE_TRY_CTX(readIter(bpf_link__fd(link.get()), raw),
                  "fd table of pid " + std::to_string(pid));
-  // Records never straddle: the seq file hands out whole writes.
-  if (raw.size() % sizeof(crp_fdt_rec) != 0) {
-    return failMsg("the fd-table iterator of pid " + std::to_string(pid) +
-                   " ended mid-record");
-  }
+  // Records never straddle: the seq file hands out whole writes, and a unix socket's
+  // options come in the same write as its fd's record.
   std::vector<Fd> out;
   out.reserve(raw.size() / sizeof(crp_fdt_rec));
-  for (size_t at = 0; at < raw.size(); at += sizeof(crp_fdt_rec)) {
+  const std::string where = "the fd-table iterator of pid " + std::to_string(pid);
+  for (size_t at = 0; at < raw.size();) {
     crp_fdt_rec r;
+    if (raw.size() - at < sizeof(r)) {
+      return failMsg(where + " ended mid-record, at byte " + std::to_string(at));
+    }
     std::memcpy(&r, raw.data() + at, sizeof(r));
+    at += sizeof(r);
     Fd f;
     f.fd = static_cast<int>(r.fd);
     // What fdinfo prints: f_flags with O_CLOEXEC from the fd table.
@@ -115,6 +117,31 @@ Result<std::vector<FdTableReader::Fd>> FdTableReader::read(pid_t pid, int pidfd)
     f.mode = r.mode;
     // The kernel's dev_t is MAJOR << 20 | MINOR; stat(2) encodes it for user space.
     f.dev = makedev(r.dev >> 20, r.dev & 0xfffff);
+    f.ownerPid = (r.bits & CRP_FDT_OWNER_PID) != 0;
+    f.sole = (r.bits & CRP_FDT_SOLE) != 0;
+    f.ownerPidType = r.own_pid_type;
+    f.ownerSignum = r.own_signum;
+    if ((r.bits & CRP_FDT_SOCKET) != 0) {
+      f.family = static_cast<int>(r.sk_family);
+      f.state = static_cast<int>(r.sk_state);
+    }
+    if ((r.bits & CRP_FDT_USK) != 0) {
+      crp_fast_usk u;
+      if (raw.size() - at < sizeof(u)) {
+        return failMsg(where + " ended inside the options of fd " + std::to_string(r.fd));
+      }
+      std::memcpy(&u, raw.data() + at, sizeof(u));
+      at += sizeof(u);
+      if (u.type != CRP_FAST_USK || u.size != sizeof(u) || u.ino != static_cast<uint32_t>(r.ino)) {
+        return failMsg(where + ": fd " + std::to_string(r.fd) +
+                       " has a malformed options record");
+      }
+      f.usk = u;
+      if ((r.bits & CRP_FDT_QCOUNT) != 0) {
+        f.queuedSkbs = u.nskbs;
+        f.queuedBytes = u.qbytes;
+      }
+    }
     out.push_back(f);
   }
   // An iterator over a pid with no task walks nothing: tell that from an empty table (by

@@ -4,7 +4,10 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <vector>
+
+#include "collector/fast/fast_bpf_abi.h"
 
 #include "common/proc.h"
 #include "common/result.h"
@@ -12,8 +15,8 @@
 namespace crpipe::collector {
 
 // A frozen process's fd table read by a BPF iterator (fd_table.bpf.c): every fd with what
-// /proc/PID/fdinfo/N says (flags with O_CLOEXEC, position, mount id, inode) and its mode,
-// in one pass, where /proc makes and frees a dentry and an inode for each fd it lists and
+// /proc/PID/fdinfo/N says (flags with O_CLOEXEC, position, mount id, inode), its mode, its
+// owner, and for a unix socket the options getsockopt would give, in one pass, where /proc makes and frees a dentry and an inode for each fd it lists and
 // for each fdinfo file opened (a third of the collector's CPU at 10,000 sockets). Loading
 // costs ~10 ms (libbpf reads the kernel's BTF), so the collector asks it only for a task
 // with a large fd table, and falls back to /proc where it cannot load (no BTF, Linux <
@@ -25,6 +28,21 @@ class FdTableReader {
     FdInfo info;
     uint32_t mode = 0;
     dev_t dev = 0;  // the super block's device: what stat(2) reports for a socket
+    // f_owner: whether a pid is set, its pid type and signal (fownFromOwner).
+    bool ownerPid = false;
+    uint32_t ownerPidType = 0, ownerSignum = 0;
+    int family = -1;  // a socket's family, -1 for other files
+    int state = -1;   // a socket's state (TCP_ESTABLISHED, TCP_LISTEN, ...)
+    // The file's only reference is this fd (no other fd, task or queued message holds
+    // it): a kind may read its state ahead on a grabbing thread without another thread
+    // reading the same file at the same time.
+    bool sole = false;
+    // A unix socket's options as getsockopt reports them (kinds/unix_fast.h turns them
+    // into the entry's), no queue.
+    std::optional<crp_fast_usk> usk;
+    // A unix socket's receive queue, counted: skbs and unread bytes (not for a listener,
+    // nor where the count gave up).
+    std::optional<uint32_t> queuedSkbs, queuedBytes;
   };
 
   static Result<std::unique_ptr<FdTableReader>> load();

@@ -22,7 +22,10 @@ void timeoutOf(int64_t jiffies, uint32_t hz, uint64_t& sec, uint64_t& usec) {
 }  // namespace
 
 std::optional<UnixSockOpts> unixSockOptsFromFast(const FastUnix& u) {
-  const crp_fast_usk& r = u.rec;
+  return unixSockOptsFromUsk(u.rec);
+}
+
+std::optional<UnixSockOpts> unixSockOptsFromUsk(const crp_fast_usk& r) {
   if ((r.flags & CRP_USK_FILTER) != 0 || r.bound_dev_if != 0) {
     return std::nullopt;
   }

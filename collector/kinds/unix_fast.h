@@ -17,6 +17,8 @@ namespace crpipe::collector {
 // bound device (their contents need getsockopt), or timeouts/linger when CONFIG_HZ is
 // unknown.
 std::optional<UnixSockOpts> unixSockOptsFromFast(const FastUnix& u);
+// The same from the options part of a USK record alone (the fd-table iterator's).
+std::optional<UnixSockOpts> unixSockOptsFromUsk(const crp_fast_usk& r);
 
 // What peekUnixQueue() would return, for a queue the iterator read whole (u.queueRead):
 // stream skbs glued into runs as a peek glues them (same sender credentials, never across

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <future>
 #include <map>
 #include <optional>
 #include <set>
@@ -10,6 +11,7 @@
 #include "collector/kinds/fd_kind.h"
 #include "collector/mount_ns.h"
 #include "collector/kinds/unix_diag.h"
+#include "collector/kinds/unix_queue.h"
 #include "common/unique_fd.h"
 #include <google/protobuf/arena.h>
 
@@ -51,7 +53,8 @@ class UnixSocketKind : public FdKind {
   Result<const UnixDiagTable::Known*> lookup(DumpContext& ctx, OpenFile& f);
   // The queue from the fast path's records when it read it whole, else peeked.
   Status recordQueue(DumpContext& ctx, OpenFile& f, uint32_t id, int type, int peekOff,
-                     bool passCred, std::optional<uint32_t> queued, const FastUnix* fast);
+                     bool passCred, std::optional<uint32_t> queued, const FastUnix* fast,
+                     std::optional<std::vector<PeekedMessage>> peeked);
   Status notePendingListener(OpenFile& f, uint32_t ino, uint64_t netnsIno);
   Status settlePeer(DumpContext& ctx, Recorded& r);
   Status markExternal(DumpContext& ctx, Recorded& r, uint32_t peerIno);
@@ -64,8 +67,11 @@ class UnixSocketKind : public FdKind {
   // and strings are freed as a few blocks, and a FileEntry takes one without a copy.
   // Declared first, so that it outlives everything that points into it.
   google::protobuf::Arena arena_;
-  // The sock_diag dumps of the tree's network namespaces, made at the first lookup.
+  // The sock_diag dumps of the tree's network namespaces, made at the first lookup (or
+  // started by prepare() on a thread of their own, for a tree with large fd tables).
   Status loadNamespaces(DumpContext& ctx);
+  using NamespaceDump = std::pair<uint64_t, Result<std::vector<UnixDiagSocket>>>;
+  std::future<std::vector<NamespaceDump>> early_;
 
   UnixDiagTable table_;
   uint64_t selfNetns_ = 0;

@@ -4,12 +4,15 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <csignal>
+#include <cstdio>
+#include <cstring>
 #include <sched.h>
 #include <thread>
 #include <map>
@@ -128,6 +131,101 @@ TEST(FdTable, AThreadWithATableOfItsOwnIsNotTheProcesss) {
   auto table = readOf(**reader, child);
   ASSERT_TRUE(table) << table.error().str();
   expectListedByProc(child, *table);
+}
+
+// What the iterator reads of a socket besides fdinfo: the family and state, a unix
+// socket's options, its receive queue counted (skbs and unread bytes), the owner, and
+// whether this fd is the file's only reference (no dup, no other task, not in flight).
+TEST(FdTable, SocketsOwnersQueuesAndSoleReferences) {
+  auto reader = FdTableReader::load();
+  ASSERT_TRUE(reader) << reader.error().str();
+  PausedChild kid([] {
+    int s[2], d[2], f[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM, 0, s) != 0 || ::dup2(s[0], 100) != 100 ||
+        ::dup2(s[1], 101) != 101 || ::dup2(s[1], 102) != 102) _exit(1);
+    ::close(s[0]);
+    ::close(s[1]);
+    // 100: alone, two sends queued (5 bytes), priority 5, F_SETSIG 10 without an owner.
+    if (::send(101, "abc", 3, 0) != 3 || ::send(101, "de", 2, 0) != 2) _exit(1);
+    int prio = 5;
+    if (::setsockopt(100, SOL_SOCKET, SO_PRIORITY, &prio, sizeof(prio)) != 0) _exit(1);
+    if (::fcntl(100, F_SETSIG, 10) != 0) _exit(1);
+    // 101 and 102: one file, two fds; an owner pid set.
+    if (::fcntl(101, F_SETOWN, ::getpid()) != 0) _exit(1);
+    // 103: datagrams, one of them empty.
+    if (::socketpair(AF_UNIX, SOCK_DGRAM, 0, d) != 0 || ::dup2(d[0], 103) != 103 ||
+        ::dup2(d[1], 104) != 104) _exit(1);
+    ::close(d[0]);
+    ::close(d[1]);
+    if (::send(104, "xyz", 3, 0) != 3 || ::send(104, "", 0, 0) != 0) _exit(1);
+    // 105: also queued in flight (SCM_RIGHTS on 106 → 107), so not its fd's alone.
+    if (::socketpair(AF_UNIX, SOCK_STREAM, 0, f) != 0 || ::dup2(f[0], 106) != 106 ||
+        ::dup2(f[1], 107) != 107) _exit(1);
+    ::close(f[0]);
+    ::close(f[1]);
+    int lone[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM, 0, lone) != 0 || ::dup2(lone[0], 105) != 105) _exit(1);
+    ::close(lone[0]);
+    char one = 'r';
+    iovec iov{&one, 1};
+    alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int))] = {};
+    msghdr mh{};
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = ctl;
+    mh.msg_controllen = sizeof(ctl);
+    cmsghdr* c = CMSG_FIRSTHDR(&mh);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    int passed = 105;
+    std::memcpy(CMSG_DATA(c), &passed, sizeof(int));
+    if (::sendmsg(107, &mh, 0) != 1) _exit(1);
+    // 108: a listener.
+    int l = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::snprintf(a.sun_path + 1, sizeof(a.sun_path) - 1, "crpipe-fdt-%d", ::getpid());
+    if (l < 0 || ::bind(l, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 ||
+        ::listen(l, 4) != 0 || ::dup2(l, 108) != 108) _exit(1);
+    ::close(l);
+  });
+  ASSERT_TRUE(kid.ready());
+  auto table = readOf(**reader, kid.pid());
+  ASSERT_TRUE(table) << table.error().str();
+  std::map<int, FdTableReader::Fd> by;
+  for (const auto& f : *table) {
+    by[f.fd] = f;
+  }
+  for (int fd = 100; fd <= 108; ++fd) {
+    ASSERT_EQ(by.count(fd), 1u) << fd;
+    EXPECT_EQ(by[fd].family, AF_UNIX) << fd;
+    ASSERT_TRUE(by[fd].usk) << fd;
+    EXPECT_EQ(by[fd].usk->ino, static_cast<uint32_t>(by[fd].info.ino)) << fd;
+  }
+  const auto& alone = by[100];
+  EXPECT_TRUE(alone.sole);
+  EXPECT_EQ(alone.state, 1);  // TCP_ESTABLISHED
+  EXPECT_EQ(alone.usk->sk_type, static_cast<uint32_t>(SOCK_STREAM));
+  EXPECT_EQ(alone.usk->priority, 5u);
+  EXPECT_EQ(alone.queuedSkbs, std::optional<uint32_t>(2));
+  EXPECT_EQ(alone.queuedBytes, std::optional<uint32_t>(5));
+  EXPECT_FALSE(alone.ownerPid);
+  EXPECT_EQ(alone.ownerSignum, 10u);
+  for (int fd : {101, 102}) {
+    EXPECT_FALSE(by[fd].sole) << fd;
+    EXPECT_TRUE(by[fd].ownerPid) << fd;
+    EXPECT_EQ(by[fd].queuedSkbs, std::optional<uint32_t>(0)) << fd;
+  }
+  EXPECT_TRUE(by[103].sole);
+  EXPECT_EQ(by[103].usk->sk_type, static_cast<uint32_t>(SOCK_DGRAM));
+  EXPECT_EQ(by[103].queuedSkbs, std::optional<uint32_t>(2));
+  EXPECT_EQ(by[103].queuedBytes, std::optional<uint32_t>(3));
+  EXPECT_FALSE(by[105].sole);  // in flight too
+  EXPECT_TRUE(by[106].sole);
+  EXPECT_EQ(by[106].queuedSkbs, std::optional<uint32_t>(1));
+  EXPECT_EQ(by[108].state, 10);  // TCP_LISTEN
+  EXPECT_FALSE(by[108].queuedSkbs);
 }
 
 TEST(FdTable, AGoneProcessIsAnError) {
