@@ -182,8 +182,13 @@ Status collectFds(DumpContext& ctx, const FrozenProcess& p, int pidfd, ProgressS
   const FdTableReader* reader =
       procFdTableSize(p.pid) >= kFdTableBpfFrom ? tables.get(ctx.log) : nullptr;
   if (reader != nullptr) {
+    const auto start = std::chrono::steady_clock::now();
     auto table = reader->read(p.pid, pidfd);
     if (table) {
+      ctx.log.debug("pid %d: %zu fds read by the fd-table iterator in %.1f ms", p.pid,
+                    table->size(),
+                    std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
+                                                              start).count());
       fds->reserve(table->size());
       known.reserve(table->size());
       for (const auto& f : *table) {
