@@ -35,6 +35,9 @@ constexpr const char* kUsage =
     "      --no-fd-table-bpf   list large fd tables through /proc as well (by default a\n"
     "                          table with room for 4,096 fds or more is read by a BPF\n"
     "                          iterator where the kernel allows it)\n"
+    "      --no-pagemap-scan   read page tables entry by entry from /proc/PID/pagemap\n"
+    "                          (by default the kernel lists the runs of pages to dump,\n"
+    "                          PAGEMAP_SCAN, Linux 6.7+)\n"
     "      --page-refs         name pages instead of sending them: the serializer beside\n"
     "                          this collector reads them from the frozen tree (set by\n"
     "                          crpipe run dump -D; the tree waits frozen for the verdict)\n";
@@ -52,7 +55,8 @@ struct Args {
 bool parseArgs(int argc, char** argv, Args& a) {
   enum {
     kOut = 256, kOutFd, kControlFd, kExtUnixSk, kExternal, kLog, kNoBpf, kBpf, kPageRefs,
-    kNoFdTableBpf
+    kNoFdTableBpf,
+    kNoPagemapScan
   };
   static const option longOpts[] = {
       {"tree", required_argument, nullptr, 't'},
@@ -66,6 +70,7 @@ bool parseArgs(int argc, char** argv, Args& a) {
       {"no-bpf", no_argument, nullptr, kNoBpf},
       {"bpf", no_argument, nullptr, kBpf},
       {"no-fd-table-bpf", no_argument, nullptr, kNoFdTableBpf},
+      {"no-pagemap-scan", no_argument, nullptr, kNoPagemapScan},
       {"page-refs", no_argument, nullptr, kPageRefs},
       {"help", no_argument, nullptr, 'h'},
       {nullptr, 0, nullptr, 0},
@@ -109,6 +114,9 @@ bool parseArgs(int argc, char** argv, Args& a) {
         break;
       case kNoFdTableBpf:
         a.dump.fdTableBpf = false;
+        break;
+      case kNoPagemapScan:
+        a.dump.pagemapScan = false;
         break;
       case kBpf:
         a.dump.useBpf = true;

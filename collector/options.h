@@ -26,6 +26,9 @@ struct DumpOptions {
   // --no-fd-table-bpf: list large fd tables through /proc too (collector/fdtable/; by
   // default a task whose table has room for 4,096 fds or more is read by a BPF iterator).
   bool fdTableBpf = true;
+  // --no-pagemap-scan: read /proc/PID/pagemap entry by entry instead of asking the kernel
+  // for the runs of pages to dump (PAGEMAP_SCAN, Linux 6.7+). Both give the same images.
+  bool pagemapScan = true;
   // --page-refs: pages of private mappings go on the stream as references (ImagePageRefs)
   // that the serializer beside this collector reads itself, while the tree stays frozen.
   // Only crpipe run dump -D sets it; a stream file always carries the pages.

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -24,6 +25,18 @@ constexpr uint64_t kPmPresent = 1ull << 63;
 constexpr uint64_t kPmSwap = 1ull << 62;
 constexpr uint64_t kPmFile = 1ull << 61;  // file page or shared anonymous
 constexpr uint64_t kPmPfnMask = (1ull << 55) - 1;
+
+// PAGEMAP_SCAN (Linux 6.7, include/uapi/linux/fs.h; Debian 12's headers predate it): the
+// kernel walks the page table and returns runs of pages whose categories match.
+constexpr uint64_t kPageIsFile = 1 << 2;
+constexpr uint64_t kPageIsPresent = 1 << 3;
+constexpr uint64_t kPageIsSwapped = 1 << 4;
+constexpr uint64_t kPageIsPfnZero = 1 << 5;
+struct PmScanArg {
+  uint64_t size, flags, start, end, walkEnd, vec, vecLen, maxPages;
+  uint64_t categoryInverted, categoryMask, categoryAnyofMask, returnMask;
+};
+constexpr unsigned long kPagemapScan = _IOWR('f', 16, PmScanArg);
 
 // What a mapping is, in CRIU's terms, or why crpipe refuses it.
 struct VmaKind {
@@ -155,40 +168,79 @@ uint32_t extraMapFlags(const SmapsVma& v) {
   return f;
 }
 
-// Pages of a private mapping whose contents differ from what mapping it afresh gives:
-// anonymous pages present or swapped out (a private file mapping's copied-on-write pages
-// are anonymous too), except the shared zero page. File pages (PM_FILE) come back from
-// the file; pages never touched are not in the page table at all.
-Status dumpPrivatePages(int pagemapFd, int memFd, pid_t pid, const SmapsVma& v,
-                        uint64_t zeroPfn, std::vector<uint64_t>& pm, PageWriter& pw) {
-  // Pagemap entries per read: 256 MiB of address space at most, and a small first read
-  // growing eightfold, so that the pages of a large mapping are on their way (named to the
-  // serializer, or read) while the rest of its page table is read.
-  constexpr size_t kChunk = 64 * 1024;
-  constexpr size_t kFirstChunk = 256;
-  // Kept across mappings and processes: a fresh zeroed 512 KiB for each of hundreds of
-  // mappings cost more than reading their pagemap.
-  pm.resize(std::max(pm.size(), std::min<size_t>(kChunk, (v.end - v.start) / kPageSize)));
-  const bool readable = (v.prot & PROT_READ) != 0;
-  uint64_t runStart = 0, runLen = 0;
-  auto emit = [&]() -> Status {
-    if (runLen == 0) {
-      return {};
+// The pages of [start, end) of a process that differ from a fresh private mapping, as
+// runs: by PAGEMAP_SCAN where the kernel has it (the kernel walks the page table and
+// returns runs: no 8 bytes a page to copy and test), else from /proc/PID/pagemap entries.
+class PagemapReader {
+ public:
+  PagemapReader(int pagemapFd, MmDumpState& st) : fd_(pagemapFd), st_(&st) {}
+
+  template <typename Page>
+  Status runs(pid_t pid, uint64_t start, uint64_t end, Page&& page) {
+    if (st_->pagemapScan != 0) {
+      auto done = scan(start, end, page);
+      if (!done) {
+        return fail(std::move(done).error());
+      }
+      if (*done) {
+        st_->pagemapScan = 1;
+        return {};
+      }
+      st_->pagemapScan = 0;  // not in this kernel: entries from now on
     }
-    Status s = readable ? pw.addRemote(pid, runStart, runLen)
-                        : pw.addFromFd(memFd, runStart, runStart, runLen);
-    runLen = 0;
-    return s;
-  };
-  size_t chunk = kFirstChunk;
-  for (uint64_t addr = v.start; addr < v.end;) {
-    size_t n = static_cast<size_t>(std::min<uint64_t>((v.end - addr) / kPageSize, chunk));
-    chunk = std::min(chunk * 8, kChunk);
-    size_t bytes = n * 8;
+    return read(pid, start, end, page);
+  }
+
+ private:
+  // false when the kernel has no PAGEMAP_SCAN (tried once per dump).
+  template <typename Page>
+  Result<bool> scan(uint64_t start, uint64_t end, Page& page) {
+    std::vector<MmDumpState::Region>& vec = st_->scanBuf;
+    vec.resize(512);
+    for (uint64_t at = start; at < end;) {
+      PmScanArg arg{};
+      arg.size = sizeof(arg);
+      arg.start = at;
+      arg.end = end;
+      arg.vec = reinterpret_cast<uint64_t>(vec.data());
+      arg.vecLen = vec.size();
+      // Present or swapped, neither a file page nor the zero page (huge or not).
+      arg.categoryInverted = kPageIsFile | kPageIsPfnZero;
+      arg.categoryMask = kPageIsFile | kPageIsPfnZero;
+      arg.categoryAnyofMask = kPageIsPresent | kPageIsSwapped;
+      long n = ::ioctl(fd_, kPagemapScan, &arg);
+      if (n < 0) {
+        if (errno == EINTR) {
+          continue;
+        }
+        if (st_->pagemapScan == -1 && (errno == ENOTTY || errno == EINVAL)) {
+          return false;
+        }
+        return fail(Error::sys("PAGEMAP_SCAN"));
+      }
+      for (long i = 0; i < n; ++i) {
+        CRPIPE_TRY(page(vec[i].start, (vec[i].end - vec[i].start) / kPageSize));
+      }
+      if (arg.walkEnd <= at) {
+        return fail(Error::sys(EIO, "PAGEMAP_SCAN made no progress at " + hexAddr(at)));
+      }
+      at = arg.walkEnd;
+    }
+    return true;
+  }
+
+  template <typename Page>
+  Status read(pid_t pid, uint64_t start, uint64_t end, Page& page) {
+    std::vector<uint64_t>& pm = st_->pagemapBuf;
+    const size_t n = static_cast<size_t>((end - start) / kPageSize);
+    // Kept across mappings and processes: a fresh zeroed 512 KiB for each of hundreds of
+    // mappings cost more than reading their pagemap.
+    pm.resize(std::max(pm.size(), n));
+    const size_t bytes = n * 8;
     size_t got = 0;
     while (got < bytes) {
-      ssize_t r = ::pread(pagemapFd, reinterpret_cast<char*>(pm.data()) + got, bytes - got,
-                          static_cast<off_t>((addr / kPageSize) * 8 + got));
+      ssize_t r = ::pread(fd_, reinterpret_cast<char*>(pm.data()) + got, bytes - got,
+                          static_cast<off_t>((start / kPageSize) * 8 + got));
       if (r < 0) {
         if (errno == EINTR) {
           continue;
@@ -200,23 +252,62 @@ Status dumpPrivatePages(int pagemapFd, int memFd, pid_t pid, const SmapsVma& v,
       }
       got += static_cast<size_t>(r);
     }
+    const uint64_t zeroPfn = st_->zeroPfn;
     for (size_t i = 0; i < n; ++i) {
       uint64_t e = pm[i];
       bool dump = (e & (kPmPresent | kPmSwap)) != 0 && (e & kPmFile) == 0;
       if (dump && zeroPfn != 0 && (e & kPmPresent) != 0 && (e & kPmPfnMask) == zeroPfn) {
         dump = false;
       }
-      uint64_t a = addr + i * kPageSize;
       if (dump) {
-        if (runLen != 0 && runStart + runLen * kPageSize == a) {
-          ++runLen;
-        } else {
-          CRPIPE_TRY(emit());
-          runStart = a;
-          runLen = 1;
-        }
+        CRPIPE_TRY(page(start + i * kPageSize, 1));
       }
     }
+    return {};
+  }
+
+  int fd_;
+  MmDumpState* st_;
+};
+
+// Pages of a private mapping whose contents differ from what mapping it afresh gives:
+// anonymous pages present or swapped out (a private file mapping's copied-on-write pages
+// are anonymous too), except the shared zero page. File pages (PM_FILE) come back from
+// the file; pages never touched are not in the page table at all. The page table is read
+// in pieces (PagemapReader), each piece's runs named before the next piece is read.
+Status dumpPrivatePages(PagemapReader& reader, int memFd, pid_t pid, const SmapsVma& v,
+                        PageWriter& pw) {
+  // Pages per piece: 256 MiB of address space at most, and a small first piece growing
+  // eightfold, so that the pages of a large mapping are on their way (named to the
+  // serializer, or read) while the rest of its page table is read.
+  constexpr size_t kChunk = 64 * 1024;
+  constexpr size_t kFirstChunk = 256;
+  const bool readable = (v.prot & PROT_READ) != 0;
+  uint64_t runStart = 0, runLen = 0;
+  auto emit = [&]() -> Status {
+    if (runLen == 0) {
+      return {};
+    }
+    Status s = readable ? pw.addRemote(pid, runStart, runLen)
+                        : pw.addFromFd(memFd, runStart, runStart, runLen);
+    runLen = 0;
+    return s;
+  };
+  auto page = [&](uint64_t a, uint64_t n) -> Status {
+    if (runLen != 0 && runStart + runLen * kPageSize == a) {
+      runLen += n;
+      return {};
+    }
+    CRPIPE_TRY(emit());
+    runStart = a;
+    runLen = n;
+    return {};
+  };
+  size_t chunk = kFirstChunk;
+  for (uint64_t addr = v.start; addr < v.end;) {
+    size_t n = static_cast<size_t>(std::min<uint64_t>((v.end - addr) / kPageSize, chunk));
+    chunk = std::min(chunk * 8, kChunk);
+    CRPIPE_TRY(reader.runs(pid, addr, addr + n * kPageSize, page));
     addr += n * kPageSize;
     if (addr < v.end) {
       // More to read: what is known so far goes now. A run still open ends here and the
@@ -305,6 +396,7 @@ Status dumpPrivateMemory(DumpContext& ctx, MmDumpState& st, pid_t pid,
   if (!pagemap.valid()) {
     return fail(Error::sys("open " + dir + "pagemap"));
   }
+  PagemapReader reader(pagemap.get(), st);
   // Only for memory the task itself cannot read (PROT_NONE): /proc/PID/mem reads with
   // FOLL_FORCE, page by page through a bounce buffer, so it is not the common path.
   UniqueFd mem;
@@ -330,7 +422,7 @@ Status dumpPrivateMemory(DumpContext& ctx, MmDumpState& st, pid_t pid,
         return fail(Error::sys("open " + dir + "mem"));
       }
     }
-    CRPIPE_TRY_CTX(dumpPrivatePages(pagemap.get(), mem.get(), pid, v, st.zeroPfn, st.pagemapBuf, *pw),
+    CRPIPE_TRY_CTX(dumpPrivatePages(reader, mem.get(), pid, v, *pw),
                    where + ": mapping " + hexRange(v.start, v.end));
   }
   CRPIPE_TRY(pw->flush());

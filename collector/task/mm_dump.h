@@ -25,6 +25,13 @@ struct MmDumpState {
   std::set<std::pair<dev_t, ino_t>> shmemDone;  // shared anonymous objects already dumped
   uint64_t pagesDumped = 0;
   std::vector<uint64_t> pagemapBuf;  // /proc/PID/pagemap entries, reused for every mapping
+  // PAGEMAP_SCAN: -1 not tried yet, 1 in use, 0 not in this kernel (or --no-pagemap-scan):
+  // pagemap entries instead. Its output buffer, reused.
+  int pagemapScan = -1;
+  struct Region {
+    uint64_t start, end, categories;
+  };
+  std::vector<Region> scanBuf;
   // Processes whose private pages went out early: the mappings chosen, [start, end).
   std::map<pid_t, std::vector<std::pair<uint64_t, uint64_t>>> early;
 

@@ -116,6 +116,7 @@ Status collectProcess(DumpContext& ctx, KobjIds& kobj, MmDumpState& mmState,
 TaskStateDump::TaskStateDump(const DumpContext& ctx)
     : mm_(files_, PageWriter::batchBytesFor(ctx.out), ctx.opts.pageRefs) {
   mm_.zeroPfn = findZeroPfn();
+  mm_.pagemapScan = ctx.opts.pagemapScan ? -1 : 0;
 }
 
 Status TaskStateDump::memory(DumpContext& ctx, const FrozenTree& tree) {
@@ -130,9 +131,12 @@ Status TaskStateDump::memory(DumpContext& ctx, const FrozenTree& tree) {
   auto us = std::chrono::duration_cast<std::chrono::microseconds>(
                 std::chrono::steady_clock::now() - t0)
                 .count();
-  ctx.log.debug("private memory of %zu processes on its way: %lu pages in %lld us",
+  ctx.log.debug("private memory of %zu processes on its way: %lu pages in %lld us (%s)",
                 mm_.early.size(), static_cast<unsigned long>(mm_.pagesDumped),
-                static_cast<long long>(us));
+                static_cast<long long>(us),
+                mm_.pagemapScan == 1   ? "runs from PAGEMAP_SCAN"
+                : mm_.pagemapScan == 0 ? "pagemap read entry by entry"
+                                       : "no page table read yet");
   return {};
 }
 
