@@ -11,7 +11,7 @@ import subprocess
 import tempfile
 import time
 
-from harness import (restore_attached, CRPIPE, WORKLOADS, Workload, check, dump, dump_and_kill, images_dir,
+from harness import (restore_attached, CRPIPE, collect_images, same_images, WORKLOADS, Workload, check, dump, dump_and_kill, images_dir,
                      pid_alive, reap, restore, session_pids, verify_restored)
 
 
@@ -124,6 +124,14 @@ def test_memory_shared_anon_brk_cow_madvise():
 
 
 def test_file_mappings():
+    # Private file mappings hold file pages (not stored) beside copied-on-write ones
+    # (stored): PAGEMAP_SCAN tells them apart as the pagemap entries do.
+    with Workload("task_filemap") as w:
+        w.wait_ready()
+        a = collect_images(w.pid, os.path.join(w.tmp, "img-scan"))
+        b = collect_images(w.pid, os.path.join(w.tmp, "img-entries"), "--no-pagemap-scan")
+        d = same_images(a, b, ("pagemap-",))
+        check(d is None, f"{d}: PAGEMAP_SCAN and pagemap entries differ")
     round_trip("task_filemap")
 
 

@@ -3,11 +3,10 @@
 Each test dumps a workload with --leave-running, compares what `crpipe show --json` decoded
 with the truth the workload printed (or /proc), then lets the workload verify itself."""
 import os
-import subprocess
 import signal
 import struct
 
-from harness import CRPIPE, Workload, check, dump, images_dir, show
+from harness import Workload, check, collect_images, dump, images_dir, same_images, show
 
 PAGE = 4096
 VMA_ANON_SHARED = 1 << 8
@@ -285,18 +284,7 @@ def test_page_runs_across_pagemap_reads():
         # The runs came from PAGEMAP_SCAN (Linux 6.7+); read entry by entry from
         # /proc/PID/pagemap (--no-pagemap-scan) they are the same, byte for byte.
         check("runs from PAGEMAP_SCAN" in text, "the page tables were not read by PAGEMAP_SCAN")
-        from harness import BUILD
-        stream = os.path.join(w.tmp, "entries.bin")
-        subprocess.run([os.path.join(BUILD, "collector", "crpipe-collector"), "-t", str(pid),
-                        "--out", stream, "-R", "--no-pagemap-scan"], check=True,
-                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, timeout=120)
-        img2 = os.path.join(w.tmp, "img-entries")
-        os.mkdir(img2)
-        subprocess.run([CRPIPE, "stage", "serialize", "-i", stream, "-D", img2], check=True,
-                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, timeout=120)
-        for name in (f"pagemap-{pid}.img", f"pagemap-{child}.img"):
-            with open(os.path.join(img, name), "rb") as a, open(os.path.join(img2, name), "rb") as b:
-                check(a.read() == b.read(), f"{name}: PAGEMAP_SCAN and pagemap entries differ")
+        entries = collect_images(pid, os.path.join(w.tmp, "img-entries"), "--no-pagemap-scan")
+        d = same_images(img, entries, ("pagemap-",))
+        check(d is None, f"{d}: PAGEMAP_SCAN and pagemap entries differ")
         w.verify()

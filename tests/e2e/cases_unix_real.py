@@ -14,7 +14,7 @@ import threading
 import time
 
 from cases_process import dump_and_kill, restore
-from harness import (CRPIPE, Workload, check, dump, images_dir, pid_alive, reap, session_pids,
+from harness import (CRPIPE, Workload, collect_images, same_images, check, dump, images_dir, pid_alive, reap, session_pids,
                      verify_restored)
 
 
@@ -85,25 +85,10 @@ def test_a_large_fd_table_is_read_by_the_bpf_iterator():
     with Workload("unix_many", "2100") as w:
         r = w.wait_ready()
         # The same fds through /proc (--no-fd-table-bpf) give the same images.
-        from harness import BUILD
-        dirs = []
-        for extra in ([], ["--no-fd-table-bpf"]):
-            stream = os.path.join(w.tmp, f"stream{len(dirs)}.bin")
-            subprocess.run([os.path.join(BUILD, "collector", "crpipe-collector"), "-t",
-                            str(w.pid), "--out", stream, "-R", *extra], check=True,
-                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, timeout=120)
-            d = os.path.join(w.tmp, f"img{len(dirs)}")
-            os.mkdir(d)
-            subprocess.run([CRPIPE, "stage", "serialize", "-i", stream, "-D", d], check=True,
-                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, timeout=120)
-            dirs.append(d)
-        for name in sorted(os.listdir(dirs[0])):
-            if name.startswith(("fdinfo-", "files", "sk-queues")):
-                with open(os.path.join(dirs[0], name), "rb") as a, \
-                        open(os.path.join(dirs[1], name), "rb") as b:
-                    check(a.read() == b.read(), f"{name} differs between the iterator and /proc")
+        a = collect_images(w.pid, os.path.join(w.tmp, "img-iterator"))
+        b = collect_images(w.pid, os.path.join(w.tmp, "img-proc"), "--no-fd-table-bpf")
+        d = same_images(a, b, ("fdinfo-", "files", "sk-queues"))
+        check(d is None, f"{d} differs between the iterator and /proc")
         # crpipe run dump --no-bpf: no iterator reads the table.
         nobpf = os.path.join(w.tmp, "img-nobpf")
         os.mkdir(nobpf)

@@ -146,6 +146,34 @@ def dump(pid, images, *extra, leave_running=True, expect_rc=0):
     return crpipe(*args, check_rc=expect_rc)
 
 
+def collect_images(pid, into, *extra):
+    """Images of the tree under `pid` written by the collector alone (with `extra`
+    options, the tree left running) and `crpipe stage serialize`, into the new dir `into`."""
+    stream = into + ".stream"
+    subprocess.run([os.path.join(BUILD, "collector", "crpipe-collector"), "-t", str(pid),
+                    "--out", stream, "-R", *extra], check=True, stdin=subprocess.DEVNULL,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+    os.mkdir(into)
+    subprocess.run([CRPIPE, "stage", "serialize", "-i", stream, "-D", into], check=True,
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, timeout=120)
+    return into
+
+
+def same_images(a, b, prefixes):
+    """The first image file whose name starts with one of `prefixes` and differs between
+    the dirs a and b (or is missing in b), or None."""
+    for name in sorted(os.listdir(a)):
+        if name.startswith(tuple(prefixes)):
+            other = os.path.join(b, name)
+            if not os.path.exists(other):
+                return name
+            with open(os.path.join(a, name), "rb") as x, open(other, "rb") as y:
+                if x.read() != y.read():
+                    return name
+    return None
+
+
 def show(path):
     """The entries of one image file, as `crpipe show --json` decodes them."""
     _, out, _ = crpipe("show", "--json", path, check_rc=0)
