@@ -18,6 +18,15 @@ BpfLinkPtr attachTaskIter(bpf_program* prog, pid_t pid) {
   return BpfLinkPtr(bpf_program__attach_iter(prog, &opts));
 }
 
+int attachTaskIterFd(int progFd, pid_t pid) {
+  bpf_iter_link_info info{};
+  info.task.pid = static_cast<__u32>(pid);
+  DECLARE_LIBBPF_OPTS(bpf_link_create_opts, opts);
+  opts.iter_info = &info;
+  opts.iter_info_len = sizeof(info);
+  return bpf_link_create(progFd, 0, BPF_TRACE_ITER, &opts);
+}
+
 Status readIter(int linkFd, std::string& out) {
   UniqueFd fd(bpf_iter_create(linkFd));
   if (!fd.valid()) {

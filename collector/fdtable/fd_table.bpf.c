@@ -12,8 +12,6 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
-extern unsigned int CONFIG_HZ __kconfig __weak;
-
 #define S_IFMT 00170000
 #define S_IFSOCK 0140000
 #define CRP_FDT_MAX_SKBS 256
@@ -102,7 +100,9 @@ int fd_table(struct bpf_iter__task_file *ctx) {
   both.usk.type = CRP_FAST_USK;
   both.usk.size = sizeof(both.usk);
   both.usk.ino = (__u32)r.ino;
-  crp_read_usk_opts(sk, &both.usk, CONFIG_HZ);
+  /* hz 0: the light skeleton would carry the build machine's CONFIG_HZ, not the running
+   * kernel's; sockets with a timeout or linger (in jiffies) have those read with getsockopt. */
+  crp_read_usk_opts(sk, &both.usk, 0);
   if (r.sk_state != TCP_LISTEN) {
     /* a listener's queue holds connections, which user space learns from sock_diag */
     struct qcount q = {.head = (__u64)sk + bpf_core_field_offset(struct sock, sk_receive_queue)};

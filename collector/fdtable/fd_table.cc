@@ -14,86 +14,61 @@
 #include <string>
 
 #include "collector/fdtable/fd_table_abi.h"
+#include "collector/fdtable/fd_table_lskel.h"
 #include "collector/bpf_util.h"
 #include "common/unique_fd.h"
 
 namespace crpipe::collector {
 
-extern const unsigned char kFdTableBpfObject[];  // generated from fd_table.bpf.o at build time
-extern const std::size_t kFdTableBpfObjectSize;
-
 namespace {
 
-int silent(libbpf_print_level, const char*, va_list) { return 0; }
-
-// libbpf prints through one process-wide callback: quiet while this object loads (a
-// failure is reported by its error code).
-class LibbpfSilence {
- public:
-  LibbpfSilence() : old_(libbpf_set_print(silent)) {}
-  ~LibbpfSilence() { libbpf_set_print(old_); }
-  LibbpfSilence(const LibbpfSilence&) = delete;
-  LibbpfSilence& operator=(const LibbpfSilence&) = delete;
-
- private:
-  libbpf_print_fn_t old_;
+struct SkelDestroyer {
+  void operator()(crpipe_fdt* s) const { crpipe_fdt_destroy(s); }
 };
-
 
 }  // namespace
 
 struct FdTableReader::Impl {
-  BpfObjectPtr obj;
-  bpf_program* prog = nullptr;
+  std::unique_ptr<crpipe_fdt, SkelDestroyer> skel;
+  int progFd = -1;
 };
 
 FdTableReader::FdTableReader(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 FdTableReader::~FdTableReader() = default;
 
-
 Result<std::unique_ptr<FdTableReader>> FdTableReader::load() {
   if (::access("/sys/kernel/btf/vmlinux", R_OK) != 0) {
     return failSys("the kernel has no BTF (/sys/kernel/btf/vmlinux)");
   }
-  LibbpfSilence quiet;
   auto impl = std::make_unique<Impl>();
-  impl->obj.reset(bpf_object__open_mem(kFdTableBpfObject, kFdTableBpfObjectSize, nullptr));
-  if (!impl->obj) {
-    return failSys("cannot open the embedded fd-table BPF object");
+  errno = 0;
+  impl->skel.reset(crpipe_fdt_load());
+  if (!impl->skel) {
+    int err = errno;
+    return fail(Error::sys(err, (err == EPERM || err == EACCES)
+                                    ? "loading a BPF iterator needs CAP_BPF and CAP_PERFMON"
+                                    : "the kernel refused the fd-table iterator (Linux >= 6.1 "
+                                      "with BTF)"));
   }
-  impl->prog = bpf_object__find_program_by_name(impl->obj.get(), "fd_table");
-  if (impl->prog == nullptr) {
-    return failMsg("the embedded fd-table BPF object has no fd_table program");
-  }
-  if (int err = bpf_object__load(impl->obj.get()); err != 0) {
-    return fail(Error::sys(-err, (err == -EPERM || err == -EACCES)
-                                     ? "loading a BPF iterator needs CAP_BPF and CAP_PERFMON"
-                                     : "the kernel refused the fd-table iterator (Linux >= "
-                                       "6.1 with BTF)"));
-  }
+  impl->progFd = crpipe_fdt_prog_fd(impl->skel.get());
   // The pid filter of a task iterator came in Linux 6.1; before, every attach fails (E2BIG).
   // Tried once here on the collector itself, so that such a kernel uses /proc from the
   // start instead of failing for every large table.
-  auto reader = std::unique_ptr<FdTableReader>(new FdTableReader(std::move(impl)));
-  LibbpfSilence quietAttach;  // a refused attach is reported here
-  if (!attachTaskIter(reader->impl_->prog, ::getpid())) {
+  UniqueFd trial(attachTaskIterFd(impl->progFd, ::getpid()));
+  if (!trial.valid()) {
     return failSys("the kernel has no pid filter for task iterators (Linux >= 6.1)");
   }
-  return reader;
+  return std::unique_ptr<FdTableReader>(new FdTableReader(std::move(impl)));
 }
 
 Result<std::vector<FdTableReader::Fd>> FdTableReader::read(pid_t pid, int pidfd) const {
-  BpfLinkPtr link;
-  {
-    LibbpfSilence quiet;  // a refused attach is reported here
-    link = attachTaskIter(impl_->prog, pid);
-  }
-  if (!link) {
+  UniqueFd link(attachTaskIterFd(impl_->progFd, pid));
+  if (!link.valid()) {
     return failSys("cannot attach the fd-table iterator to pid " + std::to_string(pid));
   }
   std::string raw;
-  CRPIPE_TRY_CTX(readIter(bpf_link__fd(link.get()), raw),
+  CRPIPE_TRY_CTX(readIter(link.get(), raw),
                  "fd table of pid " + std::to_string(pid));
   // Records never straddle: the seq file hands out whole writes, and a unix socket's
   // options come in the same write as its fd's record.
