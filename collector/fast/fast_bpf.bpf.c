@@ -347,9 +347,11 @@ int fast_task_file(struct bpf_iter__task_file *ctx) {
 
   if (crp_read_owner(file, &r.own_pid_type, &r.own_signum)) r.flags |= CRP_FD_OWNER_PID;
 
+  /* A typed pointer (the options are read with plain loads, kinds/unix_opts_bpf.h). */
+  struct sock *sk = 0;
   if ((r.mode & S_IFMT) == S_IFSOCK) {
-    struct socket *sock = BPF_CORE_READ(file, private_data);
-    struct sock *sk = sock ? BPF_CORE_READ(sock, sk) : 0;
+    struct socket *sock = bpf_sock_from_file(file);
+    sk = sock ? sock->sk : 0;
     if (sk) {
       r.flags |= CRP_FD_SOCKET;
       r.sk_family = BPF_CORE_READ(sk, __sk_common.skc_family);
@@ -357,10 +359,6 @@ int fast_task_file(struct bpf_iter__task_file *ctx) {
     }
   }
   bpf_seq_write(seq, &r, sizeof(r));
-  if ((r.flags & CRP_FD_SOCKET) && r.sk_family == 1 /* AF_UNIX */) {
-    struct socket *sock = BPF_CORE_READ(file, private_data);
-    struct sock *sk = BPF_CORE_READ(sock, sk);
-    if (sk) emit_unix(seq, sk);
-  }
+  if (sk && r.sk_family == 1 /* AF_UNIX */) emit_unix(seq, sk);
   return 0;
 }
