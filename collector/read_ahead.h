@@ -2,6 +2,7 @@
 
 #include <vector>
 
+#include "common/proc.h"
 #include "common/sockopt_reader.h"
 
 namespace crpipe::collector {
@@ -11,6 +12,9 @@ namespace crpipe::collector {
 struct ReadAheadContext {
   SockoptReader sockopts;  // an io_uring ring for socket options, where the kernel has one
   std::vector<char> peekScratch;  // the buffer of queue peeks, reused
+  // The collector runs in the initial user namespace, where the kernel's uids and gids
+  // are the ones user space sees.
+  bool initialUserNs = inInitialUserNs();
 };
 
 }  // namespace crpipe::collector

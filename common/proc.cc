@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cstdio>
 #include <optional>
 
 #include "common/image_format.h"
@@ -232,6 +233,21 @@ size_t procFdTableSize(pid_t pid) {
   }
   auto v = procStatusField(*text, "FDSize");
   return v ? static_cast<size_t>(std::strtoull(std::string(*v).c_str(), nullptr, 10)) : 0;
+}
+
+bool inInitialUserNs() {
+  for (const char* map : {"/proc/self/uid_map", "/proc/self/gid_map"}) {
+    auto text = readProcFile(map);
+    if (!text) {
+      return false;
+    }
+    unsigned long a = 1, b = 1, n = 0;
+    if (std::sscanf(text->c_str(), "%lu %lu %lu", &a, &b, &n) != 3 || a != 0 || b != 0 ||
+        n != 4294967295UL) {
+      return false;
+    }
+  }
+  return true;
 }
 
 }  // namespace crpipe

@@ -62,4 +62,9 @@ Result<std::vector<int>> listNumericDir(const std::string& path);
 // readlink() into a string.
 Result<std::string> readLink(const std::string& path);
 
+// Whether this process is in the initial user namespace (uid_map and gid_map map all of
+// 0..4294967294 onto themselves): only there are the uids and gids the kernel keeps (what a
+// BPF iterator reads) the ones syscalls report.
+bool inInitialUserNs();
+
 }  // namespace crpipe

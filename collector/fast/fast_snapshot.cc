@@ -62,23 +62,6 @@ class LibbpfQuiet {
 };
 
 
-// Credentials the iterator reports are the kernel's values; getsockopt maps them into the
-// caller's user namespace. Only in the initial one are the two the same.
-bool inInitialUserNamespace() {
-  for (const char* map : {"/proc/self/uid_map", "/proc/self/gid_map"}) {
-    auto text = readProcFile(map);
-    if (!text) {
-      return false;
-    }
-    unsigned long a = 1, b = 1, n = 0;
-    if (std::sscanf(text->c_str(), "%lu %lu %lu", &a, &b, &n) != 3 || a != 0 || b != 0 ||
-        n != 4294967295UL) {
-      return false;
-    }
-  }
-  return true;
-}
-
 struct Loaded {
   BpfObjectPtr obj;
   bpf_program* taskFile = nullptr;
@@ -95,7 +78,7 @@ size_t fdTableRoom(const std::set<pid_t>& pids) {
 }
 
 Result<Loaded> loadObject(size_t room) {
-  if (!inInitialUserNamespace()) {
+  if (!inInitialUserNs()) {
     return failMsg(kUnavailable + "the collector is not in the initial user namespace");
   }
   if (::access("/sys/kernel/btf/vmlinux", R_OK) != 0) {

@@ -22,11 +22,12 @@ struct crp_file_ref { struct crp_counter refcnt; };
 struct file___ref { struct crp_file_ref f_ref; } PAI;
 struct file___count { struct crp_counter f_count; } PAI;
 
-/* Counts a receive queue's skbs and unread bytes (unix_skb_len), lock-free while its owner
- * is frozen; gives up (ok = 0) on a torn read or a queue longer than CRP_FDT_MAX_SKBS. */
+/* Counts a receive queue's skbs and unread bytes (unix_skb_len), and tells whether they
+ * all come from one sender (same credentials) without files, lock-free while the owner is
+ * frozen; gives up (ok = 0) on a torn read or a queue longer than CRP_FDT_MAX_SKBS. */
 struct qcount {
-  __u64 head, skb;
-  __u32 n, bytes, ok;
+  __u64 head, skb, pid;
+  __u32 n, bytes, ok, mixed, uid, gid;
 };
 
 static long count_skb(__u32 i, void *ctx) {
@@ -39,6 +40,16 @@ static long count_skb(__u32 i, void *ctx) {
   struct unix_skb_parms *cb = (void *)&skb->cb;
   __u32 len = BPF_CORE_READ(skb, len), consumed = BPF_CORE_READ(cb, consumed);
   if (consumed > len) return 1;
+  __u64 pid = (__u64)BPF_CORE_READ(cb, pid);
+  __u32 uid = BPF_CORE_READ(cb, uid.val), gid = BPF_CORE_READ(cb, gid.val);
+  if (BPF_CORE_READ(cb, fp)) q->mixed = 1;
+  if (q->n == 0) {
+    q->pid = pid;
+    q->uid = uid;
+    q->gid = gid;
+  } else if (pid != q->pid || uid != q->uid || gid != q->gid) {
+    q->mixed = 1;
+  }
   q->bytes += len - consumed;
   q->n++;
   return 0;
@@ -119,6 +130,12 @@ int fd_table(struct bpf_iter__task_file *ctx) {
       both.fd.bits |= CRP_FDT_QCOUNT;
       both.usk.nskbs = q.n;
       both.usk.qbytes = q.bytes;
+      if (q.n && !q.mixed) {
+        both.fd.bits |= CRP_FDT_QPLAIN;
+        both.fd.q_pid = pid_vnr((struct pid *)q.pid);
+        both.fd.q_uid = q.uid;
+        both.fd.q_gid = q.gid;
+      }
     }
   }
   bpf_seq_write(seq, &both, sizeof(both));

@@ -115,6 +115,13 @@ Result<std::vector<FdTableReader::Fd>> FdTableReader::read(pid_t pid, int pidfd)
       if ((r.bits & CRP_FDT_QCOUNT) != 0) {
         f.queuedSkbs = u.nskbs;
         f.queuedBytes = u.qbytes;
+        if ((r.bits & CRP_FDT_QPLAIN) != 0) {
+          ucred c{};
+          c.pid = static_cast<pid_t>(r.q_pid);
+          c.uid = r.q_uid;
+          c.gid = r.q_gid;
+          f.queuedFrom = c;
+        }
       }
     }
     out.push_back(f);

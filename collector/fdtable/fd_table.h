@@ -1,5 +1,6 @@
 #pragma once
 
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #include <cstdint>
@@ -43,6 +44,9 @@ class FdTableReader {
     // A unix socket's receive queue, counted: skbs and unread bytes (not for a listener,
     // nor where the count gave up).
     std::optional<uint32_t> queuedSkbs, queuedBytes;
+    // When every queued skb came from one sender (these credentials; pid 0 if the
+    // collector's namespace cannot see it) and none carries files.
+    std::optional<ucred> queuedFrom;
   };
 
   static Result<std::unique_ptr<FdTableReader>> load();

@@ -15,6 +15,8 @@ enum crp_fdt_bits {
                           * and unread bytes (no SKB records follow) */
   CRP_FDT_SOLE = 16,     /* this fd is the file's only reference: no other fd, task or
                           * queued message holds it */
+  CRP_FDT_QPLAIN = 32,   /* with QCOUNT: every queued skb has the same sender credentials
+                          * (q_pid, q_uid, q_gid) and none carries files */
 };
 
 struct crp_fdt_rec {
@@ -30,10 +32,11 @@ struct crp_fdt_rec {
   __u32 own_pid_type, own_signum; /* f_owner's pid type and signal, 0 without an owner */
   __u32 sk_family;
   __u32 sk_state;  /* a socket's state (TCP_ESTABLISHED, TCP_LISTEN, ...) */
-  __u32 pad;
+  __u32 q_pid;     /* QPLAIN: the sender's pid as the reader's namespace sees it (0: none) */
+  __u32 q_uid, q_gid;
 };
 #ifdef __cplusplus
-static_assert(sizeof(struct crp_fdt_rec) == 64, "crp_fdt_rec is 64 bytes on both sides");
+static_assert(sizeof(struct crp_fdt_rec) == 72, "crp_fdt_rec is 72 bytes on both sides");
 #else
-_Static_assert(sizeof(struct crp_fdt_rec) == 64, "crp_fdt_rec is 64 bytes on both sides");
+_Static_assert(sizeof(struct crp_fdt_rec) == 72, "crp_fdt_rec is 72 bytes on both sides");
 #endif

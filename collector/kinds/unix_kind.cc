@@ -103,8 +103,11 @@ void UnixSocketKind::readAhead(OpenFile& f, ReadAheadContext& ctx) const {
     // options: syscalls only for what it cannot answer exactly.
     a.domain = f.table->family;
     if (a.domain == AF_UNIX) {
-      std::optional<UnixSockOpts> opts =
-          f.table->usk ? unixSockOptsFromUsk(*f.table->usk) : std::nullopt;
+      // (The peer's uid and gid are the kernel's: outside the initial user namespace
+      // getsockopt maps them, so the options are read with it there.)
+      std::optional<UnixSockOpts> opts = f.table->usk && ctx.initialUserNs
+                                             ? unixSockOptsFromUsk(*f.table->usk)
+                                             : std::nullopt;
       a.opts.emplace(opts ? Result<UnixSockOpts>(std::move(*opts))
                           : readUnixSockOpts(f.dup.get(), ctx.sockopts));
       auto fown = fownFromOwner(f.table->ownerPid, f.table->ownerPidType, f.table->ownerSignum);
@@ -123,9 +126,24 @@ void UnixSocketKind::readAhead(OpenFile& f, ReadAheadContext& ctx) const {
               std::vector<PeekedMessage>{});
         } else {
           const UnixSockOpts& o = **a.opts;
-          a.queue = std::make_shared<Result<std::vector<PeekedMessage>>>(peekUnixQueue(
-              f.dup.get(), type, o.peekOff, o.opts.so_passcred(),
-              type == SOCK_STREAM ? f.table->queuedBytes : std::nullopt, ctx.peekScratch));
+          if (type == SOCK_STREAM && o.peekOff == -1 && f.table->queuedFrom &&
+              f.table->queuedBytes && ctx.initialUserNs) {
+            // One sender, no files: one peek, no SO_PASSCRED toggling (credentials as the
+            // iterator read them: kernel ids, the same in the initial user namespace).
+            auto plain = peekPlainStream(f.dup.get(), *f.table->queuedBytes,
+                                         *f.table->queuedFrom, ctx.peekScratch);
+            if (!plain) {
+              a.queue = std::make_shared<Result<std::vector<PeekedMessage>>>(
+                  fail(std::move(plain).error()));
+            } else if (*plain) {
+              a.queue = std::make_shared<Result<std::vector<PeekedMessage>>>(std::move(**plain));
+            }
+          }
+          if (!a.queue) {
+            a.queue = std::make_shared<Result<std::vector<PeekedMessage>>>(peekUnixQueue(
+                f.dup.get(), type, o.peekOff, o.opts.so_passcred(),
+                type == SOCK_STREAM ? f.table->queuedBytes : std::nullopt, ctx.peekScratch));
+          }
         }
       }
     }

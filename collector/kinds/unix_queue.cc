@@ -265,6 +265,24 @@ Status peekStream(int fd, int userPeekOff, std::optional<uint32_t> queued,
 
 }  // namespace
 
+Result<std::optional<std::vector<PeekedMessage>>> peekPlainStream(int fd, uint32_t queued,
+                                                                  const ucred& from,
+                                                                  std::vector<char>& scratch) {
+  // One byte more than counted: a queue that grew since (a sender outside the tree) shows.
+  auto r = peekOnce(fd, SOCK_STREAM, scratch, static_cast<size_t>(queued) + 1);
+  if (!r) {
+    return fail(std::move(r).error());
+  }
+  if (r->empty || r->eof || r->len != queued || !r->msg.rights.empty()) {
+    return std::optional<std::vector<PeekedMessage>>();
+  }
+  // The credentials a peek with SO_PASSCRED on would have reported with these bytes.
+  r->msg.creds = from;
+  std::vector<PeekedMessage> out;
+  out.push_back(std::move(r->msg));
+  return std::optional<std::vector<PeekedMessage>>(std::move(out));
+}
+
 Result<std::vector<PeekedMessage>> peekUnixQueue(int fd, int type, int userPeekOff,
                                                  bool userPassCred, std::optional<uint32_t> queued,
                                                  std::vector<char>& scratch) {

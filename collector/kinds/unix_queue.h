@@ -31,4 +31,14 @@ Result<std::vector<PeekedMessage>> peekUnixQueue(int fd, int type, int userPeekO
                                                  bool userPassCred, std::optional<uint32_t> queued,
                                                  std::vector<char>& scratch);
 
+// A stream queue a BPF iterator found plain: `queued` bytes, every skb from one sender
+// (`from`, as SO_PASSCRED would report it to the collector) and none carrying files. A
+// peek glues such skbs into one run, as peekUnixQueue would with SO_PASSCRED on, so one
+// recvmsg at the head reads it whole without turning SO_PASSCRED on and off. The user's
+// SO_PEEK_OFF must be off (-1). Nothing, and no error, when the peek finds other than
+// `queued` bytes without files: then the caller peeks the usual way.
+Result<std::optional<std::vector<PeekedMessage>>> peekPlainStream(int fd, uint32_t queued,
+                                                                  const ucred& from,
+                                                                  std::vector<char>& scratch);
+
 }  // namespace crpipe::collector

@@ -145,7 +145,10 @@ TEST(FdTable, SocketsOwnersQueuesAndSoleReferences) {
         ::dup2(s[1], 101) != 101 || ::dup2(s[1], 102) != 102) _exit(1);
     ::close(s[0]);
     ::close(s[1]);
-    // 100: alone, two sends queued (5 bytes), priority 5, F_SETSIG 10 without an owner.
+    // 100: alone, two sends queued (5 bytes) with credentials (SO_PASSCRED on the
+    // receiver), priority 5, F_SETSIG 10 without an owner.
+    int on = 1;
+    if (::setsockopt(100, SOL_SOCKET, SO_PASSCRED, &on, sizeof(on)) != 0) _exit(1);
     if (::send(101, "abc", 3, 0) != 3 || ::send(101, "de", 2, 0) != 2) _exit(1);
     int prio = 5;
     if (::setsockopt(100, SOL_SOCKET, SO_PRIORITY, &prio, sizeof(prio)) != 0) _exit(1);
@@ -212,6 +215,12 @@ TEST(FdTable, SocketsOwnersQueuesAndSoleReferences) {
   EXPECT_EQ(alone.queuedBytes, std::optional<uint32_t>(5));
   EXPECT_FALSE(alone.ownerPid);
   EXPECT_EQ(alone.ownerSignum, 10u);
+  // Both sends came from the child, without files: one sender, as SO_PASSCRED tells it
+  // (the pid as this process's namespace sees it).
+  ASSERT_TRUE(alone.queuedFrom);
+  EXPECT_EQ(alone.queuedFrom->pid, kid.pid());
+  EXPECT_EQ(alone.queuedFrom->uid, ::getuid());
+  EXPECT_EQ(alone.queuedFrom->gid, ::getgid());
   for (int fd : {101, 102}) {
     EXPECT_FALSE(by[fd].sole) << fd;
     EXPECT_TRUE(by[fd].ownerPid) << fd;
@@ -224,6 +233,7 @@ TEST(FdTable, SocketsOwnersQueuesAndSoleReferences) {
   EXPECT_FALSE(by[105].sole);  // in flight too
   EXPECT_TRUE(by[106].sole);
   EXPECT_EQ(by[106].queuedSkbs, std::optional<uint32_t>(1));
+  EXPECT_FALSE(by[106].queuedFrom);  // its one skb carries a file
   EXPECT_EQ(by[108].state, 10);  // TCP_LISTEN
   EXPECT_FALSE(by[108].queuedSkbs);
 }
