@@ -204,7 +204,7 @@ Status UnixSocketKind::addNamespace(DumpContext& ctx, uint64_t netnsIno, int net
 
 // The fd-table slots (FDSize) of the whole tree from which prepare() starts the sock_diag
 // dumps at once.
-constexpr size_t kEarlyDiagFrom = 4096;
+constexpr size_t kEarlyDiagFrom = 1024;
 
 Status UnixSocketKind::prepare(DumpContext& ctx) {
   auto self = netnsInode("/proc/self/ns/net");
