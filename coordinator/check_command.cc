@@ -20,6 +20,7 @@
 #include <cstring>
 
 #include "common/paused_child.h"
+#include "common/pagemap_scan.h"
 #include "common/sockopt_reader.h"
 #include "common/unique_fd.h"
 
@@ -267,13 +268,24 @@ FeatureCheck checkUringGetsockopt() {
   return c;
 }
 
+// PAGEMAP_SCAN (Linux 6.7+): the collector asks the kernel for the runs of pages to dump
+// instead of reading the page table entry by entry.
+FeatureCheck checkPagemapScan() {
+  if (pagemapScanAvailable()) {
+    return ok("PAGEMAP_SCAN");
+  }
+  FeatureCheck c = missing("PAGEMAP_SCAN", "optional: page tables are read entry by entry");
+  c.optional = true;
+  return c;
+}
+
 }  // namespace
 
 std::vector<FeatureCheck> checkKernelFeatures() {
   return {checkPidfdOpen(),    checkPidfdGetfd(),  checkClone3SetTid(),
           checkSockDiagUnix(), checkSiocUnixFile(), checkPeekOff(),
           checkKcmp(),         checkPtraceSeize(),  checkTee(),
-          checkUringGetsockopt()};
+          checkUringGetsockopt(), checkPagemapScan()};
 }
 
 std::string renderFeatureChecks(const std::vector<FeatureCheck>& checks) {

@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "collector/task/task_proc.h"
+#include "common/pagemap_scan.h"
 #include "common/vma.h"
 #include "common/proc.h"
 #include "protos/mm.pb.h"
@@ -26,17 +27,6 @@ constexpr uint64_t kPmSwap = 1ull << 62;
 constexpr uint64_t kPmFile = 1ull << 61;  // file page or shared anonymous
 constexpr uint64_t kPmPfnMask = (1ull << 55) - 1;
 
-// PAGEMAP_SCAN (Linux 6.7, include/uapi/linux/fs.h; Debian 12's headers predate it): the
-// kernel walks the page table and returns runs of pages whose categories match.
-constexpr uint64_t kPageIsFile = 1 << 2;
-constexpr uint64_t kPageIsPresent = 1 << 3;
-constexpr uint64_t kPageIsSwapped = 1 << 4;
-constexpr uint64_t kPageIsPfnZero = 1 << 5;
-struct PmScanArg {
-  uint64_t size, flags, start, end, walkEnd, vec, vecLen, maxPages;
-  uint64_t categoryInverted, categoryMask, categoryAnyofMask, returnMask;
-};
-constexpr unsigned long kPagemapScan = _IOWR('f', 16, PmScanArg);
 
 // What a mapping is, in CRIU's terms, or why crpipe refuses it.
 struct VmaKind {
@@ -199,7 +189,7 @@ class PagemapReader {
   template <typename Page>
   Result<bool> scan(uint64_t start, uint64_t end, bool fileBacked, Page& page) {
     const uint64_t notWanted = (fileBacked ? kPageIsFile : 0) | kPageIsPfnZero;
-    std::vector<MmDumpState::Region>& vec = st_->scanBuf;
+    std::vector<PageRegion>& vec = st_->scanBuf;
     vec.resize(512);
     for (uint64_t at = start; at < end;) {
       PmScanArg arg{};

@@ -11,6 +11,7 @@
 #include "collector/task/page_writer.h"
 #include "collector/task/task_files.h"
 #include "collector/task/thread_state.h"
+#include "common/pagemap_scan.h"
 #include "common/result.h"
 #include "protos/mm.pb.h"
 
@@ -28,10 +29,7 @@ struct MmDumpState {
   // PAGEMAP_SCAN: -1 not tried yet, 1 in use, 0 not in this kernel (or --no-pagemap-scan):
   // pagemap entries instead. Its output buffer, reused.
   int pagemapScan = -1;
-  struct Region {
-    uint64_t start, end, categories;
-  };
-  std::vector<Region> scanBuf;
+  std::vector<PageRegion> scanBuf;
   // Processes whose private pages went out early: the mappings chosen, [start, end).
   std::map<pid_t, std::vector<std::pair<uint64_t, uint64_t>>> early;
 
