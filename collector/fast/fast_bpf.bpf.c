@@ -26,8 +26,6 @@ char LICENSE[] SEC("license") = "GPL";
 
 extern unsigned int CONFIG_HZ __kconfig __weak;
 
-#define S_IFMT 00170000
-#define S_IFSOCK 0140000
 #define LONG_MAX_ ((long)(~0UL >> 1))
 
 /* Both hash maps are preallocated (sized by user space from the tree's fd tables before
@@ -348,15 +346,11 @@ int fast_task_file(struct bpf_iter__task_file *ctx) {
   if (crp_read_owner(file, &r.own_pid_type, &r.own_signum)) r.flags |= CRP_FD_OWNER_PID;
 
   /* A typed pointer (the options are read with plain loads, kinds/unix_opts_bpf.h). */
-  struct sock *sk = 0;
-  if ((r.mode & S_IFMT) == S_IFSOCK) {
-    struct socket *sock = bpf_sock_from_file(file);
-    sk = sock ? sock->sk : 0;
-    if (sk) {
-      r.flags |= CRP_FD_SOCKET;
-      r.sk_family = BPF_CORE_READ(sk, __sk_common.skc_family);
-      r.sk_type = BPF_CORE_READ_BITFIELD_PROBED(sk, sk_type);
-    }
+  struct sock *sk = crp_file_sock(file, r.mode);
+  if (sk) {
+    r.flags |= CRP_FD_SOCKET;
+    r.sk_family = BPF_CORE_READ(sk, __sk_common.skc_family);
+    r.sk_type = BPF_CORE_READ_BITFIELD_PROBED(sk, sk_type);
   }
   bpf_seq_write(seq, &r, sizeof(r));
   if (sk && r.sk_family == 1 /* AF_UNIX */) emit_unix(seq, sk);

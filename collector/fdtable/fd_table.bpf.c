@@ -12,8 +12,6 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
-#define S_IFMT 00170000
-#define S_IFSOCK 0140000
 #define CRP_FDT_MAX_SKBS 256
 
 /* A file's reference count: f_ref (file_ref_t, 6.13+: references - 1) or f_count before. */
@@ -92,16 +90,12 @@ int fd_table(struct bpf_iter__task_file *ctx) {
   else if (bpf_core_field_exists(((struct file___count *)0)->f_count))
     refs = ((struct file___count *)file)->f_count.counter;
   if (refs == 2) r.bits |= CRP_FDT_SOLE;
-  struct sock *sk = 0;
-  if ((r.mode & S_IFMT) == S_IFSOCK) {
-    struct socket *sock = bpf_sock_from_file(file);
-    sk = sock ? sock->sk : 0;
-    if (sk) {
-      r.bits |= CRP_FDT_SOCKET;
-      r.sk_family = sk->__sk_common.skc_family;
-      r.sk_state = sk->__sk_common.skc_state;
-      if (r.sk_family == 1 /* AF_UNIX */) r.bits |= CRP_FDT_USK;
-    }
+  struct sock *sk = crp_file_sock(file, r.mode);
+  if (sk) {
+    r.bits |= CRP_FDT_SOCKET;
+    r.sk_family = sk->__sk_common.skc_family;
+    r.sk_state = sk->__sk_common.skc_state;
+    if (r.sk_family == 1 /* AF_UNIX */) r.bits |= CRP_FDT_USK;
   }
   if (!(r.bits & CRP_FDT_USK)) {
     bpf_seq_write(seq, &r, sizeof(r));

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /* What the iter/task_file programs share (fast/fast_bpf.bpf.c, fdtable/fd_table.bpf.c):
  * the kernel types of the fd table and of a file's mount, only the fields used, CO-RE
- * relocated against the running kernel's BTF. BPF only. */
+ * relocated against the running kernel's BTF. BPF only; include after ../kinds/unix_skb_bpf.h. */
 #pragma once
 
 #include <linux/bpf.h>
@@ -67,4 +67,12 @@ static __always_inline int crp_read_owner(struct file *file, __u32 *pid_type, __
   *pid_type = BPF_CORE_READ(own, pid_type);
   *signum = BPF_CORE_READ(own, signum);
   return BPF_CORE_READ(own, pid) != 0;
+}
+
+/* The socket behind a socket file, as a typed pointer the verifier lets a program read
+ * with plain loads (bpf_sock_from_file), or NULL for other files. */
+static __always_inline struct sock *crp_file_sock(struct file *file, unsigned int mode) {
+  if ((mode & 00170000) != 0140000 /* S_ISSOCK */) return 0;
+  struct socket *sock = bpf_sock_from_file(file);
+  return sock ? sock->sk : 0;
 }

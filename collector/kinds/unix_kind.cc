@@ -191,7 +191,11 @@ Status UnixSocketKind::addNamespace(DumpContext& ctx, uint64_t netnsIno, int net
   if (table_.hasNamespace(netnsIno)) {
     return {};
   }
-  auto sockets = dumpUnixDiag(netnsIno == selfNetns_ ? -1 : netnsFd);
+  return addDump(ctx, {netnsIno, dumpUnixDiag(netnsIno == selfNetns_ ? -1 : netnsFd)});
+}
+
+Status UnixSocketKind::addDump(DumpContext& ctx, NamespaceDump dump) {
+  auto& [netnsIno, sockets] = dump;
   if (!sockets) {
     return fail(std::move(sockets).error().context("net namespace " + std::to_string(netnsIno)));
   }
@@ -200,6 +204,27 @@ Status UnixSocketKind::addNamespace(DumpContext& ctx, uint64_t netnsIno, int net
   ctx.log.debug("unix: %zu sockets in net namespace %lu (ns id %u)", n,
                 static_cast<unsigned long>(netnsIno), id);
   return {};
+}
+
+std::vector<UnixSocketKind::NamespaceDump> UnixSocketKind::dumpNamespaces(
+    const std::vector<std::pair<uint64_t, pid_t>>& todo, uint64_t self) {
+  std::vector<NamespaceDump> out;
+  for (const auto& [ino, pid] : todo) {
+    UniqueFd nsFd;
+    if (ino != self) {
+      std::string path = "/proc/" + std::to_string(pid) + "/ns/net";
+      nsFd.reset(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+      if (!nsFd.valid()) {
+        out.emplace_back(ino, fail(Error::sys("open " + path)));
+        break;
+      }
+    }
+    out.emplace_back(ino, dumpUnixDiag(ino == self ? -1 : nsFd.get()));
+    if (!out.back().second) {
+      break;  // the dump fails with it
+    }
+  }
+  return out;
 }
 
 // The fd-table slots (FDSize) of the whole tree from which prepare() starts the sock_diag
@@ -233,25 +258,7 @@ Status UnixSocketKind::prepare(DumpContext& ctx) {
     tableSlots += procFdTableSize(pid);
   }
   if (tableSlots >= kEarlyDiagFrom) {
-    early_ = std::async(std::launch::async, [todo = netnsToLoad_, self = selfNetns_]() {
-      std::vector<NamespaceDump> out;
-      for (const auto& [ino, pid] : todo) {
-        UniqueFd nsFd;
-        if (ino != self) {
-          std::string path = "/proc/" + std::to_string(pid) + "/ns/net";
-          nsFd.reset(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-          if (!nsFd.valid()) {
-            out.emplace_back(ino, fail(Error::sys("open " + path)));
-            break;
-          }
-        }
-        out.emplace_back(ino, dumpUnixDiag(ino == self ? -1 : nsFd.get()));
-        if (!out.back().second) {
-          break;
-        }
-      }
-      return out;
-    });
+    early_ = std::async(std::launch::async, dumpNamespaces, netnsToLoad_, selfNetns_);
   }
   return {};
 }
@@ -259,28 +266,8 @@ Status UnixSocketKind::prepare(DumpContext& ctx) {
 Status UnixSocketKind::loadNamespaces(DumpContext& ctx) {
   auto todo = std::move(netnsToLoad_);
   netnsToLoad_.clear();
-  if (early_.valid()) {
-    for (auto& [ino, sockets] : early_.get()) {
-      if (!sockets) {
-        return fail(std::move(sockets).error().context("net namespace " + std::to_string(ino)));
-      }
-      size_t n = sockets->size();
-      uint32_t id = table_.addNamespace(ino, std::move(*sockets));
-      ctx.log.debug("unix: %zu sockets in net namespace %lu (ns id %u, dumped early)", n,
-                    static_cast<unsigned long>(ino), id);
-    }
-    return {};
-  }
-  for (const auto& [ino, pid] : todo) {
-    UniqueFd nsFd;
-    if (ino != selfNetns_) {
-      std::string path = "/proc/" + std::to_string(pid) + "/ns/net";
-      nsFd.reset(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-      if (!nsFd.valid()) {
-        return fail(Error::sys("open " + path));
-      }
-    }
-    CRPIPE_TRY(addNamespace(ctx, ino, nsFd.get()));
+  for (auto& dump : early_.valid() ? early_.get() : dumpNamespaces(todo, selfNetns_)) {
+    CRPIPE_TRY(addDump(ctx, std::move(dump)));
   }
   return {};
 }

@@ -71,6 +71,10 @@ class UnixSocketKind : public FdKind {
   // started by prepare() on a thread of their own, for a tree with large fd tables).
   Status loadNamespaces(DumpContext& ctx);
   using NamespaceDump = std::pair<uint64_t, Result<std::vector<UnixDiagSocket>>>;
+  // The dumps of `todo` (netns inode, a pid in it), stopping after the first failure.
+  static std::vector<NamespaceDump> dumpNamespaces(
+      const std::vector<std::pair<uint64_t, pid_t>>& todo, uint64_t self);
+  Status addDump(DumpContext& ctx, NamespaceDump dump);
   std::future<std::vector<NamespaceDump>> early_;
 
   UnixDiagTable table_;
