@@ -24,8 +24,8 @@ using BpfLinkPtr = std::unique_ptr<bpf_link, BpfLinkDestroyer>;
 // An iter/task* program attached to one process (the pid filter, Linux 6.1+); null with
 // errno set where the kernel refuses.
 BpfLinkPtr attachTaskIter(bpf_program* prog, pid_t pid);
-// The same for a program loaded by other means (a light skeleton): the link's fd, or
-// -1 with errno set.
+// The same for a program loaded by other means (a light skeleton): the link's fd, or a
+// negative value with errno set.
 int attachTaskIterFd(int progFd, pid_t pid);
 
 // Reads an iterator to its end, appending to `out` (never zero-filling: a read returns at

@@ -33,7 +33,7 @@ constexpr const char* kUsage =
     "      --bpf               read fds and unix sockets through the BPF fast path\n"
     "      --no-bpf            no fast path: fds and sockets read with syscalls (the default)\n"
     "      --no-fd-table-bpf   list large fd tables through /proc as well (by default a\n"
-    "                          table with room for 4,096 fds or more is read by a BPF\n"
+    "                          table with room for 1,024 fds or more is read by a BPF\n"
     "                          iterator where the kernel allows it)\n"
     "      --no-pagemap-scan   read page tables entry by entry from /proc/PID/pagemap\n"
     "                          (by default the kernel lists the runs of pages to dump,\n"

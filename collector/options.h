@@ -24,7 +24,7 @@ struct DumpOptions {
   // with syscalls. Both give the same images.
   bool useBpf = false;
   // --no-fd-table-bpf: list large fd tables through /proc too (collector/fdtable/; by
-  // default a task whose table has room for 4,096 fds or more is read by a BPF iterator).
+  // default a task whose table has room for 1,024 fds or more is read by a BPF iterator).
   bool fdTableBpf = true;
   // --no-pagemap-scan: read /proc/PID/pagemap entry by entry instead of asking the kernel
   // for the runs of pages to dump (PAGEMAP_SCAN, Linux 6.7+). Both give the same images.

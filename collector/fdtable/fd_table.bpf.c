@@ -21,11 +21,11 @@ struct file___ref { struct crp_file_ref f_ref; } PAI;
 struct file___count { struct crp_counter f_count; } PAI;
 
 /* Counts a receive queue's skbs and unread bytes (unix_skb_len), and tells whether they
- * all come from one sender (same credentials) without files, lock-free while the owner is
+ * all come from one sender (same credentials and security label) without files, lock-free while the owner is
  * frozen; gives up (ok = 0) on a torn read or a queue longer than CRP_FDT_MAX_SKBS. */
 struct qcount {
   __u64 head, skb, pid;
-  __u32 n, bytes, ok, mixed, uid, gid;
+  __u32 n, bytes, ok, mixed, uid, gid, secid;
 };
 
 static long count_skb(__u32 i, void *ctx) {
@@ -40,12 +40,15 @@ static long count_skb(__u32 i, void *ctx) {
   if (consumed > len) return 1;
   __u64 pid = (__u64)BPF_CORE_READ(cb, pid);
   __u32 uid = BPF_CORE_READ(cb, uid.val), gid = BPF_CORE_READ(cb, gid.val);
+  /* a peek with SO_PASSCRED on also cuts at a change of security label */
+  __u32 secid = bpf_core_field_exists(cb->secid) ? BPF_CORE_READ(cb, secid) : 0;
   if (BPF_CORE_READ(cb, fp)) q->mixed = 1;
   if (q->n == 0) {
     q->pid = pid;
     q->uid = uid;
     q->gid = gid;
-  } else if (pid != q->pid || uid != q->uid || gid != q->gid) {
+    q->secid = secid;
+  } else if (pid != q->pid || uid != q->uid || gid != q->gid || secid != q->secid) {
     q->mixed = 1;
   }
   q->bytes += len - consumed;

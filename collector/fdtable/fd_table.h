@@ -17,11 +17,13 @@ namespace crpipe::collector {
 
 // A frozen process's fd table read by a BPF iterator (fd_table.bpf.c): every fd with what
 // /proc/PID/fdinfo/N says (flags with O_CLOEXEC, position, mount id, inode), its mode, its
-// owner, and for a unix socket the options getsockopt would give, in one pass, where /proc makes and frees a dentry and an inode for each fd it lists and
-// for each fdinfo file opened (a third of the collector's CPU at 10,000 sockets). Loading
-// costs ~10 ms (libbpf reads the kernel's BTF), so the collector asks it only for a task
-// with a large fd table, and falls back to /proc where it cannot load (no BTF, Linux <
-// 6.1, which has no pid filter for task iterators, no CAP_BPF + CAP_PERFMON).
+// owner, whether it is its file's only reference, and for a unix socket the options
+// getsockopt would give and its queue counted, in one pass, where /proc makes and frees a
+// dentry and an inode for each fd it lists and for each fdinfo file opened (a third of
+// the collector's CPU at 10,000 sockets). Loading costs ~5 ms (a light skeleton: the
+// kernel relocates it), so the collector asks it only for a task with a large fd table,
+// and falls back to /proc where it cannot load (no BTF, Linux < 6.1, which has no pid
+// filter for task iterators, no CAP_BPF + CAP_PERFMON).
 class FdTableReader {
  public:
   struct Fd {

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /* One record per fd of the process the fd-table iterator walks (fd_table.bpf.c → reader
  * fd_table.cc), and after the record of a unix socket's fd, that socket's options as a
- * struct crp_fast_usk (fast/fast_bpf_abi.h; no queue). Shared by the BPF program and user
- * space; fixed layout. */
+ * struct crp_fast_usk (fast/fast_bpf_abi.h; no SKB records follow, but with CRP_FDT_QCOUNT
+ * its nskbs and qbytes count the queue). Shared by the BPF program and user space; fixed
+ * layout. */
 #pragma once
 
 #include <linux/types.h>
@@ -16,7 +17,8 @@ enum crp_fdt_bits {
   CRP_FDT_SOLE = 16,     /* this fd is the file's only reference: no other fd, task or
                           * queued message holds it */
   CRP_FDT_QPLAIN = 32,   /* with QCOUNT: every queued skb has the same sender credentials
-                          * (q_pid, q_uid, q_gid) and none carries files */
+                          * (q_pid, q_uid, q_gid) and security label, and none carries
+                          * files */
 };
 
 struct crp_fdt_rec {

@@ -258,7 +258,11 @@ Status UnixSocketKind::prepare(DumpContext& ctx) {
     tableSlots += procFdTableSize(pid);
   }
   if (tableSlots >= kEarlyDiagFrom) {
-    early_ = std::async(std::launch::async, dumpNamespaces, netnsToLoad_, selfNetns_);
+    try {
+      early_ = std::async(std::launch::async, dumpNamespaces, netnsToLoad_, selfNetns_);
+    } catch (const std::system_error&) {
+      // No thread to be had: the dumps are made at the first lookup, as for a small tree.
+    }
   }
   return {};
 }

@@ -176,7 +176,6 @@ class PagemapReader {
         return fail(std::move(done).error());
       }
       if (*done) {
-        st_->pagemapScan = 1;
         return {};
       }
       st_->pagemapScan = 0;  // not in this kernel: entries from now on
@@ -212,6 +211,9 @@ class PagemapReader {
         }
         return fail(Error::sys("PAGEMAP_SCAN"));
       }
+      // Known to work from now on: a later failure is an error, never a fallback that
+      // would name the runs already named again.
+      st_->pagemapScan = 1;
       for (long i = 0; i < n; ++i) {
         CRPIPE_TRY(page(vec[i].start, (vec[i].end - vec[i].start) / kPageSize));
       }
