@@ -190,11 +190,10 @@ Status collectFds(DumpContext& ctx, const FrozenProcess& p, int pidfd, ProgressS
                     std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
                                                               start).count());
       fds->reserve(table->size());
-      known.reserve(table->size());
       for (const auto& f : *table) {
         fds->push_back(f.fd);
-        known.push_back(f);
       }
+      known = std::move(*table);
     } else {
       // /proc can say it all too, only slower.
       ctx.log.warn("pid %d: %s; its fds are read through /proc", p.pid,

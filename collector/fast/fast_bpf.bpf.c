@@ -250,7 +250,10 @@ static __always_inline void emit_unix(struct seq_file *seq, struct sock *sk) {
   __u32 ino = sock_ino(sk);
   if (!ino || bpf_map_lookup_elem(&reported, &ino)) return;
   struct crp_fast_usk r = {.type = CRP_FAST_USK, .size = sizeof(r), .ino = ino};
-  crp_read_usk_opts(sk, &r, CONFIG_HZ);
+  __u32 rlevel = 0;
+  __u64 rns = 0;
+  reader_pid_ns(&rlevel, &rns);
+  crp_read_usk_opts(sk, &r, CONFIG_HZ, rlevel, rns);
 
   struct unix_sock *u = (void *)sk;
   struct qscan q = {.head = sk_addr + bpf_core_field_offset(struct sock, sk_receive_queue),

@@ -12,7 +12,13 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
-#define CRP_FDT_MAX_SKBS 256
+/* The collector's pid namespace (level and namespace of its pid), read at the first fd:
+ * every pid the program reports is numbered in it, and it does not change. */
+__u32 reader_level = 0;
+__u64 reader_ns = 0;
+__u32 reader_known = 0;
+
+#define CRP_FDT_DIRECT_SKBS 16
 
 /* A file's reference count: f_ref (file_ref_t, 6.13+: references - 1) or f_count before. */
 struct crp_counter { long counter; };
@@ -20,41 +26,12 @@ struct crp_file_ref { struct crp_counter refcnt; };
 struct file___ref { struct crp_file_ref f_ref; } PAI;
 struct file___count { struct crp_counter f_count; } PAI;
 
-/* Counts a receive queue's skbs and unread bytes (unix_skb_len), and tells whether they
- * all come from one sender (same credentials and security label) without files, lock-free while the owner is
- * frozen; gives up (ok = 0) on a torn read or a queue longer than CRP_FDT_MAX_SKBS. */
+/* A receive queue counted: skbs, unread bytes (unix_skb_len), and whether they all come
+ * from one sender (same credentials and security label) without files. */
 struct qcount {
-  __u64 head, skb, pid;
+  __u64 pid;
   __u32 n, bytes, ok, mixed, uid, gid, secid;
 };
-
-static long count_skb(__u32 i, void *ctx) {
-  struct qcount *q = ctx;
-  struct sk_buff *skb = (void *)rd64(q->skb ? (void *)&((struct sk_buff *)q->skb)->next
-                                            : (void *)&((struct sk_buff_head *)q->head)->next);
-  if (!skb) return 1;
-  if ((__u64)skb == q->head) { q->ok = 1; return 1; }
-  q->skb = (__u64)skb;
-  struct unix_skb_parms *cb = (void *)&skb->cb;
-  __u32 len = BPF_CORE_READ(skb, len), consumed = BPF_CORE_READ(cb, consumed);
-  if (consumed > len) return 1;
-  __u64 pid = (__u64)BPF_CORE_READ(cb, pid);
-  __u32 uid = BPF_CORE_READ(cb, uid.val), gid = BPF_CORE_READ(cb, gid.val);
-  /* a peek with SO_PASSCRED on also cuts at a change of security label */
-  __u32 secid = bpf_core_field_exists(cb->secid) ? BPF_CORE_READ(cb, secid) : 0;
-  if (BPF_CORE_READ(cb, fp)) q->mixed = 1;
-  if (q->n == 0) {
-    q->pid = pid;
-    q->uid = uid;
-    q->gid = gid;
-    q->secid = secid;
-  } else if (pid != q->pid || uid != q->uid || gid != q->gid || secid != q->secid) {
-    q->mixed = 1;
-  }
-  q->bytes += len - consumed;
-  q->n++;
-  return 0;
-}
 
 SEC("iter/task_file")
 int fd_table(struct bpf_iter__task_file *ctx) {
@@ -118,18 +95,46 @@ int fd_table(struct bpf_iter__task_file *ctx) {
   /* hz 0: a light skeleton would carry the build machine's CONFIG_HZ, not the running
    * kernel's, so sockets with a timeout or linger (in jiffies) have those read with
    * getsockopt. */
-  crp_read_usk_opts(sk, &both.usk, 0);
+  if (!reader_known && reader_pid_ns(&reader_level, &reader_ns)) reader_known = 1;
+  crp_read_usk_opts(sk, &both.usk, 0, reader_level, reader_ns);
   if (r.sk_state != TCP_LISTEN) {
-    /* a listener's queue holds connections, which user space learns from sock_diag */
-    struct qcount q = {.head = (__u64)&sk->sk_receive_queue};
-    bpf_loop(CRP_FDT_MAX_SKBS + 1, count_skb, &q, 0);
+    /* A listener's queue holds connections, which user space learns from sock_diag. The
+     * skbs are walked with plain loads, lock-free while the owner is frozen (a queue only
+     * shrinks by its owner's recvmsg; a peer outside the tree appends whole skbs), up to
+     * CRP_FDT_DIRECT_SKBS: a longer queue is left uncounted, and peeked the usual way. */
+    struct qcount q = {};
+    __u64 head = (__u64)&sk->sk_receive_queue;
+    struct sk_buff *skb = sk->sk_receive_queue.next;
+    for (int i = 0; i < CRP_FDT_DIRECT_SKBS; i++) {
+      if (!skb) break;
+      if ((__u64)skb == head) { q.ok = 1; break; }
+      struct unix_skb_parms *cb = (void *)skb->cb;
+      __u32 len = skb->len, consumed = cb->consumed;
+      if (consumed > len) break;
+      __u64 pid = (__u64)cb->pid;
+      __u32 uid = cb->uid.val, gid = cb->gid.val;
+      /* a peek with SO_PASSCRED on also cuts at a change of security label */
+      __u32 secid = bpf_core_field_exists(cb->secid) ? cb->secid : 0;
+      if (cb->fp) q.mixed = 1;
+      if (q.n == 0) {
+        q.pid = pid;
+        q.uid = uid;
+        q.gid = gid;
+        q.secid = secid;
+      } else if (pid != q.pid || uid != q.uid || gid != q.gid || secid != q.secid) {
+        q.mixed = 1;
+      }
+      q.bytes += len - consumed;
+      q.n++;
+      skb = skb->next;
+    }
     if (q.ok) {
       both.fd.bits |= CRP_FDT_QCOUNT;
       both.usk.nskbs = q.n;
       both.usk.qbytes = q.bytes;
       if (q.n && !q.mixed) {
         both.fd.bits |= CRP_FDT_QPLAIN;
-        both.fd.q_pid = pid_vnr((struct pid *)q.pid);
+        both.fd.q_pid = pid_nr_in((struct pid *)q.pid, reader_level, reader_ns);
         both.fd.q_uid = q.uid;
         both.fd.q_gid = q.gid;
       }

@@ -124,7 +124,7 @@ Result<std::vector<FdTableReader::Fd>> FdTableReader::read(pid_t pid, int pidfd)
         }
       }
     }
-    out.push_back(f);
+    out.push_back(std::move(f));
   }
   // An iterator over a pid with no task walks nothing: tell that from an empty table (by
   // the pidfd, which no reused pid can answer for).

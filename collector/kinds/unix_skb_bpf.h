@@ -99,24 +99,39 @@ static __always_inline __u64 rd64(const void *p) {
   return v;
 }
 
-/* pid_vnr() as the reading task (the collector) sees it: the pid's number in the reader's
- * active pid namespace, 0 if the pid is not visible there. */
-static __always_inline __u32 pid_vnr(struct pid *p) {
-  if (!p) return 0;
+/* The reading task's (the collector's) pid namespace as pid_nr_in() wants it: the level of
+ * its pid and that level's namespace. 0 when unknown. */
+static __always_inline int reader_pid_ns(__u32 *level, __u64 *ns) {
   struct task_struct *cur = (void *)bpf_get_current_task();
   struct pid *mine = BPF_CORE_READ(cur, thread_pid);
   if (!mine) return 0;
-  __u32 level = BPF_CORE_READ(mine, level), plevel = BPF_CORE_READ(p, level);
-  if (plevel < level || level > 32) return 0;
+  *level = BPF_CORE_READ(mine, level);
+  if (*level > 32) return 0;
   __u64 off = bpf_core_field_offset(struct pid, numbers);
   __u64 usz = bpf_core_type_size(struct upid);
-  __u64 nr_off = bpf_core_field_offset(struct upid, nr), ns_off = bpf_core_field_offset(struct upid, ns);
-  __u64 my_ns = rd64((char *)mine + off + level * usz + ns_off);
-  __u64 p_ns = rd64((char *)p + off + level * usz + ns_off);
-  if (!my_ns || my_ns != p_ns) return 0;
+  *ns = rd64((char *)mine + off + *level * usz + bpf_core_field_offset(struct upid, ns));
+  return *ns != 0;
+}
+
+/* The number of pid `p` in the namespace at `level` that is `ns`, 0 if it has none there. */
+static __always_inline __u32 pid_nr_in(struct pid *p, __u32 level, __u64 ns) {
+  if (!p || level > 32) return 0;
+  if (BPF_CORE_READ(p, level) < level) return 0;
+  __u64 off = bpf_core_field_offset(struct pid, numbers);
+  __u64 at = off + level * bpf_core_type_size(struct upid);
+  if (rd64((char *)p + at + bpf_core_field_offset(struct upid, ns)) != ns) return 0;
   int nr = 0;
-  bpf_probe_read_kernel(&nr, sizeof(nr), (char *)p + off + level * usz + nr_off);
+  bpf_probe_read_kernel(&nr, sizeof(nr), (char *)p + at + bpf_core_field_offset(struct upid, nr));
   return (__u32)nr;
+}
+
+/* pid_vnr() as the reading task (the collector) sees it: the pid's number in the reader's
+ * active pid namespace, 0 if the pid is not visible there. */
+static __always_inline __u32 pid_vnr(struct pid *p) {
+  __u32 level = 0;
+  __u64 ns = 0;
+  if (!p || !reader_pid_ns(&level, &ns)) return 0;
+  return pid_nr_in(p, level, ns);
 }
 
 /* sock_i_ino(): the inode of sk->sk_socket, 0 for a sock without one (an embryo before
