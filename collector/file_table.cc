@@ -3,9 +3,10 @@
 #include <linux/kcmp.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+
+#include <algorithm>
 
 namespace crpipe::collector {
 
@@ -53,8 +54,28 @@ void FileTable::readAhead(OpenFile& f, ReadAheadContext& ctx) const {
 }
 
 void FileTable::closeFiles() {
+  // Thousands of duplicates, taken one after another, mostly hold consecutive numbers:
+  // each run of them goes in one close_range.
+  std::vector<int> fds;
+  fds.reserve(entries_.size());
   for (auto& e : entries_) {
-    e.file.dup.reset();
+    if (e.file.dup.valid()) {
+      fds.push_back(e.file.dup.release());
+    }
+  }
+  std::sort(fds.begin(), fds.end());
+  for (size_t i = 0; i < fds.size();) {
+    size_t j = i + 1;
+    while (j < fds.size() && fds[j] == fds[j - 1] + 1) {
+      ++j;
+    }
+    if (j - i == 1 || ::syscall(SYS_close_range, static_cast<unsigned>(fds[i]),
+                                static_cast<unsigned>(fds[j - 1]), 0U) != 0) {
+      for (size_t k = i; k < j; ++k) {
+        (void)::close(fds[k]);
+      }
+    }
+    i = j;
   }
 }
 
