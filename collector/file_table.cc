@@ -64,6 +64,7 @@ void FileTable::closeFiles() {
     }
   }
   std::sort(fds.begin(), fds.end());
+  fds.erase(std::unique(fds.begin(), fds.end()), fds.end());
   for (size_t i = 0; i < fds.size();) {
     size_t j = i + 1;
     while (j < fds.size() && fds[j] == fds[j - 1] + 1) {

@@ -128,6 +128,8 @@ int fd_table(struct bpf_iter__task_file *ctx) {
       q.n++;
       skb = skb->next;
     }
+    /* a queue of exactly CRP_FDT_DIRECT_SKBS ends where the loop does */
+    if (!q.ok && skb && (__u64)skb == head) q.ok = 1;
     if (q.ok) {
       both.fd.bits |= CRP_FDT_QCOUNT;
       both.usk.nskbs = q.n;

@@ -115,7 +115,7 @@ static __always_inline int reader_pid_ns(__u32 *level, __u64 *ns) {
 
 /* The number of pid `p` in the namespace at `level` that is `ns`, 0 if it has none there. */
 static __always_inline __u32 pid_nr_in(struct pid *p, __u32 level, __u64 ns) {
-  if (!p || level > 32) return 0;
+  if (!p || !ns || level > 32) return 0;
   if (BPF_CORE_READ(p, level) < level) return 0;
   __u64 off = bpf_core_field_offset(struct pid, numbers);
   __u64 at = off + level * bpf_core_type_size(struct upid);

@@ -184,6 +184,18 @@ TEST(FdTable, SocketsOwnersQueuesAndSoleReferences) {
     int passed = 105;
     std::memcpy(CMSG_DATA(c), &passed, sizeof(int));
     if (::sendmsg(107, &mh, 0) != 1) _exit(1);
+    // 109: 16 skbs queued (the most the iterator counts), 111: 17 (left uncounted).
+    int g[2], h[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM, 0, g) != 0 || ::dup2(g[0], 109) != 109 ||
+        ::dup2(g[1], 110) != 110 || ::socketpair(AF_UNIX, SOCK_STREAM, 0, h) != 0 ||
+        ::dup2(h[0], 111) != 111 || ::dup2(h[1], 112) != 112) _exit(1);
+    ::close(g[0]);
+    ::close(g[1]);
+    ::close(h[0]);
+    ::close(h[1]);
+    for (int i = 0; i < 17; ++i) {
+      if ((i < 16 && ::send(110, "x", 1, 0) != 1) || ::send(112, "y", 1, 0) != 1) _exit(1);
+    }
     // 108: a listener.
     int l = ::socket(AF_UNIX, SOCK_STREAM, 0);
     sockaddr_un a{};
@@ -200,7 +212,7 @@ TEST(FdTable, SocketsOwnersQueuesAndSoleReferences) {
   for (const auto& f : *table) {
     by[f.fd] = f;
   }
-  for (int fd = 100; fd <= 108; ++fd) {
+  for (int fd = 100; fd <= 112; ++fd) {
     ASSERT_EQ(by.count(fd), 1u) << fd;
     EXPECT_EQ(by[fd].family, AF_UNIX) << fd;
     ASSERT_TRUE(by[fd].usk) << fd;
@@ -236,6 +248,9 @@ TEST(FdTable, SocketsOwnersQueuesAndSoleReferences) {
   EXPECT_FALSE(by[106].queuedFrom);  // its one skb carries a file
   EXPECT_EQ(by[108].state, 10);  // TCP_LISTEN
   EXPECT_FALSE(by[108].queuedSkbs);
+  EXPECT_EQ(by[109].queuedSkbs, std::optional<uint32_t>(16));
+  EXPECT_EQ(by[109].queuedBytes, std::optional<uint32_t>(16));
+  EXPECT_FALSE(by[111].queuedSkbs);  // longer than the iterator walks: peeked the usual way
 }
 
 TEST(FdTable, AGoneProcessIsAnError) {
