@@ -17,6 +17,9 @@
 
 /* The odd sockets: numbers saved across the restore (the task keeps its memory). */
 static int e1, e2, e2dup, d1, d2, q1, q2;
+/* With "midzero": a datagram socket whose empty message sits between two others, which a
+ * second peek of the queue no longer sees (so only for a test that dumps once). */
+static int z1 = -1, z2 = -1;
 
 static void odd_sockets(void) {
   int p[2];
@@ -64,6 +67,14 @@ static void odd_sockets(void) {
   WL_MUST(setsockopt(q2, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog)) == 0);
 }
 
+static void midzero_socket(void) {
+  int p[2];
+  WL_MUST(socketpair(AF_UNIX, SOCK_DGRAM, 0, p) == 0);
+  z1 = p[0];
+  z2 = p[1];
+  WL_MUST(send(z2, "first", 5, 0) == 5 && send(z2, "", 0, 0) == 0 && send(z2, "last", 4, 0) == 4);
+}
+
 static void check_recv(int fd, const char* want, int len, const char* what) {
   char got[64] = {0};
   ssize_t r = recv(fd, got, sizeof(got), MSG_DONTWAIT);
@@ -97,11 +108,16 @@ static void check_odd_sockets(void) {
   check_recv(q1, "", 0, "q1 zero-length record");
   check_recv(q1, "rec2", 4, "q1 second record");
   check_recv(q1, "rec3", 4, "q1 third record");
+  if (z1 >= 0) {
+    check_recv(z1, "first", 5, "z1 first datagram");
+    check_recv(z1, "", 0, "z1 empty datagram between two others");
+    check_recv(z1, "last", 4, "z1 last datagram");
+  }
 }
 
 int main(int argc, char** argv) {
   wl_init();
-  WL_MUST(argc == 2);
+  WL_MUST(argc == 2 || (argc == 3 && strcmp(argv[2], "midzero") == 0));
   const int n = atoi(argv[1]);
   struct rlimit rl = {(rlim_t)(4 * n + 64), (rlim_t)(4 * n + 64)};
   WL_MUST(setrlimit(RLIMIT_NOFILE, &rl) == 0);
@@ -136,6 +152,9 @@ int main(int argc, char** argv) {
     close(high[i]);
   }
   odd_sockets();
+  if (argc == 3) {
+    midzero_socket();
+  }
   rl.rlim_cur = rl.rlim_max = (rlim_t)(2 * n + 64);
   WL_MUST(setrlimit(RLIMIT_NOFILE, &rl) == 0);
   printf("READY {\"pid\": %d, \"fds\": %d, \"limit\": %d}\n", getpid(), 2 * n, 2 * n + 64);
