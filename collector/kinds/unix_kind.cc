@@ -63,6 +63,8 @@ Result<OpenFile> openFileFromPeek(UniqueFd fd) {
   return of;
 }
 
+using PeekedQueue = Result<std::vector<PeekedMessage>>;
+
 // What readAhead found on the fd-grabbing thread: a socket's family and, for a unix
 // socket, its options and owner (or why they could not be read).
 struct UnixAhead {
@@ -72,7 +74,7 @@ struct UnixAhead {
   // The receive queue, peeked where the fd-table iterator gave the socket's type, state
   // and queue length (empty without a peek when it counted nothing). Shared: std::any
   // holds copyable values only, and the files peeked out of the queue are not.
-  std::shared_ptr<Result<std::vector<PeekedMessage>>> queue;
+  std::shared_ptr<PeekedQueue> queue;
 };
 
 const UnixAhead* aheadOf(const OpenFile& f) { return std::any_cast<UnixAhead>(&f.ahead); }
@@ -91,6 +93,41 @@ Status takeAhead(const std::optional<Result<T>>& ahead, std::optional<T>& known,
   return {};
 }
 
+// Whether a socket's receive queue holds data to record: a datagram socket's always; a
+// stream or seqpacket socket's once connected (recvmsg on an unconnected one is EINVAL; a
+// connection whose peer closed stays established, with its data).
+bool holdsQueue(int type, int state) { return type == SOCK_DGRAM || state == TCP_ESTABLISHED; }
+
+// The queue of a socket the fd-table iterator described, peeked on the grabbing thread;
+// nothing where collect() reads it itself. Only for a socket this fd alone holds: peeks of
+// one socket must not overlap (they toggle SO_PASSCRED and SO_PEEK_OFF), and a second peek
+// of a datagram queue no longer sees the zero-length messages the first one passed.
+std::shared_ptr<PeekedQueue> queueAhead(int fd, const FdTableReader::Fd& t,
+                                        const UnixSockOpts& o, ReadAheadContext& ctx) {
+  if (!t.usk || !t.sole || !t.queuedSkbs || !holdsQueue(static_cast<int>(t.usk->sk_type), t.state)) {
+    return nullptr;
+  }
+  const int type = static_cast<int>(t.usk->sk_type);
+  if (*t.queuedSkbs == 0) {
+    return std::make_shared<PeekedQueue>(std::vector<PeekedMessage>{});
+  }
+  if (type == SOCK_STREAM && o.peekOff == -1 && t.queuedFrom && t.queuedBytes &&
+      ctx.initialUserNs) {
+    // One sender, no files: one peek, no SO_PASSCRED toggling (credentials as the
+    // iterator read them: kernel ids, the same in the initial user namespace).
+    auto plain = peekPlainStream(fd, *t.queuedBytes, *t.queuedFrom, ctx.peekScratch);
+    if (!plain) {
+      return std::make_shared<PeekedQueue>(fail(std::move(plain).error()));
+    }
+    if (*plain) {
+      return std::make_shared<PeekedQueue>(std::move(**plain));
+    }
+  }
+  return std::make_shared<PeekedQueue>(
+      peekUnixQueue(fd, type, o.peekOff, o.opts.so_passcred(),
+                    type == SOCK_STREAM ? t.queuedBytes : std::nullopt, ctx.peekScratch));
+}
+
 }  // namespace
 
 void UnixSocketKind::readAhead(OpenFile& f, ReadAheadContext& ctx) const {
@@ -100,51 +137,20 @@ void UnixSocketKind::readAhead(OpenFile& f, ReadAheadContext& ctx) const {
   UnixAhead a;
   if (f.table != nullptr && f.table->family >= 0) {
     // The fd-table iterator read the family, the owner and (for a unix socket) the
-    // options: syscalls only for what it cannot answer exactly.
-    a.domain = f.table->family;
+    // options and the queue's length: syscalls only for what it cannot answer exactly.
+    const FdTableReader::Fd& t = *f.table;
+    a.domain = t.family;
     if (a.domain == AF_UNIX) {
       // (The peer's uid and gid are the kernel's: outside the initial user namespace
       // getsockopt maps them, so the options are read with it there.)
-      std::optional<UnixSockOpts> opts = f.table->usk && ctx.initialUserNs
-                                             ? unixSockOptsFromUsk(*f.table->usk)
-                                             : std::nullopt;
+      std::optional<UnixSockOpts> opts =
+          t.usk && ctx.initialUserNs ? unixSockOptsFromUsk(*t.usk) : std::nullopt;
       a.opts.emplace(opts ? Result<UnixSockOpts>(std::move(*opts))
                           : readUnixSockOpts(f.dup.get(), ctx.sockopts));
-      auto fown = fownFromOwner(f.table->ownerPid, f.table->ownerPidType, f.table->ownerSignum);
+      auto fown = fownFromOwner(t.ownerPid, t.ownerPidType, t.ownerSignum);
       a.fown.emplace(fown ? Result<images::FownEntry>(std::move(*fown)) : readFown(f.dup.get()));
-      // The queue too, on this thread, where collect() would read it (a connected stream
-      // or seqpacket socket, or a datagram one: the same test on the iterator's state),
-      // and only for a socket this fd alone holds: peeks of one socket must not overlap
-      // (they toggle SO_PASSCRED and SO_PEEK_OFF), and a second peek of a datagram queue
-      // no longer sees the zero-length messages the first one passed.
-      const int type = f.table->usk ? static_cast<int>(f.table->usk->sk_type) : -1;
-      if (*a.opts && f.table->sole && f.table->queuedSkbs &&
-          (type == SOCK_DGRAM ||
-           ((type == SOCK_STREAM || type == SOCK_SEQPACKET) && f.table->state == TCP_ESTABLISHED))) {
-        if (*f.table->queuedSkbs == 0) {
-          a.queue = std::make_shared<Result<std::vector<PeekedMessage>>>(
-              std::vector<PeekedMessage>{});
-        } else {
-          const UnixSockOpts& o = **a.opts;
-          if (type == SOCK_STREAM && o.peekOff == -1 && f.table->queuedFrom &&
-              f.table->queuedBytes && ctx.initialUserNs) {
-            // One sender, no files: one peek, no SO_PASSCRED toggling (credentials as the
-            // iterator read them: kernel ids, the same in the initial user namespace).
-            auto plain = peekPlainStream(f.dup.get(), *f.table->queuedBytes,
-                                         *f.table->queuedFrom, ctx.peekScratch);
-            if (!plain) {
-              a.queue = std::make_shared<Result<std::vector<PeekedMessage>>>(
-                  fail(std::move(plain).error()));
-            } else if (*plain) {
-              a.queue = std::make_shared<Result<std::vector<PeekedMessage>>>(std::move(**plain));
-            }
-          }
-          if (!a.queue) {
-            a.queue = std::make_shared<Result<std::vector<PeekedMessage>>>(peekUnixQueue(
-                f.dup.get(), type, o.peekOff, o.opts.so_passcred(),
-                type == SOCK_STREAM ? f.table->queuedBytes : std::nullopt, ctx.peekScratch));
-          }
-        }
+      if (*a.opts) {
+        a.queue = queueAhead(f.dup.get(), t, **a.opts, ctx);
       }
     }
     f.ahead = std::move(a);
@@ -446,7 +452,7 @@ Status UnixSocketKind::collect(DumpContext& ctx, OpenFile& f, uint32_t id) {
   if (!fown) {
     return fail(std::move(fown).error().context(where));
   }
-  std::shared_ptr<Result<std::vector<PeekedMessage>>> peekedAhead;
+  std::shared_ptr<PeekedQueue> peekedAhead;
   if (ahead != nullptr) {
     peekedAhead = ahead->queue;
   }
@@ -535,10 +541,8 @@ Status UnixSocketKind::collect(DumpContext& ctx, OpenFile& f, uint32_t id) {
   }
 
   // The entry is kept before the queue is read: a queued message may carry this very
-  // socket's peer, and finish() needs to see every socket anyway. A stream or seqpacket
-  // socket has a queue only once connected (recvmsg on an unconnected one is EINVAL; a
-  // connection whose peer closed stays established, with its data).
-  if (sk.type == SOCK_DGRAM || sk.state == TCP_ESTABLISHED) {
+  // socket's peer, and finish() needs to see every socket anyway.
+  if (holdsQueue(sk.type, sk.state)) {
     // For a stream, sock_diag's rqueue is the bytes queued (for a datagram socket only
     // the first datagram's).
     std::optional<uint32_t> queued = sk.type == SOCK_STREAM ? sk.rqueue : std::nullopt;
