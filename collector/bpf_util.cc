@@ -9,16 +9,7 @@
 
 namespace crpipe::collector {
 
-BpfLinkPtr attachTaskIter(bpf_program* prog, pid_t pid) {
-  DECLARE_LIBBPF_OPTS(bpf_iter_attach_opts, opts);
-  bpf_iter_link_info info{};
-  info.task.pid = static_cast<__u32>(pid);
-  opts.link_info = &info;
-  opts.link_info_len = sizeof(info);
-  return BpfLinkPtr(bpf_program__attach_iter(prog, &opts));
-}
-
-int attachTaskIterFd(int progFd, pid_t pid) {
+int attachTaskIter(int progFd, pid_t pid) {
   bpf_iter_link_info info{};
   info.task.pid = static_cast<__u32>(pid);
   DECLARE_LIBBPF_OPTS(bpf_link_create_opts, opts);
@@ -49,7 +40,7 @@ Status readIter(int linkFd, std::string& out) {
       continue;
     }
     if (n < 0) {
-      return fail(Error::sys(err, "read of a fast path iterator"));
+      return fail(Error::sys(err, "read of a BPF iterator"));
     }
     if (n == 0) {
       return {};

@@ -21,12 +21,10 @@ struct BpfLinkDestroyer {
 using BpfObjectPtr = std::unique_ptr<bpf_object, BpfObjectCloser>;
 using BpfLinkPtr = std::unique_ptr<bpf_link, BpfLinkDestroyer>;
 
-// An iter/task* program attached to one process (the pid filter, Linux 6.1+); null with
-// errno set where the kernel refuses.
-BpfLinkPtr attachTaskIter(bpf_program* prog, pid_t pid);
-// The same for a program loaded by other means (a light skeleton): the link's fd, or a
-// negative value with errno set.
-int attachTaskIterFd(int progFd, pid_t pid);
+// An iter/task* program (its fd: bpf_program__fd, or a light skeleton's) attached to one
+// process (the pid filter, Linux 6.1+): the link's fd, or a negative value with errno set
+// where the kernel refuses.
+int attachTaskIter(int progFd, pid_t pid);
 
 // Reads an iterator to its end, appending to `out` (never zero-filling: a read returns at
 // most one 32 KiB seq buffer, and the output can be tens of MiB).

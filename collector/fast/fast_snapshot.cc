@@ -25,7 +25,6 @@ namespace {
 
 const std::string kUnavailable = "BPF unavailable: ";
 
-
 // libbpf prints through one process-wide callback; while the fast path loads, its last
 // warning is kept to explain a failure (the verifier's complaint) instead of being printed.
 std::string* gFastLibbpfLog = nullptr;
@@ -60,7 +59,6 @@ class LibbpfQuiet {
  private:
   libbpf_print_fn_t old_;
 };
-
 
 struct Loaded {
   BpfObjectPtr obj;
@@ -139,12 +137,12 @@ Result<std::unique_ptr<FastSnapshot>> FastSnapshot::take(const std::set<pid_t>& 
     if (bpf_map_update_elem(cfgFd, &zero, &cfg, BPF_ANY) != 0) {
       return failSys("bpf_map_update_elem(fast_cfg)");
     }
-    BpfLinkPtr link = attachTaskIter(prog, pid);
-    if (!link) {
+    UniqueFd link(attachTaskIter(bpf_program__fd(prog), pid));
+    if (!link.valid()) {
       return failSys(kUnavailable + "cannot attach the iter/task_file program to pid " +
                      std::to_string(pid));
     }
-    return readIter(bpf_link__fd(link.get()), out);
+    return readIter(link.get(), out);
   };
 
   // Page fragments hold the bulk of any write past ~3.5 KiB; their addresses need the

@@ -1,15 +1,12 @@
 #include "collector/fdtable/fd_table.h"
 
 #include <bpf/bpf.h>
-#include <bpf/libbpf.h>
 #include <fcntl.h>
-#include <signal.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstdarg>
 #include <cstring>
 #include <string>
 
@@ -55,7 +52,7 @@ Result<std::unique_ptr<FdTableReader>> FdTableReader::load() {
   // The pid filter of a task iterator came in Linux 6.1; before, every attach fails (E2BIG).
   // Tried once here on the collector itself, so that such a kernel uses /proc from the
   // start instead of failing for every large table.
-  UniqueFd trial(attachTaskIterFd(impl->progFd, ::getpid()));
+  UniqueFd trial(attachTaskIter(impl->progFd, ::getpid()));
   if (!trial.valid()) {
     return failSys("the kernel has no pid filter for task iterators (Linux >= 6.1)");
   }
@@ -63,7 +60,7 @@ Result<std::unique_ptr<FdTableReader>> FdTableReader::load() {
 }
 
 Result<std::vector<FdTableReader::Fd>> FdTableReader::read(pid_t pid, int pidfd) const {
-  UniqueFd link(attachTaskIterFd(impl_->progFd, pid));
+  UniqueFd link(attachTaskIter(impl_->progFd, pid));
   if (!link.valid()) {
     return failSys("cannot attach the fd-table iterator to pid " + std::to_string(pid));
   }
