@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <linux/fs.h>
-#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -26,7 +25,6 @@ constexpr uint64_t kPmPresent = 1ull << 63;
 constexpr uint64_t kPmSwap = 1ull << 62;
 constexpr uint64_t kPmFile = 1ull << 61;  // file page or shared anonymous
 constexpr uint64_t kPmPfnMask = (1ull << 55) - 1;
-
 
 // What a mapping is, in CRIU's terms, or why crpipe refuses it.
 struct VmaKind {
@@ -248,7 +246,10 @@ class PagemapReader {
       }
       got += static_cast<size_t>(r);
     }
-    const uint64_t zeroPfn = st_->zeroPfn;
+    if (!st_->zeroPfn) {
+      st_->zeroPfn = findZeroPfn();  // only entries need it: PAGEMAP_SCAN tells the zero page
+    }
+    const uint64_t zeroPfn = *st_->zeroPfn;
     for (size_t i = 0; i < n; ++i) {
       uint64_t e = pm[i];
       bool dump = (e & (kPmPresent | kPmSwap)) != 0 && (e & kPmFile) == 0;

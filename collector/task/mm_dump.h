@@ -3,6 +3,7 @@
 #include <sys/types.h>
 
 #include <map>
+#include <optional>
 #include <set>
 #include <utility>
 #include <vector>
@@ -22,7 +23,8 @@ struct MmDumpState {
   TaskFiles& files;
   PageWriter::Buffer buffer;
   uint32_t nextPagesId = 1;
-  uint64_t zeroPfn = 0;  // the shared zero page's frame (0: unknown)
+  // The shared zero page's frame (0: unknown), found when pagemap entries are first read.
+  std::optional<uint64_t> zeroPfn;
   std::set<std::pair<dev_t, ino_t>> shmemDone;  // shared anonymous objects already dumped
   uint64_t pagesDumped = 0;
   std::vector<uint64_t> pagemapBuf;  // /proc/PID/pagemap entries, reused for every mapping

@@ -115,7 +115,6 @@ Status collectProcess(DumpContext& ctx, KobjIds& kobj, MmDumpState& mmState,
 
 TaskStateDump::TaskStateDump(const DumpContext& ctx)
     : mm_(files_, PageWriter::batchBytesFor(ctx.out), ctx.opts.pageRefs) {
-  mm_.zeroPfn = findZeroPfn();
   mm_.pagemapScan = ctx.opts.pagemapScan ? -1 : 0;
 }
 
