@@ -127,9 +127,7 @@ class FdTableSource {
       auto r = FdTableReader::load();
       if (r) {
         reader_ = std::move(*r);
-        log.debug("fd tables: read by a BPF iterator (loaded in %.1f ms)",
-                  std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
-                                                            start).count());
+        log.debug("fd tables: read by a BPF iterator (loaded in %.1f ms)", msSince(start));
       } else {
         log.info("fd tables: read through /proc (%s)", r.error().str().c_str());
       }
@@ -186,9 +184,7 @@ Status collectFds(DumpContext& ctx, const FrozenProcess& p, int pidfd, ProgressS
     auto table = reader->read(p.pid, pidfd);
     if (table) {
       ctx.log.debug("pid %d: %zu fds read by the fd-table iterator in %.1f ms", p.pid,
-                    table->size(),
-                    std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
-                                                              start).count());
+                    table->size(), msSince(start));
       fds->reserve(table->size());
       for (const auto& f : *table) {
         fds->push_back(f.fd);

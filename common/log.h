@@ -1,10 +1,17 @@
 #pragma once
 
+#include <chrono>
 #include <cstdarg>
 #include <cstdio>
 #include <string>
 
 namespace crpipe {
+
+// Milliseconds since `start`, for the log's timings.
+inline double msSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+      .count();
+}
 
 // A log sink built by main() and passed down; no global logger. Levels follow CRIU's -v:
 // 0 errors only, 1 +warnings, 2 +info (default), 3 +debug, 4 +trace.

@@ -269,9 +269,7 @@ Status Task::readOrder() {
   for (auto& k : kinds_) {
     CRPIPE_TRY(k->takeOrder(o, files_));
   }
-  log_.debug("order parsed in %.3f ms",
-             std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
-                 .count());
+  log_.debug("order parsed in %.3f ms", msSince(start));
 
   // What this task creates: the descriptions it holds and does not receive, and those it
   // creates for others. Each starts in its kind's first phase.
