@@ -22,11 +22,11 @@ static __always_inline int crp_sk_flag(unsigned long flags, int bit) {
  * knows (bpf_sock_from_file(file)->sk): its fields are read with plain loads, checked
  * against the kernel's BTF (a helper call per field cost nine tenths of an iterator's
  * time). `hz`: CONFIG_HZ, or 0 where the program does not know it (user space then reads
- * timeouts and linger, which are in jiffies, with getsockopt). `reader_level` and
- * `reader_ns`: the collector's pid namespace (reader_pid_ns()), for the peer's pid. */
+ * timeouts and linger, which are in jiffies, with getsockopt). `rd_level` and
+ * `rd_ns`: the collector's pid namespace (reader_pid_ns()), for the peer's pid. */
 static __always_inline void crp_read_usk_opts(struct sock *sk, struct crp_fast_usk *r,
-                                              unsigned int hz, __u32 reader_level,
-                                              __u64 reader_ns) {
+                                              unsigned int hz, __u32 rd_level,
+                                              __u64 rd_ns) {
   unsigned long flags = sk->__sk_common.skc_flags;
   if (crp_sk_flag(flags, bpf_core_enum_value(enum sock_flags, SOCK_LINGER))) r->flags |= CRP_USK_LINGER;
   if (crp_sk_flag(flags, bpf_core_enum_value(enum sock_flags, SOCK_KEEPOPEN))) r->flags |= CRP_USK_KEEPALIVE;
@@ -62,7 +62,7 @@ static __always_inline void crp_read_usk_opts(struct sock *sk, struct crp_fast_u
   struct pid *peer = sk->sk_peer_pid;
   if (peer) {
     r->flags |= CRP_USK_PEER_PID;
-    r->peer_pid = pid_nr_in(peer, reader_level, reader_ns);
+    r->peer_pid = pid_nr_in(peer, rd_level, rd_ns);
     const struct cred *c = sk->sk_peer_cred;
     r->peer_uid = c ? c->euid.val : (__u32)-1;
     r->peer_gid = c ? c->egid.val : (__u32)-1;
